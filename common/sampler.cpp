@@ -1,0 +1,101 @@
+#include "common/sampler.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+
+namespace llamawire {
+
+int sample_argmax(std::span<const float> values) {
+  int best = 0;
+  float best_v = values[0];
+  for (std::size_t i = 1; i < values.size(); ++i) {
+    if (values[i] > best_v) {
+      best_v = values[i];
+      best = static_cast<int>(i);
+    }
+  }
+  return best;
+}
+
+int sample_mult(std::span<const float> probs, float coin) {
+  float cdf = 0.0f;
+  for (std::size_t i = 0; i < probs.size(); ++i) {
+    cdf += probs[i];
+    if (coin < cdf) return static_cast<int>(i);
+  }
+  return static_cast<int>(probs.size()) - 1;  // rounding errors
+}
+
+void softmax_reference(std::span<float> x) {
+  float max_val = x[0];
+  for (std::size_t i = 1; i < x.size(); ++i) max_val = x[i] > max_val ? x[i] : max_val;
+  float sum = 0.0f;
+  for (float& v : x) {
+    v = std::exp(v - max_val);
+    sum += v;
+  }
+  for (float& v : x) v /= sum;
+}
+
+std::uint64_t resolve_seed(std::uint64_t seed) {
+  return seed != 0 ? seed : static_cast<std::uint64_t>(static_cast<unsigned int>(std::time(nullptr)));
+}
+
+Sampler::Sampler(int vocab_size, SamplingParams params)
+    : vocab_size_(vocab_size), params_(params), state_(params.seed) {
+  candidates_.reserve(static_cast<std::size_t>(vocab_size));
+}
+
+std::uint32_t Sampler::random_u32() {
+  state_ ^= state_ >> 12;
+  state_ ^= state_ << 25;
+  state_ ^= state_ >> 27;
+  return static_cast<std::uint32_t>((state_ * 0x2545F4914F6CDD1DULL) >> 32);
+}
+
+float Sampler::random_f32() { return static_cast<float>(random_u32() >> 8) / 16777216.0f; }
+
+int Sampler::sample_topp(std::span<const float> probs, float coin) {
+  const int n = static_cast<int>(probs.size());
+  if (n == 1) return 0;
+  const float cutoff = (1.0f - params_.topp) / static_cast<float>(n - 1);
+  candidates_.clear();
+  for (int i = 0; i < n; ++i) {
+    if (probs[static_cast<std::size_t>(i)] >= cutoff) candidates_.push_back({probs[static_cast<std::size_t>(i)], i});
+  }
+  // llama2.c reads past its array here; a degenerate top-p falls back to the most likely.
+  if (candidates_.empty()) return sample_argmax(probs);
+  // glibc's qsort is a merge sort for arrays this size: stable, which stable_sort matches.
+  std::stable_sort(candidates_.begin(), candidates_.end(),
+                   [](const ProbIndex& a, const ProbIndex& b) { return a.prob > b.prob; });
+  float cumulative = 0.0f;
+  std::size_t last = candidates_.size() - 1;
+  for (std::size_t i = 0; i < candidates_.size(); ++i) {
+    cumulative += candidates_[i].prob;
+    if (cumulative > params_.topp) {
+      last = i;
+      break;
+    }
+  }
+  const float r = coin * cumulative;
+  float cdf = 0.0f;
+  for (std::size_t i = 0; i <= last; ++i) {
+    cdf += candidates_[i].prob;
+    if (r < cdf) return candidates_[i].index;
+  }
+  return candidates_[last].index;
+}
+
+int Sampler::sample(std::span<float> logits) {
+  const auto n = static_cast<std::size_t>(vocab_size_);
+  logits = logits.first(std::min(n, logits.size()));
+  if (params_.temperature == 0.0f) return sample_argmax(logits);
+  for (float& v : logits) v /= params_.temperature;
+  softmax_reference(logits);
+  const float coin = random_f32();
+  if (params_.topp <= 0.0f || params_.topp >= 1.0f) return sample_mult(logits, coin);
+  return sample_topp(logits, coin);
+}
+
+}  // namespace llamawire

@@ -1,0 +1,58 @@
+// The kernel table: plain numeric routines over float arrays, knowing nothing of models or
+// sessions. scalar.cpp is the readable reference (llama2.c's operation order); SIMD
+// tables must agree with it within a tolerance scaled by the magnitudes summed.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace llamawire::kernels {
+
+// A Q8_0 matrix: rows x cols int8 values, one float scale per `group` consecutive values
+// of a row (cols % group == 0).
+struct Q8Matrix {
+  const std::int8_t* q = nullptr;  // [rows][cols]
+  const float* s = nullptr;        // [rows][cols / group]
+  int group = 0;
+};
+
+// Activations quantized the same way, one row per batch item.
+struct Q8Vector {
+  std::int8_t* q = nullptr;  // [batch][n]
+  float* s = nullptr;        // [batch][n / group]
+  int group = 0;
+};
+
+struct KernelTable {
+  std::string_view name;
+
+  // out[b][i] = sum_j w[i][j] * x[b][j] for b in [0, batch), i in [row_begin, row_end).
+  // x: [batch][n], w: [d][n], out: [batch][d]. Rows are independent: callers split them
+  // across threads.
+  void (*matmul)(float* out, const float* x, const float* w, int n, int d, int batch, int row_begin,
+                 int row_end);
+  // Same with Q8_0 weights and Q8_0 activations (integer dot per group, float across groups).
+  void (*matmul_q8)(float* out, const Q8Vector& x, const Q8Matrix& w, int n, int d, int batch,
+                    int row_begin, int row_end);
+  // Quantize `n` floats (n % group == 0) into q/s.
+  void (*quantize_q8)(std::int8_t* q, float* s, const float* x, int n, int group);
+  float (*dot)(const float* a, const float* b, int n);
+  // y += a * x
+  void (*axpy)(float* y, float a, const float* x, int n);
+  // o = w * (x / rms(x)), eps 1e-5
+  void (*rmsnorm)(float* o, const float* x, const float* w, int n);
+  void (*softmax)(float* x, int n);
+};
+
+const KernelTable& scalar_table();
+// The AVX2+FMA table, or nullptr when it was not built.
+const KernelTable* avx2_table();
+
+// The table chosen once at startup: LW_KERNELS=scalar forces the reference; otherwise the
+// best the CPU supports.
+const KernelTable& active();
+// Forces a table by name ("scalar", "avx2"); returns false if unavailable. For tests/tools.
+bool select(std::string_view name);
+
+}  // namespace llamawire::kernels

@@ -1,0 +1,100 @@
+// Reference kernels: plain loops in llama2.c's order. Readable over fast; the oracle for
+// every SIMD table.
+#include "server/kernels/kernels.hpp"
+
+#include <cmath>
+
+namespace llamawire::kernels {
+namespace {
+
+void matmul(float* out, const float* x, const float* w, int n, int d, int batch, int row_begin,
+            int row_end) {
+  for (int b = 0; b < batch; ++b) {
+    const float* xb = x + static_cast<std::size_t>(b) * n;
+    float* ob = out + static_cast<std::size_t>(b) * d;
+    for (int i = row_begin; i < row_end; ++i) {
+      const float* wi = w + static_cast<std::size_t>(i) * n;
+      float val = 0.0f;
+      for (int j = 0; j < n; ++j) val += wi[j] * xb[j];
+      ob[i] = val;
+    }
+  }
+}
+
+void matmul_q8(float* out, const Q8Vector& x, const Q8Matrix& w, int n, int d, int batch,
+               int row_begin, int row_end) {
+  const int gs = w.group;
+  const int groups = n / gs;
+  for (int b = 0; b < batch; ++b) {
+    const std::int8_t* xq = x.q + static_cast<std::size_t>(b) * n;
+    const float* xs = x.s + static_cast<std::size_t>(b) * groups;
+    float* ob = out + static_cast<std::size_t>(b) * d;
+    for (int i = row_begin; i < row_end; ++i) {
+      const std::int8_t* wq = w.q + static_cast<std::size_t>(i) * n;
+      const float* ws = w.s + static_cast<std::size_t>(i) * groups;
+      float val = 0.0f;
+      for (int g = 0; g < groups; ++g) {
+        std::int32_t ival = 0;
+        for (int k = 0; k < gs; ++k) {
+          ival += static_cast<std::int32_t>(xq[g * gs + k]) * static_cast<std::int32_t>(wq[g * gs + k]);
+        }
+        val += static_cast<float>(ival) * ws[g] * xs[g];
+      }
+      ob[i] = val;
+    }
+  }
+}
+
+void quantize_q8(std::int8_t* q, float* s, const float* x, int n, int group) {
+  // runq.c: scale = max|x| / 127, values rounded half away from zero.
+  constexpr float kQMax = 127.0f;
+  for (int g = 0; g < n / group; ++g) {
+    float wmax = 0.0f;
+    for (int k = 0; k < group; ++k) wmax = std::fmax(wmax, std::fabs(x[g * group + k]));
+    const float scale = wmax / kQMax;
+    s[g] = scale;
+    for (int k = 0; k < group; ++k) {
+      const float v = scale != 0.0f ? x[g * group + k] / scale : 0.0f;
+      q[g * group + k] = static_cast<std::int8_t>(std::round(v));
+    }
+  }
+}
+
+float dot(const float* a, const float* b, int n) {
+  float s = 0.0f;
+  for (int i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy(float* y, float a, const float* x, int n) {
+  for (int i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void rmsnorm(float* o, const float* x, const float* w, int n) {
+  float ss = 0.0f;
+  for (int j = 0; j < n; ++j) ss += x[j] * x[j];
+  ss /= static_cast<float>(n);
+  ss += 1e-5f;
+  ss = 1.0f / std::sqrt(ss);
+  for (int j = 0; j < n; ++j) o[j] = w[j] * (ss * x[j]);
+}
+
+void softmax(float* x, int n) {
+  float max_val = x[0];
+  for (int i = 1; i < n; ++i) max_val = x[i] > max_val ? x[i] : max_val;
+  float sum = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - max_val);
+    sum += x[i];
+  }
+  for (int i = 0; i < n; ++i) x[i] /= sum;
+}
+
+}  // namespace
+
+const KernelTable& scalar_table() {
+  static const KernelTable table{"scalar", matmul, matmul_q8, quantize_q8, dot, axpy, rmsnorm, softmax};
+  return table;
+}
+
+}  // namespace llamawire::kernels

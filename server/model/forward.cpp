@@ -1,0 +1,200 @@
+#include "server/model/forward.hpp"
+
+#include "common/error.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace llamawire {
+
+struct Forward::Act {
+  const float* f = nullptr;  // float activations [batch][n]
+  kernels::Q8Vector q;       // quantized copy when the weights are Q8_0
+};
+
+namespace {
+
+std::size_t sz(int v) { return static_cast<std::size_t>(v); }
+
+// Splits [0, d) into chunks for threads: a few per thread, rows a multiple of 8.
+int n_chunks(int d, int threads) {
+  const int by_threads = threads * 4;
+  const int by_rows = std::max(1, d / 32);
+  return std::clamp(std::min(by_threads, by_rows), 1, d);
+}
+
+}  // namespace
+
+Forward::Forward(const WeightStore& weights, int max_batch, int max_threads)
+    : w_(weights), max_batch_(std::max(1, max_batch)), max_threads_(std::max(1, max_threads)) {
+  const ModelConfig& c = w_.config();
+  const std::size_t B = sz(max_batch_);
+  x_.resize(B * sz(c.dim));
+  xb_.resize(B * sz(c.dim));
+  xb2_.resize(B * sz(c.dim));
+  q_.resize(B * sz(c.dim));
+  k_.resize(B * sz(c.kv_dim()));
+  v_.resize(B * sz(c.kv_dim()));
+  hb_.resize(B * sz(c.hidden_dim));
+  hb2_.resize(B * sz(c.hidden_dim));
+  att_.resize(sz(max_threads_) * sz(c.seq_len));
+  rope_.resize(B * sz(c.head_size()));
+  xcls_.resize(B * sz(c.dim));
+  logits_.resize(B * sz(c.vocab_size));
+  if (w_.weight_type() == WeightType::q8_0) {
+    const int gs = w_.group_size();
+    xq_.resize(B * sz(c.dim));
+    xs_.resize(B * sz(c.dim / gs));
+    hq_.resize(B * sz(c.hidden_dim));
+    hs_.resize(B * sz(c.hidden_dim / gs));
+  }
+}
+
+Forward::Act Forward::prepare(Parallel& par, const kernels::KernelTable& k, const float* x, int n, int batch,
+                              std::vector<std::int8_t>& q, std::vector<float>& s) {
+  Act a;
+  a.f = x;
+  if (w_.weight_type() == WeightType::q8_0) {
+    const int gs = w_.group_size();
+    a.q = kernels::Q8Vector{q.data(), s.data(), gs};
+    par.for_each(batch, [&](int b, int) {
+      k.quantize_q8(q.data() + sz(b) * sz(n), s.data() + sz(b) * sz(n / gs), x + sz(b) * sz(n), n, gs);
+    });
+  }
+  return a;
+}
+
+void Forward::matmul(Parallel& par, const kernels::KernelTable& k, float* out, const Act& x, const Matrix& w,
+                     int batch) {
+  const int d = w.rows;
+  const int n = w.cols;
+  const int chunks = n_chunks(d, par.concurrency());
+  par.for_each(chunks, [&](int c, int) {
+    const int begin = static_cast<int>(static_cast<long long>(d) * c / chunks);
+    const int end = static_cast<int>(static_cast<long long>(d) * (c + 1) / chunks);
+    if (w.quantized()) {
+      k.matmul_q8(out, x.q, w.q8, n, d, batch, begin, end);
+    } else {
+      k.matmul(out, x.f, w.f32, n, d, batch, begin, end);
+    }
+  });
+}
+
+std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, const kernels::KernelTable& k) {
+  const ModelConfig& c = w_.config();
+  const int B = static_cast<int>(rows.size());
+  LW_ASSERT(B >= 1 && B <= max_batch_);
+  LW_ASSERT(par.concurrency() <= max_threads_);
+  const int D = c.dim, KV = c.kv_dim(), H = c.hidden_dim, HS = c.head_size(), V = c.vocab_size;
+  const int kv_mul = c.kv_mul();
+
+  for (int b = 0; b < B; ++b) {
+    const BatchRow& r = rows[sz(b)];
+    LW_ASSERT(r.token >= 0 && r.token < V && r.pos >= 0 && r.pos < r.kv->reserved());
+    float* xrow = x_.data() + sz(b) * sz(D);
+    const float* emb = w_.embedding_row(r.token, xrow);
+    if (emb != xrow) std::copy_n(emb, D, xrow);
+    // RoPE rotation for this row's position, as llama2.c computes it (per pair of a head).
+    float* rope = rope_.data() + sz(b) * sz(HS);
+    for (int i = 0; i < HS; i += 2) {
+      const float freq = 1.0f / std::pow(10000.0f, static_cast<float>(i) / static_cast<float>(HS));
+      const float val = static_cast<float>(r.pos) * freq;
+      rope[i] = std::cos(val);
+      rope[i + 1] = std::sin(val);
+    }
+  }
+  const float sqrt_hs = std::sqrt(static_cast<float>(HS));
+
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& lw = w_.layer(l);
+    par.for_each(B, [&](int b, int) {
+      k.rmsnorm(xb_.data() + sz(b) * sz(D), x_.data() + sz(b) * sz(D), lw.rms_att, D);
+    });
+    const Act xb = prepare(par, k, xb_.data(), D, B, xq_, xs_);
+    matmul(par, k, q_.data(), xb, lw.wq, B);
+    matmul(par, k, k_.data(), xb, lw.wk, B);
+    matmul(par, k, v_.data(), xb, lw.wv, B);
+
+    // RoPE on q (all heads) and k (kv heads), then store k and v in each row's cache.
+    par.for_each(B, [&](int b, int) {
+      const float* rope = rope_.data() + sz(b) * sz(HS);
+      float* q = q_.data() + sz(b) * sz(D);
+      float* kk = k_.data() + sz(b) * sz(KV);
+      for (int i = 0; i < D; i += 2) {
+        const int hd = i % HS;
+        const float fcr = rope[hd], fci = rope[hd + 1];
+        const int rotn = i < KV ? 2 : 1;
+        for (int v = 0; v < rotn; ++v) {
+          float* vec = v == 0 ? q : kk;
+          const float v0 = vec[i], v1 = vec[i + 1];
+          vec[i] = v0 * fcr - v1 * fci;
+          vec[i + 1] = v0 * fci + v1 * fcr;
+        }
+      }
+      const BatchRow& r = rows[sz(b)];
+      std::copy_n(kk, KV, r.kv->key(l, r.pos));
+      std::copy_n(v_.data() + sz(b) * sz(KV), KV, r.kv->value(l, r.pos));
+    });
+
+    // Attention, one task per (row, head).
+    par.for_each(B * c.n_heads, [&](int task, int thread) {
+      const int b = task / c.n_heads;
+      const int h = task % c.n_heads;
+      const BatchRow& r = rows[sz(b)];
+      const float* q = q_.data() + sz(b) * sz(D) + sz(h) * sz(HS);
+      float* att = att_.data() + sz(thread) * sz(c.seq_len);
+      const int koff = (h / kv_mul) * HS;
+      for (int t = 0; t <= r.pos; ++t) {
+        float score = k.dot(q, r.kv->key(l, t) + koff, HS);
+        att[t] = score / sqrt_hs;
+      }
+      k.softmax(att, r.pos + 1);
+      float* out = xb_.data() + sz(b) * sz(D) + sz(h) * sz(HS);
+      std::fill_n(out, HS, 0.0f);
+      for (int t = 0; t <= r.pos; ++t) k.axpy(out, att[t], r.kv->value(l, t) + koff, HS);
+    });
+
+    const Act att_out = prepare(par, k, xb_.data(), D, B, xq_, xs_);
+    matmul(par, k, xb2_.data(), att_out, lw.wo, B);
+    par.for_each(B, [&](int b, int) {
+      float* x = x_.data() + sz(b) * sz(D);
+      const float* d = xb2_.data() + sz(b) * sz(D);
+      for (int i = 0; i < D; ++i) x[i] += d[i];
+      k.rmsnorm(xb_.data() + sz(b) * sz(D), x, lw.rms_ffn, D);
+    });
+    const Act xf = prepare(par, k, xb_.data(), D, B, xq_, xs_);
+    matmul(par, k, hb_.data(), xf, lw.w1, B);
+    matmul(par, k, hb2_.data(), xf, lw.w3, B);
+    par.for_each(B, [&](int b, int) {
+      float* h1 = hb_.data() + sz(b) * sz(H);
+      const float* h3 = hb2_.data() + sz(b) * sz(H);
+      for (int i = 0; i < H; ++i) {
+        float val = h1[i];
+        val *= (1.0f / (1.0f + std::exp(-val)));
+        val *= h3[i];
+        h1[i] = val;
+      }
+    });
+    const Act hact = prepare(par, k, hb_.data(), H, B, hq_, hs_);
+    matmul(par, k, xb_.data(), hact, lw.w2, B);
+    par.for_each(B, [&](int b, int) {
+      float* x = x_.data() + sz(b) * sz(D);
+      const float* d = xb_.data() + sz(b) * sz(D);
+      for (int i = 0; i < D; ++i) x[i] += d[i];
+    });
+  }
+
+  // Final norm and classifier, only for the rows that want logits.
+  int n_want = 0;
+  for (int b = 0; b < B; ++b) {
+    if (!rows[sz(b)].want_logits) continue;
+    k.rmsnorm(xcls_.data() + sz(n_want) * sz(D), x_.data() + sz(b) * sz(D), w_.rms_final(), D);
+    ++n_want;
+  }
+  if (n_want == 0) return {};
+  const Act xc = prepare(par, k, xcls_.data(), D, n_want, xq_, xs_);
+  matmul(par, k, logits_.data(), xc, w_.classifier(), n_want);
+  return std::span<float>(logits_.data(), sz(n_want) * sz(V));
+}
+
+}  // namespace llamawire

@@ -1,0 +1,53 @@
+// One transformer step over a batch of rows: each row is (token, position, KV cache). Rows
+// may belong to different sessions (continuous batching) or be a run of one session's
+// prompt (prefill). Calls kernels only through the kernel table.
+#pragma once
+
+#include "server/kernels/kernels.hpp"
+#include "server/model/kv_cache.hpp"
+#include "server/model/parallel.hpp"
+#include "server/model/weight_store.hpp"
+
+#include <span>
+#include <vector>
+
+namespace llamawire {
+
+struct BatchRow {
+  int token = 0;
+  int pos = 0;
+  KvCache* kv = nullptr;     // reserved past `pos` by the caller
+  bool want_logits = false;  // compute the classifier for this row
+};
+
+class Forward {
+ public:
+  // Scratch for up to max_batch rows; memory is proportional to max_batch, not seq_len.
+  Forward(const WeightStore& weights, int max_batch, int max_threads);
+
+  int max_batch() const { return max_batch_; }
+
+  // Runs the rows through the model, writes their keys/values into their caches, and
+  // returns the logits of the rows with want_logits ([n_wanted][vocab], in row order).
+  // Rows of one cache must come in increasing position order. Throws nothing; the caller
+  // validates tokens and positions first.
+  std::span<float> run(std::span<const BatchRow> rows, Parallel& par, const kernels::KernelTable& k);
+  std::span<float> run(std::span<const BatchRow> rows, Parallel& par) {
+    return run(rows, par, kernels::active());
+  }
+
+ private:
+  struct Act;
+  void matmul(Parallel& par, const kernels::KernelTable& k, float* out, const Act& x, const Matrix& w, int batch);
+  Act prepare(Parallel& par, const kernels::KernelTable& k, const float* x, int n, int batch, std::vector<std::int8_t>& q,
+              std::vector<float>& s);
+
+  const WeightStore& w_;
+  int max_batch_;
+  int max_threads_;
+  std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_, rope_, xcls_;
+  std::vector<std::int8_t> xq_, hq_;
+  std::vector<float> xs_, hs_;
+};
+
+}  // namespace llamawire

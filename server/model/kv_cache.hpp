@@ -1,0 +1,75 @@
+// Per-session key/value buffers, allocated in blocks of kBlockPositions as the context grows
+// and returned when the session ends or rewinds. An optional KvBudget caps the bytes that
+// all caches together may hold.
+#pragma once
+
+#include "server/model/model_config.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace llamawire {
+
+// A shared byte budget for KV blocks (0 = unlimited). Thread-safe.
+class KvBudget {
+ public:
+  explicit KvBudget(std::uint64_t limit_bytes) : limit_(limit_bytes) {}
+  bool try_take(std::uint64_t bytes);
+  void give_back(std::uint64_t bytes);
+  std::uint64_t used() const { return used_.load(); }
+  std::uint64_t limit() const { return limit_; }
+
+ private:
+  std::uint64_t limit_;
+  std::atomic<std::uint64_t> used_{0};
+};
+
+class KvCache {
+ public:
+  static constexpr int kBlockPositions = 16;
+
+  // `ctx`: the most positions this cache may ever hold (<= seq_len).
+  KvCache(const ModelConfig& config, int ctx, KvBudget* budget = nullptr);
+  ~KvCache();
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+
+  int capacity() const { return ctx_; }
+  // Positions for which blocks are allocated.
+  int reserved() const { return static_cast<int>(blocks_.size()) * kBlockPositions; }
+  // Makes positions [0, n) writable; false if n > capacity or the budget is exhausted.
+  bool reserve(int n_positions);
+  // Returns the blocks past position n (a rewind or reset).
+  void release_from(int n_positions);
+  std::uint64_t bytes_held() const { return static_cast<std::uint64_t>(blocks_.size()) * block_bytes_; }
+  std::uint64_t block_bytes() const { return block_bytes_; }
+
+  // [kv_dim] rows for (layer, pos); pos must be < reserved().
+  float* key(int layer, int pos) { return row(layer, pos, 0); }
+  float* value(int layer, int pos) { return row(layer, pos, 1); }
+  const float* key(int layer, int pos) const { return const_cast<KvCache*>(this)->row(layer, pos, 0); }
+  const float* value(int layer, int pos) const { return const_cast<KvCache*>(this)->row(layer, pos, 1); }
+
+ private:
+  float* row(int layer, int pos, int kv) {
+    float* block = blocks_[static_cast<std::size_t>(pos / kBlockPositions)].get();
+    // block layout: [kv: 2][layer][kBlockPositions][kv_dim]
+    const std::size_t idx =
+        ((static_cast<std::size_t>(kv) * static_cast<std::size_t>(n_layers_) + static_cast<std::size_t>(layer)) *
+             kBlockPositions +
+         static_cast<std::size_t>(pos % kBlockPositions)) *
+        static_cast<std::size_t>(kv_dim_);
+    return block + idx;
+  }
+
+  int n_layers_;
+  int kv_dim_;
+  int ctx_;
+  KvBudget* budget_;
+  std::uint64_t block_bytes_;
+  std::vector<std::unique_ptr<float[]>> blocks_;
+};
+
+}  // namespace llamawire

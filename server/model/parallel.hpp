@@ -1,0 +1,67 @@
+// How the model asks for work to be split across threads; the compute pool implements it.
+#pragma once
+
+#include <functional>
+
+namespace llamawire {
+
+class Parallel {
+ public:
+  virtual ~Parallel() = default;
+  // Number of distinct `thread` values fn may see.
+  virtual int concurrency() const = 0;
+  // Runs fn(task, thread) for every task in [0, n_tasks) and returns when all are done.
+  // Calls with the same `thread` never overlap.
+  virtual void for_each(int n_tasks, const std::function<void(int task, int thread)>& fn) = 0;
+};
+
+// Runs everything on the calling thread.
+class SerialParallel final : public Parallel {
+ public:
+  int concurrency() const override { return 1; }
+  void for_each(int n_tasks, const std::function<void(int, int)>& fn) override {
+    for (int t = 0; t < n_tasks; ++t) fn(t, 0);
+  }
+};
+
+}  // namespace llamawire
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace llamawire {
+
+// A fork-join pool: the calling thread is thread 0, plus n_threads - 1 workers that spin
+// briefly between jobs and then sleep. One for_each at a time (the compute pool
+// serializes its jobs), so kernels own the cores.
+class ThreadParallel final : public Parallel {
+ public:
+  explicit ThreadParallel(int n_threads);
+  ~ThreadParallel() override;
+  ThreadParallel(const ThreadParallel&) = delete;
+  ThreadParallel& operator=(const ThreadParallel&) = delete;
+
+  int concurrency() const override { return n_threads_; }
+  void for_each(int n_tasks, const std::function<void(int, int)>& fn) override;
+
+ private:
+  void worker_loop(int thread);
+  void run_tasks(int thread);
+
+  int n_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<int> next_task_{0};
+  std::atomic<int> pending_{0};
+  int n_tasks_ = 0;
+  const std::function<void(int, int)>* fn_ = nullptr;
+  bool stop_ = false;
+};
+
+}  // namespace llamawire

@@ -1,0 +1,105 @@
+// A llama2.c checkpoint, validated and memory-mapped read-only. Tensors are views into the
+// mapping (float32 files) or into one quantized copy made at load; either way the store is
+// immutable after load and shared as `const` by every session.
+#pragma once
+
+#include "common/error.hpp"
+#include "server/kernels/kernels.hpp"
+#include "server/model/model_config.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace llamawire {
+
+enum class CheckpointFormat { legacy, v1_f32, v2_q8 };
+enum class WeightType { f32, q8_0 };
+
+struct CheckpointHeader {
+  ModelConfig config;
+  CheckpointFormat format = CheckpointFormat::legacy;
+  int group_size = 0;               // v2 only
+  std::uint64_t header_bytes = 0;   // where the tensors start
+  std::uint64_t expected_bytes = 0; // exact file size the header implies
+};
+
+// Parses and validates a header against the file size; the message names `name`. Every
+// dimension is range-checked and the implied size computed without overflow.
+Result<CheckpointHeader> parse_checkpoint_header(std::span<const std::uint8_t> head,
+                                                 std::uint64_t file_bytes, const std::string& name);
+
+// One weight matrix [rows][cols]: float32, or Q8_0 (int8 + a scale per group).
+struct Matrix {
+  const float* f32 = nullptr;
+  kernels::Q8Matrix q8;
+  int rows = 0;
+  int cols = 0;
+  bool quantized() const { return q8.q != nullptr; }
+};
+
+struct LayerWeights {
+  const float* rms_att = nullptr;  // [dim]
+  const float* rms_ffn = nullptr;  // [dim]
+  Matrix wq;                       // [dim][dim]
+  Matrix wk;                       // [kv_dim][dim]
+  Matrix wv;                       // [kv_dim][dim]
+  Matrix wo;                       // [dim][dim]
+  Matrix w1;                       // [hidden][dim]
+  Matrix w2;                       // [dim][hidden]
+  Matrix w3;                       // [hidden][dim]
+};
+
+class WeightStore {
+ public:
+  struct Options {
+    WeightType weights = WeightType::f32;  // q8_0: quantize f32 files at load
+    int q8_group = 64;                     // group size when quantizing at load
+  };
+
+  static Result<std::shared_ptr<const WeightStore>> load(const std::string& path, Options opts);
+  static Result<std::shared_ptr<const WeightStore>> load(const std::string& path) {
+    return load(path, Options{});
+  }
+  ~WeightStore();
+  WeightStore(const WeightStore&) = delete;
+  WeightStore& operator=(const WeightStore&) = delete;
+
+  const ModelConfig& config() const { return header_.config; }
+  const CheckpointHeader& header() const { return header_; }
+  WeightType weight_type() const { return type_; }
+  int group_size() const { return group_; }
+  const std::string& path() const { return path_; }
+
+  // Row `token` of the embedding table, as floats (dequantized into `scratch` for Q8_0).
+  const float* embedding_row(int token, float* scratch) const;
+  const LayerWeights& layer(int l) const { return layers_[static_cast<std::size_t>(l)]; }
+  const float* rms_final() const { return rms_final_; }
+  const Matrix& classifier() const { return wcls_; }
+
+  // Bytes of weights read per decoded token (for bandwidth figures).
+  std::uint64_t bytes_per_token() const;
+  // Bytes mapped or allocated for the weights.
+  std::uint64_t resident_bytes() const { return mapped_bytes_ + owned_.size(); }
+
+ private:
+  WeightStore() = default;
+  Result<void> bind_tensors();
+  void quantize_all(int group);
+
+  std::string path_;
+  CheckpointHeader header_;
+  WeightType type_ = WeightType::f32;
+  int group_ = 0;
+  const std::uint8_t* map_ = nullptr;
+  std::uint64_t mapped_bytes_ = 0;
+  std::vector<std::uint8_t> owned_;  // quantized-at-load copy (one, shared)
+  Matrix embedding_;                 // [vocab][dim]
+  std::vector<LayerWeights> layers_;
+  const float* rms_final_ = nullptr;
+  Matrix wcls_;
+};
+
+}  // namespace llamawire
