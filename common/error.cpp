@@ -56,6 +56,32 @@ std::string_view errc_name(errc e) noexcept {
   return "unknown error";
 }
 
+std::string_view errc_id(errc e) noexcept {
+  switch (e) {
+    case errc::ok: return "ok";
+    case errc::bad_frame: return "bad_frame";
+    case errc::frame_too_large: return "frame_too_large";
+    case errc::unknown_message: return "unknown_message";
+    case errc::bad_message: return "bad_message";
+    case errc::version_mismatch: return "version_mismatch";
+    case errc::not_ready: return "not_ready";
+    case errc::token_out_of_range: return "token_out_of_range";
+    case errc::position_out_of_range: return "position_out_of_range";
+    case errc::context_full: return "context_full";
+    case errc::busy: return "busy";
+    case errc::cancelled: return "cancelled";
+    case errc::timed_out: return "timed_out";
+    case errc::unauthorized: return "unauthorized";
+    case errc::shutting_down: return "shutting_down";
+    case errc::internal: return "internal";
+    case errc::bad_checkpoint: return "bad_checkpoint";
+    case errc::bad_tokenizer: return "bad_tokenizer";
+    case errc::io_error: return "io_error";
+    case errc::bad_argument: return "bad_argument";
+  }
+  return "unknown";
+}
+
 std::uint16_t to_wire(errc e) noexcept {
   const auto v = static_cast<std::uint16_t>(e);
   // Local-only codes never go on the wire as themselves.

@@ -57,6 +57,8 @@ using Result = boost::system::result<T, Error>;
 std::uint16_t to_wire(errc e) noexcept;
 errc from_wire(std::uint16_t code) noexcept;
 std::string_view errc_name(errc e) noexcept;
+// snake_case identifier as in PROTOCOL.md ("token_out_of_range").
+std::string_view errc_id(errc e) noexcept;
 
 #define LW_ASSERT(cond) \
   ((cond) ? static_cast<void>(0) : ::llamawire::assert_fail(#cond, __FILE__, __LINE__))

@@ -25,8 +25,11 @@ int n_chunks(int d, int threads) {
 
 }  // namespace
 
-Forward::Forward(const WeightStore& weights, int max_batch, int max_threads)
-    : w_(weights), max_batch_(std::max(1, max_batch)), max_threads_(std::max(1, max_threads)) {
+Forward::Forward(const WeightStore& weights, int max_batch, int max_threads, int max_logit_rows)
+    : w_(weights),
+      max_batch_(std::max(1, max_batch)),
+      max_logit_rows_(max_logit_rows > 0 ? std::min(max_logit_rows, max_batch_) : max_batch_),
+      max_threads_(std::max(1, max_threads)) {
   const ModelConfig& c = w_.config();
   const std::size_t B = sz(max_batch_);
   x_.resize(B * sz(c.dim));
@@ -39,8 +42,8 @@ Forward::Forward(const WeightStore& weights, int max_batch, int max_threads)
   hb2_.resize(B * sz(c.hidden_dim));
   att_.resize(sz(max_threads_) * sz(c.seq_len));
   rope_.resize(B * sz(c.head_size()));
-  xcls_.resize(B * sz(c.dim));
-  logits_.resize(B * sz(c.vocab_size));
+  xcls_.resize(sz(max_logit_rows_) * sz(c.dim));
+  logits_.resize(sz(max_logit_rows_) * sz(c.vocab_size));
   if (w_.weight_type() == WeightType::q8_0) {
     const int gs = w_.group_size();
     xq_.resize(B * sz(c.dim));
@@ -188,6 +191,7 @@ std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, con
   int n_want = 0;
   for (int b = 0; b < B; ++b) {
     if (!rows[sz(b)].want_logits) continue;
+    LW_ASSERT(n_want < max_logit_rows_);
     k.rmsnorm(xcls_.data() + sz(n_want) * sz(D), x_.data() + sz(b) * sz(D), w_.rms_final(), D);
     ++n_want;
   }

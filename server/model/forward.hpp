@@ -22,8 +22,9 @@ struct BatchRow {
 
 class Forward {
  public:
-  // Scratch for up to max_batch rows; memory is proportional to max_batch, not seq_len.
-  Forward(const WeightStore& weights, int max_batch, int max_threads);
+  // Scratch for up to max_batch rows, of which at most max_logit_rows want logits (all
+  // when 0); memory is proportional to these, not to seq_len.
+  Forward(const WeightStore& weights, int max_batch, int max_threads, int max_logit_rows = 0);
 
   int max_batch() const { return max_batch_; }
 
@@ -44,6 +45,7 @@ class Forward {
 
   const WeightStore& w_;
   int max_batch_;
+  int max_logit_rows_;
   int max_threads_;
   std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_, rope_, xcls_;
   std::vector<std::int8_t> xq_, hq_;

@@ -1,0 +1,190 @@
+#include "client/connection.hpp"
+
+namespace llamawire {
+
+using namespace asio::experimental::awaitable_operators;
+
+Error error_from_frame(const msg::Error& e) { return make_error(from_wire(e.code), "server: " + e.message); }
+
+namespace {
+
+Error from_ec(const boost::system::error_code& ec, const std::string& what) {
+  return Error{ec, what + ": " + ec.message()};
+}
+
+}  // namespace
+
+Connection::Connection(asio::any_io_executor ex) : socket_(std::move(ex)) {}
+
+void Connection::close() {
+  boost::system::error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+}
+
+asio::awaitable<Result<void>> Connection::connect(const std::string& host, std::uint16_t port) {
+  tcp::resolver resolver(socket_.get_executor());
+  auto [rec, endpoints] =
+      co_await resolver.async_resolve(host, std::to_string(port), asio::as_tuple(asio::use_awaitable));
+  if (rec) co_return from_ec(rec, "cannot resolve " + host);
+  auto [ec, ep] = co_await asio::async_connect(socket_, endpoints, asio::as_tuple(asio::use_awaitable));
+  if (ec) co_return from_ec(ec, "cannot connect to " + host + ":" + std::to_string(port));
+  boost::system::error_code ignore;
+  socket_.set_option(tcp::no_delay(true), ignore);
+  co_return Result<void>{};
+}
+
+asio::awaitable<Result<void>> Connection::send_bytes(std::vector<std::uint8_t> bytes) {
+  auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(bytes), asio::as_tuple(asio::use_awaitable));
+  if (ec) co_return from_ec(ec, "send failed");
+  bytes_sent_ += n;
+  ++frames_sent_;
+  co_return Result<void>{};
+}
+
+asio::awaitable<Result<void>> Connection::send(const Message& m, std::uint32_t request_id) {
+  auto bytes = encode_frame(m, request_id);
+  co_return co_await send_bytes(std::move(bytes));
+}
+
+asio::awaitable<Result<std::pair<FrameHeader, Message>>> Connection::receive() {
+  asio::steady_timer timer(socket_.get_executor(), receive_timeout_);
+  std::array<std::uint8_t, kFrameHeaderBytes> head{};
+  auto read_head = asio::async_read(socket_, asio::buffer(head), asio::as_tuple(asio::use_awaitable));
+  auto r = co_await (std::move(read_head) || timer.async_wait(asio::as_tuple(asio::use_awaitable)));
+  if (r.index() == 1) {
+    close();
+    co_return make_error(errc::timed_out, "no reply from the server within " +
+                                              std::to_string(receive_timeout_.count() / 1000) + " s");
+  }
+  auto [ec, n] = std::get<0>(r);
+  if (ec) {
+    if (ec == asio::error::eof) co_return make_error(errc::io_error, "the server closed the connection");
+    co_return from_ec(ec, "receive failed");
+  }
+  const auto h = decode_header(head, kClientMaxFrameBytes);
+  if (!h) co_return h.error();
+  std::vector<std::uint8_t> payload(h->length);
+  if (h->length > 0) {
+    auto [ec2, n2] = co_await asio::async_read(socket_, asio::buffer(payload), asio::as_tuple(asio::use_awaitable));
+    if (ec2) co_return from_ec(ec2, "receive failed");
+  }
+  bytes_received_ += kFrameHeaderBytes + h->length;
+  ++frames_received_;
+  auto m = decode_payload(h->type, payload);
+  if (!m) co_return m.error();
+  co_return std::pair{*h, std::move(*m)};
+}
+
+asio::awaitable<Result<Message>> Connection::reply(std::uint32_t rid) {
+  for (;;) {
+    auto f = co_await receive();
+    if (!f) co_return f.error();
+    auto& [h, m] = *f;
+    if (const auto* e = std::get_if<msg::Error>(&m)) {
+      // Errors for this request, or connection-level ones (request id 0), end the wait.
+      if (h.request_id == rid || h.request_id == 0 || e->fatal) co_return error_from_frame(*e);
+      continue;
+    }
+    if (h.request_id != rid) continue;  // a late reply to something we gave up on
+    co_return std::move(m);
+  }
+}
+
+asio::awaitable<Result<msg::HelloOk>> Connection::hello(const std::string& api_key, const std::string& client_name) {
+  const auto rid = next_rid_++;
+  const Message request = msg::Hello{kProtocolMajor, kProtocolMinor, api_key, client_name};
+  auto sent = co_await send(request, rid);
+  if (!sent) co_return sent.error();
+  auto r = co_await reply(rid);
+  if (!r) co_return r.error();
+  if (auto* ok = std::get_if<msg::HelloOk>(&*r)) co_return std::move(*ok);
+  co_return make_error(errc::bad_message, "unexpected reply to HELLO");
+}
+
+asio::awaitable<Result<std::vector<std::uint8_t>>> Connection::tokenizer() {
+  const auto rid = next_rid_++;
+  const Message request = msg::GetTokenizer{};
+  auto sent = co_await send(request, rid);
+  if (!sent) co_return sent.error();
+  auto r = co_await reply(rid);
+  if (!r) co_return r.error();
+  if (auto* t = std::get_if<msg::Tokenizer>(&*r)) co_return std::move(t->bytes);
+  co_return make_error(errc::bad_message, "unexpected reply to GET_TOKENIZER");
+}
+
+asio::awaitable<Result<msg::Logits>> Connection::forward(std::uint32_t start_pos, std::vector<std::uint32_t> tokens) {
+  const auto rid = next_rid_++;
+  const Message request = msg::Forward{start_pos, std::move(tokens)};
+  auto sent = co_await send(request, rid);
+  if (!sent) co_return sent.error();
+  auto r = co_await reply(rid);
+  if (!r) co_return r.error();
+  if (auto* l = std::get_if<msg::Logits>(&*r)) co_return std::move(*l);
+  co_return make_error(errc::bad_message, "unexpected reply to FORWARD");
+}
+
+asio::awaitable<Result<msg::End>> Connection::generate(msg::Generate g,
+                                                       const std::function<bool(std::uint32_t)>& on_token) {
+  const auto rid = next_rid_++;
+  auto sent = co_await send(g, rid);
+  if (!sent) co_return sent.error();
+  bool cancelled = false;
+  for (;;) {
+    auto f = co_await receive();
+    if (!f) co_return f.error();
+    auto& [h, m] = *f;
+    if (const auto* e = std::get_if<msg::Error>(&m)) {
+      if (h.request_id == rid || h.request_id == 0 || e->fatal) co_return error_from_frame(*e);
+      continue;
+    }
+    if (h.request_id != rid) continue;
+    if (const auto* t = std::get_if<msg::Token>(&m)) {
+      if (!on_token(t->token) && !cancelled) {
+        cancelled = true;
+        const Message request = msg::Cancel{};
+        auto sent_cancel = co_await send(request, rid);
+        if (!sent_cancel) co_return sent_cancel.error();
+      }
+      continue;
+    }
+    if (auto* e = std::get_if<msg::End>(&m)) co_return *e;
+    co_return make_error(errc::bad_message, "unexpected reply to GENERATE");
+  }
+}
+
+asio::awaitable<Result<std::uint32_t>> Connection::reset(std::uint32_t position) {
+  const auto rid = next_rid_++;
+  const Message request = msg::Reset{position};
+  auto sent = co_await send(request, rid);
+  if (!sent) co_return sent.error();
+  auto r = co_await reply(rid);
+  if (!r) co_return r.error();
+  if (auto* ok = std::get_if<msg::Ok>(&*r)) co_return ok->position;
+  co_return make_error(errc::bad_message, "unexpected reply to RESET");
+}
+
+asio::awaitable<Result<std::string>> Connection::stats() {
+  const auto rid = next_rid_++;
+  const Message request = msg::Stats{};
+  auto sent = co_await send(request, rid);
+  if (!sent) co_return sent.error();
+  auto r = co_await reply(rid);
+  if (!r) co_return r.error();
+  if (auto* st = std::get_if<msg::StatsReply>(&*r)) co_return std::move(st->json);
+  co_return make_error(errc::bad_message, "unexpected reply to STATS");
+}
+
+asio::awaitable<Result<void>> Connection::ping(std::uint64_t nonce) {
+  const auto rid = next_rid_++;
+  const Message request = msg::Ping{nonce};
+  auto sent = co_await send(request, rid);
+  if (!sent) co_return sent.error();
+  auto r = co_await reply(rid);
+  if (!r) co_return r.error();
+  const auto* p = std::get_if<msg::Pong>(&*r);
+  if (p != nullptr && p->nonce == nonce) co_return Result<void>{};
+  co_return make_error(errc::bad_message, "unexpected reply to PING");
+}
+
+}  // namespace llamawire

@@ -1,0 +1,61 @@
+// A client connection: connect, handshake, and the protocol's requests as coroutines.
+// Used by the CLI, the load tester and the end-to-end tests. Holds no weights.
+#pragma once
+
+#include "common/asio.hpp"
+#include "common/error.hpp"
+#include "common/messages.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace llamawire {
+
+class Connection {
+ public:
+  explicit Connection(asio::any_io_executor ex);
+
+  // Resolves and connects (TCP_NODELAY on). Errors carry the OS reason.
+  asio::awaitable<Result<void>> connect(const std::string& host, std::uint16_t port);
+  asio::awaitable<Result<msg::HelloOk>> hello(const std::string& api_key, const std::string& client_name);
+  asio::awaitable<Result<std::vector<std::uint8_t>>> tokenizer();
+  asio::awaitable<Result<msg::Logits>> forward(std::uint32_t start_pos, std::vector<std::uint32_t> tokens);
+  // Streams TOKEN frames to on_token (return false to send CANCEL); ends with END.
+  asio::awaitable<Result<msg::End>> generate(msg::Generate g, const std::function<bool(std::uint32_t)>& on_token);
+  asio::awaitable<Result<std::uint32_t>> reset(std::uint32_t position);
+  asio::awaitable<Result<std::string>> stats();
+  asio::awaitable<Result<void>> ping(std::uint64_t nonce);
+
+  // Raw frames, for tests that speak the protocol badly on purpose.
+  asio::awaitable<Result<void>> send(const Message& m, std::uint32_t request_id);
+  asio::awaitable<Result<void>> send_bytes(std::vector<std::uint8_t> bytes);
+  asio::awaitable<Result<std::pair<FrameHeader, Message>>> receive();
+
+  void close();
+  tcp::socket& socket() { return socket_; }
+  // Gives up on a receive after this long (default 120 s).
+  void set_receive_timeout(std::chrono::milliseconds t) { receive_timeout_ = t; }
+
+  std::uint64_t bytes_sent() const { return bytes_sent_; }
+  std::uint64_t bytes_received() const { return bytes_received_; }
+  std::uint64_t frames_sent() const { return frames_sent_; }
+  std::uint64_t frames_received() const { return frames_received_; }
+
+ private:
+  // Receives frames for request `rid` until one that is not a TOKEN; ERROR frames become errors.
+  asio::awaitable<Result<Message>> reply(std::uint32_t rid);
+
+  tcp::socket socket_;
+  std::uint32_t next_rid_ = 1;
+  std::chrono::milliseconds receive_timeout_{120'000};
+  std::uint64_t bytes_sent_ = 0, bytes_received_ = 0, frames_sent_ = 0, frames_received_ = 0;
+};
+
+// An ERROR frame as an Error value ("server: <message>").
+Error error_from_frame(const msg::Error& e);
+
+}  // namespace llamawire

@@ -1,0 +1,256 @@
+// The llamawire CLI's generate and chat modes.
+#include "client/cli.hpp"
+
+#include "client/connection.hpp"
+#include "client/exit_codes.hpp"
+#include "common/cli_support.hpp"
+#include "common/sampler.hpp"
+#include "common/tokenizer.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+
+namespace llamawire {
+
+int exit_code_for(const Error& e) {
+  if (e.code.category() == lw_category()) {
+    switch (static_cast<errc>(e.code.value())) {
+      case errc::busy:
+      case errc::version_mismatch:
+      case errc::unauthorized:
+      case errc::shutting_down: return kExitRefused;
+      case errc::context_full: return kExitContextFull;
+      case errc::bad_tokenizer:
+      case errc::bad_argument: return kExitError;
+      default: return kExitConnection;
+    }
+  }
+  return kExitConnection;
+}
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+void print_piece(const Tokenizer& tok, int prev, int next) {
+  const auto piece = printable_piece(tok.decode(prev, next));
+  std::fwrite(piece.data(), 1, piece.size(), stdout);
+  std::fflush(stdout);
+}
+
+int fail(const std::string& what, const Error& e) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "llamawire: %s: %s\n", what.c_str(), e.message.c_str());
+  return exit_code_for(e);
+}
+
+std::vector<std::uint32_t> to_u32(const std::vector<int>& v) { return {v.begin(), v.end()}; }
+
+// Tracks per-token timing for "achieved tok/s" (from the first generated token, as
+// llama2.c times from its second position).
+struct Timing {
+  std::optional<clock::time_point> first;
+  clock::time_point last;
+  int tokens = 0;
+  void tick() {
+    last = clock::now();
+    if (!first) first = last;
+    ++tokens;
+  }
+  double rate() const {
+    if (!first || tokens < 2) return 0.0;
+    const double s = std::chrono::duration<double>(last - *first).count();
+    return s > 0 ? (tokens - 1) / s : 0.0;
+  }
+};
+
+// Traffic of the generation itself (after the handshake and tokenizer download).
+struct Traffic {
+  std::uint64_t sent = 0, received = 0, frames_sent = 0, frames_received = 0;
+  static Traffic of(const Connection& c) {
+    return {c.bytes_sent(), c.bytes_received(), c.frames_sent(), c.frames_received()};
+  }
+};
+
+void print_stats(const Connection& c, const Traffic& setup, const Timing& t) {
+  const Traffic now = Traffic::of(c);
+  const double n = std::max(1, t.tokens);
+  std::fprintf(stderr, "llamawire: setup (handshake, tokenizer): %llu bytes sent, %llu received
+",
+               static_cast<unsigned long long>(setup.sent), static_cast<unsigned long long>(setup.received));
+  std::fprintf(stderr,
+               "llamawire: %d tokens: sent %llu bytes in %llu messages (%.1f bytes/token), received %llu bytes in "
+               "%llu messages (%.1f bytes/token)\n",
+               t.tokens, static_cast<unsigned long long>(now.sent - setup.sent),
+               static_cast<unsigned long long>(now.frames_sent - setup.frames_sent),
+               static_cast<double>(now.sent - setup.sent) / n,
+               static_cast<unsigned long long>(now.received - setup.received),
+               static_cast<unsigned long long>(now.frames_received - setup.frames_received),
+               static_cast<double>(now.received - setup.received) / n);
+  std::fprintf(stderr, "achieved tok/s: %f\n", t.rate());
+}
+
+// One assistant turn (or the whole generation): runs `feed` from `pos`, streams pieces,
+// stops at limit/BOS (and EOS when stop_on_eos). Returns the END-like outcome.
+struct TurnResult {
+  StopReason reason = StopReason::steps;
+  int position = 0;
+  int last_token = 0;
+};
+
+asio::awaitable<Result<TurnResult>> run_turn(Connection& conn, const Tokenizer& tok, const CliOptions& o,
+                                             const std::vector<int>& feed, int pos, int limit, bool stop_on_eos,
+                                             Sampler& sampler, Timing& timing) {
+  int prev = feed.back();
+  if (!o.client_sampling) {
+    msg::Generate g;
+    g.start_pos = static_cast<std::uint32_t>(pos);
+    g.limit_pos = static_cast<std::uint32_t>(limit);
+    g.temperature = o.temperature;
+    g.topp = o.topp;
+    g.seed = sampler.rng_state();
+    g.flags = stop_on_eos ? kGenerateStopOnEos : 0;
+    g.tokens = to_u32(feed);
+    auto end = co_await conn.generate(std::move(g), [&](std::uint32_t t) {
+      timing.tick();
+      print_piece(tok, prev, static_cast<int>(t));
+      prev = static_cast<int>(t);
+      return true;
+    });
+    if (!end) co_return end.error();
+    co_return TurnResult{end->reason, static_cast<int>(end->position), static_cast<int>(end->last_token)};
+  }
+  // Client-side sampling: the server returns logits, we sample.
+  auto feed_u32 = to_u32(feed);
+  auto logits = co_await conn.forward(static_cast<std::uint32_t>(pos), std::move(feed_u32));
+  if (!logits) co_return logits.error();
+  pos += static_cast<int>(feed.size());
+  for (;;) {
+    const int next = sampler.sample(logits->values);
+    if (next == kBosToken) co_return TurnResult{StopReason::bos, pos, next};
+    if (stop_on_eos && next == kEosToken) co_return TurnResult{StopReason::eos, pos, next};
+    timing.tick();
+    print_piece(tok, prev, next);
+    prev = next;
+    if (pos >= limit) co_return TurnResult{StopReason::steps, pos, next};
+    std::vector<std::uint32_t> one(1, static_cast<std::uint32_t>(next));
+    logits = co_await conn.forward(static_cast<std::uint32_t>(pos), std::move(one));
+    if (!logits) co_return logits.error();
+    ++pos;
+  }
+}
+
+bool read_line(const char* guide, std::string& out) {
+  std::fputs(guide, stdout);
+  std::fflush(stdout);
+  if (!std::getline(std::cin, out)) return false;
+  if (!out.empty() && out.back() == '\r') out.pop_back();
+  return true;
+}
+
+}  // namespace
+
+asio::awaitable<int> run_cli(CliOptions o) {
+  Connection conn(co_await asio::this_coro::executor);
+  auto connected = co_await conn.connect(o.host, o.port);
+  if (!connected) {
+    std::fprintf(stderr, "llamawire: server not reachable: %s\n", connected.error().message.c_str());
+    co_return kExitUnreachable;
+  }
+  auto hello = co_await conn.hello(o.api_key, "llamawire-cli");
+  if (!hello) co_return fail("server refused the connection", hello.error());
+  const int vocab = static_cast<int>(hello->vocab_size);
+  Result<Tokenizer> tok = make_error(errc::bad_tokenizer, "no tokenizer");
+  if (!o.tokenizer_path.empty()) {
+    tok = Tokenizer::load(o.tokenizer_path, vocab);
+  } else {
+    auto bytes = co_await conn.tokenizer();
+    if (!bytes) co_return fail("cannot download the tokenizer", bytes.error());
+    tok = Tokenizer::parse(*bytes, "server tokenizer", vocab);
+  }
+  if (!tok) co_return fail("tokenizer", tok.error());
+
+  const int context = static_cast<int>(std::min(hello->seq_len, hello->context));
+  const int steps = std::min(clamp_steps(o.steps, static_cast<int>(hello->seq_len)), context);
+  Sampler sampler(vocab, {o.temperature, o.topp, resolve_seed(o.seed)});
+  Timing timing;
+  const Traffic setup = Traffic::of(conn);
+
+  if (!o.chat) {
+    const auto prompt = tok->encode(o.prompt, true, false);
+    const int n = static_cast<int>(prompt.size());
+    // Forced prompt tokens print as llama2.c prints them while it runs the prompt.
+    const int forced = std::min(n - 1, steps);
+    for (int p = 0; p < forced; ++p) print_piece(*tok, prompt[static_cast<std::size_t>(p)], prompt[static_cast<std::size_t>(p) + 1]);
+    if (n - 1 < steps) {
+      auto r = co_await run_turn(conn, *tok, o, prompt, 0, steps, false, sampler, timing);
+      if (!r) {
+        std::fputs("\n", stdout);
+        co_return fail("generation failed", r.error());
+      }
+    }
+    std::fputs("\n", stdout);
+    std::fflush(stdout);
+    print_stats(conn, setup, timing);
+    conn.close();
+    co_return kExitOk;
+  }
+
+  // Chat: llama2.c's Llama-2 template, BOS per turn; the conversation stays in the
+  // session's KV cache, so each turn sends only its new tokens.
+  std::string system_prompt = o.system_prompt;
+  if (!o.system_prompt_given) {
+    if (!read_line("Enter system prompt (optional): ", system_prompt)) system_prompt.clear();
+  }
+  int pos = 0;
+  int pending = -1;  // last sampled token, not yet in the cache
+  bool first = true;
+  for (;;) {
+    std::string user;
+    if (first && !o.prompt.empty()) {
+      user = o.prompt;
+    } else if (!read_line("User: ", user)) {
+      std::fputs("\n", stdout);
+      break;  // EOF ends the conversation cleanly
+    }
+    std::string rendered = pos == 0 && !system_prompt.empty()
+                               ? "[INST] <<SYS>>\n" + system_prompt + "\n<</SYS>>\n\n" + user + " [/INST]"
+                               : "[INST] " + user + " [/INST]";
+    first = false;
+    std::vector<int> feed;
+    if (pending >= 0) feed.push_back(pending);
+    const auto turn = tok->encode(rendered, true, false);
+    feed.insert(feed.end(), turn.begin(), turn.end());
+    if (pos + static_cast<int>(feed.size()) >= steps) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "llamawire: context full (%d of %d positions used): the conversation ends here\n", pos, steps);
+      print_stats(conn, setup, timing);
+      co_return kExitContextFull;
+    }
+    std::fputs("Assistant: ", stdout);
+    std::fflush(stdout);
+    auto r = co_await run_turn(conn, *tok, o, feed, pos, steps, true, sampler, timing);
+    if (!r) {
+      std::fputs("\n", stdout);
+      co_return fail("chat failed", r.error());
+    }
+    std::fputs("\n", stdout);
+    std::fflush(stdout);
+    pos = r->position;
+    pending = r->last_token;
+    if (r->reason == StopReason::steps || r->reason == StopReason::context) {
+      std::fprintf(stderr, "llamawire: context full (%d positions): the conversation ends here\n", pos);
+      print_stats(conn, setup, timing);
+      co_return kExitContextFull;
+    }
+    // Re-seed per turn so both sampling modes draw the same numbers turn after turn.
+    sampler = Sampler(vocab, {o.temperature, o.topp, resolve_seed(o.seed) + static_cast<std::uint64_t>(pos)});
+  }
+  print_stats(conn, setup, timing);
+  conn.close();
+  co_return kExitOk;
+}
+
+}  // namespace llamawire

@@ -1,0 +1,170 @@
+#include "server/engine/scheduler.hpp"
+
+#include "common/log.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+namespace llamawire {
+
+int Scheduler::histogram_bucket(int steps) {
+  int b = 0;
+  int upper = 1;
+  while (steps > upper && b < 8) {
+    upper *= 2;
+    ++b;
+  }
+  return b;
+}
+
+std::string Scheduler::histogram_label(int bucket) {
+  if (bucket >= 8) return "+Inf";
+  return std::to_string(1 << bucket);
+}
+
+Scheduler::Scheduler(std::shared_ptr<const WeightStore> weights, Options opts)
+    : weights_(std::move(weights)),
+      opts_(opts),
+      parallel_(std::max(1, opts.threads)),
+      forward_(*weights_, std::max(1, opts.max_batch_tokens), std::max(1, opts.threads),
+               std::max(1, std::min(opts.max_batch_sessions, opts.max_batch_tokens))),
+      thread_([this] { loop(); }) {}
+
+Scheduler::~Scheduler() { stop(); }
+
+void Scheduler::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    if (stop_) return;
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+Scheduler::Stats Scheduler::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+int Scheduler::queued() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<int>(incoming_.size());
+}
+
+void Scheduler::submit(KvCache& kv, std::span<const int> tokens, int start_pos, std::vector<float>& logits,
+                       std::function<void(boost::system::error_code)> complete_fn) {
+  auto job = std::make_unique<Job>(Job{&kv, tokens, start_pos, 0, &logits, std::move(complete_fn)});
+  {
+    std::lock_guard lock(mutex_);
+    if (!stop_) {
+      incoming_.push_back(std::move(job));
+      wake_.notify_one();
+      return;
+    }
+  }
+  complete(std::move(job), make_error_code(errc::shutting_down));
+}
+
+void Scheduler::complete(std::unique_ptr<Job> job, boost::system::error_code ec) {
+  auto fn = std::move(job->complete);
+  job.reset();
+  fn(ec);
+}
+
+void Scheduler::loop() {
+  const int V = weights_->config().vocab_size;
+  std::vector<std::unique_ptr<Job>> active;  // in arrival order
+  std::vector<BatchRow> rows;
+  struct Slice {
+    Job* job;
+    int count;
+    bool last;
+  };
+  std::vector<Slice> slices;
+  for (;;) {
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return stop_ || !incoming_.empty() || !active.empty(); });
+      if (stop_) break;
+      while (!incoming_.empty()) {
+        active.push_back(std::move(incoming_.front()));
+        incoming_.pop_front();
+      }
+    }
+    // Decodes (one row left) first: every waiting session advances each batch. Then the
+    // prompts, in arrival order, each bounded by prefill_chunk while others wait.
+    rows.clear();
+    slices.clear();
+    int budget = opts_.max_batch_tokens;
+    int logit_rows = std::min(opts_.max_batch_sessions, opts_.max_batch_tokens);
+    auto take = [&](Job& j, int count) {
+      const bool last = j.done + count == static_cast<int>(j.tokens.size());
+      if (last && logit_rows == 0) return;
+      for (int i = 0; i < count; ++i) {
+        rows.push_back(BatchRow{j.tokens[static_cast<std::size_t>(j.done + i)], j.start_pos + j.done + i, j.kv,
+                                last && i == count - 1});
+      }
+      if (last) --logit_rows;
+      budget -= count;
+      slices.push_back({&j, count, last});
+    };
+    for (auto& j : active) {
+      if (budget == 0) break;
+      if (static_cast<int>(j->tokens.size()) - j->done == 1) take(*j, 1);
+    }
+    int prefills = 0;
+    for (auto& j : active) prefills += static_cast<int>(j->tokens.size()) - j->done > 1 ? 1 : 0;
+    for (auto& j : active) {
+      const int left = static_cast<int>(j->tokens.size()) - j->done;
+      if (left <= 1 || budget == 0) continue;
+      const int fair = prefills > 1 ? std::max(opts_.prefill_chunk, budget / prefills) : budget;
+      take(*j, std::min({left, budget, fair}));
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto logits = forward_.run(rows, parallel_);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    int logit_index = 0;
+    int decode_rows = 0;
+    for (const auto& s : slices) {
+      if (static_cast<int>(s.job->tokens.size()) - s.job->done == 1) ++decode_rows;
+      s.job->done += s.count;
+      if (s.last) {
+        const auto row = logits.subspan(static_cast<std::size_t>(logit_index) * static_cast<std::size_t>(V),
+                                        static_cast<std::size_t>(V));
+        s.job->logits->assign(row.begin(), row.end());
+        ++logit_index;
+      }
+    }
+    {
+      std::lock_guard lock(mutex_);
+      ++stats_.batches;
+      stats_.rows += rows.size();
+      stats_.decode_rows += static_cast<std::uint64_t>(decode_rows);
+      stats_.prefill_rows += rows.size() - static_cast<std::size_t>(decode_rows);
+      stats_.max_rows_in_batch = std::max(stats_.max_rows_in_batch, static_cast<int>(rows.size()));
+      stats_.max_steps_in_batch = std::max(stats_.max_steps_in_batch, static_cast<int>(slices.size()));
+      ++stats_.steps_histogram[static_cast<std::size_t>(histogram_bucket(static_cast<int>(slices.size())))];
+      stats_.steps_completed += static_cast<std::uint64_t>(logit_index);
+      stats_.busy_seconds += secs;
+    }
+    // Finished jobs resume their sessions; the rest stay for the next batch.
+    std::vector<std::unique_ptr<Job>> still;
+    for (auto& j : active) {
+      if (j->done == static_cast<int>(j->tokens.size())) {
+        complete(std::move(j), {});
+      } else {
+        still.push_back(std::move(j));
+      }
+    }
+    active = std::move(still);
+  }
+  // Stopping: everything pending ends with shutting_down.
+  std::lock_guard lock(mutex_);
+  for (auto& j : active) complete(std::move(j), make_error_code(errc::shutting_down));
+  for (auto& j : incoming_) complete(std::move(j), make_error_code(errc::shutting_down));
+  incoming_.clear();
+}
+
+}  // namespace llamawire

@@ -1,0 +1,111 @@
+// Continuous batching: sessions submit steps (a prompt to prefill or one token to decode);
+// the scheduler thread gathers the pending steps of all sessions into one batched forward
+// (decodes first, then bounded prefill chunks), runs it on the compute threads, and
+// resumes each session on its own executor with its logits. Sessions join and leave
+// between batches. The network threads never compute; the compute threads never touch a
+// socket.
+#pragma once
+
+#include "common/asio.hpp"
+#include "common/error.hpp"
+#include "server/model/forward.hpp"
+#include "server/model/kv_cache.hpp"
+#include "server/model/parallel.hpp"
+#include "server/model/weight_store.hpp"
+
+#include <array>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace llamawire {
+
+class Scheduler {
+ public:
+  struct Options {
+    int threads = 1;            // compute threads (the scheduler thread is one of them)
+    int max_batch_tokens = 256; // rows per batched forward
+    int max_batch_sessions = 128;  // distinct steps per batch (logits rows)
+    int prefill_chunk = 64;     // most prompt rows one session gets per batch when others wait
+  };
+
+  struct Stats {
+    std::uint64_t batches = 0;
+    std::uint64_t rows = 0;            // token positions computed
+    std::uint64_t decode_rows = 0;
+    std::uint64_t prefill_rows = 0;
+    std::uint64_t steps_completed = 0;
+    int max_rows_in_batch = 0;
+    int max_steps_in_batch = 0;
+    // batch size histogram: steps (sessions) per batch, buckets 1, 2, 3-4, 5-8, ..., 65-128, >128
+    std::array<std::uint64_t, 9> steps_histogram{};
+    double busy_seconds = 0;
+  };
+  static int histogram_bucket(int steps);
+  static std::string histogram_label(int bucket);
+
+  Scheduler(std::shared_ptr<const WeightStore> weights, Options opts);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Runs `tokens` at positions [start_pos, start_pos + n) of `kv` (reserved by the caller)
+  // and fills `logits` with the last position's logits. Completes on the handler's
+  // executor with an error_code (shutting_down when the scheduler stops). `kv`, `tokens`
+  // and `logits` must stay alive until completion.
+  template <class CompletionToken>
+  auto async_step(KvCache& kv, std::span<const int> tokens, int start_pos, std::vector<float>& logits,
+                  CompletionToken&& token) {
+    return asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+        [this, &kv, tokens, start_pos, &logits](auto handler) {
+          // Resume on the handler's own executor (the session's strand), never on ours.
+          auto ex = asio::get_associated_executor(handler);
+          auto h = std::make_shared<decltype(handler)>(std::move(handler));
+          submit(kv, tokens, start_pos, logits, [ex, h](boost::system::error_code ec) {
+            asio::post(ex, [h, ec]() mutable { std::move(*h)(ec); });
+          });
+        },
+        token);
+  }
+
+  // Stops the thread; pending steps complete with shutting_down.
+  void stop();
+  Stats stats() const;
+  int queued() const;
+  const WeightStore& weights() const { return *weights_; }
+  int threads() const { return opts_.threads; }
+
+ private:
+  struct Job {
+    KvCache* kv;
+    std::span<const int> tokens;
+    int start_pos;
+    int done = 0;  // rows already computed
+    std::vector<float>* logits;
+    std::function<void(boost::system::error_code)> complete;  // posts to the session
+  };
+
+  void submit(KvCache& kv, std::span<const int> tokens, int start_pos, std::vector<float>& logits,
+              std::function<void(boost::system::error_code)> complete);
+  void loop();
+  static void complete(std::unique_ptr<Job> job, boost::system::error_code ec);
+
+  std::shared_ptr<const WeightStore> weights_;
+  Options opts_;
+  ThreadParallel parallel_;
+  Forward forward_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<Job>> incoming_;
+  bool stop_ = false;
+  Stats stats_;
+  std::thread thread_;
+};
+
+}  // namespace llamawire

@@ -1,0 +1,226 @@
+// llamawire-server: load the weights once, serve sessions over the framed protocol.
+#include "common/asio.hpp"
+#include "common/cli_support.hpp"
+#include "common/log.hpp"
+#include "common/tokenizer.hpp"
+#include "server/engine/scheduler.hpp"
+#include "server/kernels/kernels.hpp"
+#include "server/model/weight_store.hpp"
+#include "server/net/listener.hpp"
+#include "server/net/server_context.hpp"
+
+#include <boost/program_options.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+namespace po = boost::program_options;
+namespace lw = llamawire;
+using lw::asio::awaitable;
+
+namespace {
+
+struct Flags {
+  std::string checkpoint, tokenizer, weights = "f32", kernels, port_file, log_format = "text", log_file;
+  int threads = 0, io_threads = 2;
+  int max_batch = 256;
+  double idle_timeout_s = 300, handshake_timeout_s = 10, write_timeout_s = 30, drain_timeout_s = 30;
+  std::uint64_t kv_budget_mb = 0;
+  lw::ServerOptions server;
+};
+
+// After a stop signal: once every session has ended, cancel what keeps io.run() going.
+awaitable<void> wait_for_sessions(lw::ServerContext& ctx, lw::asio::steady_timer& drain_timer,
+                                  lw::asio::signal_set& signals) {
+  lw::asio::steady_timer t(co_await lw::asio::this_coro::executor);
+  while (ctx.open_sessions() > 0) {
+    t.expires_after(std::chrono::milliseconds(20));
+    co_await t.async_wait(lw::asio::use_awaitable);
+  }
+  drain_timer.cancel();
+  signals.cancel();
+}
+
+int usage_error(const std::string& what, const po::options_description& opts) {
+  std::cerr << "llamawire-server: " << what << "\n" << opts;
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  Flags f;
+  int port = 8080;
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  po::options_description opts("Usage: llamawire-server -c CHECKPOINT [options]");
+  opts.add_options()("help,h", "show this help")
+      ("checkpoint,c", po::value(&f.checkpoint), "llama2.c checkpoint (legacy, export v1 or v2/Q8_0) [required]")
+      ("tokenizer,z", po::value(&f.tokenizer), "tokenizer file (default: tokenizer.bin, else tok<vocab>.bin, beside the checkpoint)")
+      ("address,a", po::value(&f.server.address)->default_value("127.0.0.1"), "address to listen on")
+      ("port,o", po::value(&port)->default_value(8080), "TCP port (0: any free port)")
+      ("threads", po::value(&f.threads), "compute threads (default: all cores)")
+      ("io-threads", po::value(&f.io_threads)->default_value(2), "network threads")
+      ("max-sessions", po::value(&f.server.max_sessions)->default_value(64), "most sessions past the handshake at once")
+      ("max-connections", po::value(&f.server.max_connections)->default_value(1024), "most open connections (idle ones included)")
+      ("max-frame-bytes", po::value(&f.server.max_frame_bytes)->default_value(1u << 20), "largest frame accepted from a client")
+      ("ctx", po::value(&f.server.ctx)->default_value(0), "positions per session (0: the model's seq_len)")
+      ("kv-budget-mb", po::value(&f.kv_budget_mb)->default_value(0), "KV cache memory for all sessions, MiB (0: unlimited)")
+      ("max-batch", po::value(&f.max_batch)->default_value(256), "most token positions in one batched forward")
+      ("idle-timeout", po::value(&f.idle_timeout_s)->default_value(300), "seconds a session may stay silent")
+      ("handshake-timeout", po::value(&f.handshake_timeout_s)->default_value(10), "seconds to receive HELLO")
+      ("write-timeout", po::value(&f.write_timeout_s)->default_value(30), "seconds one frame write may take")
+      ("drain-timeout", po::value(&f.drain_timeout_s)->default_value(30), "seconds running requests may finish after SIGTERM")
+      ("weights", po::value(&f.weights)->default_value("f32"), "f32 | q8_0 (quantize at load)")
+      ("kernels", po::value(&f.kernels), "force a kernel table: scalar | avx2")
+      ("api-key", po::value(&f.server.api_key), "require this key in HELLO (default: $LLAMAWIRE_API_KEY)")
+      ("port-file", po::value(&f.port_file), "write the listening port to this file")
+      ("log-format", po::value(&f.log_format)->default_value("text"), "text | json")
+      ("log-file", po::value(&f.log_file), "append the log here instead of stderr (SIGHUP reopens it)");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, opts), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    return usage_error(e.what(), opts);
+  }
+  if (vm.count("help")) {
+    std::cout << opts;
+    return 0;
+  }
+  if (f.checkpoint.empty()) return usage_error("--checkpoint is required", opts);
+  if (port < 0 || port > 65535) return usage_error("--port must be in [0, 65535]", opts);
+  if (f.threads == 0) f.threads = cores;
+  if (f.threads < 1 || f.io_threads < 1 || f.server.max_sessions < 1 || f.server.max_connections < 1 ||
+      f.server.max_frame_bytes < 64 || f.server.ctx < 0 || f.max_batch < 1 || f.idle_timeout_s <= 0 ||
+      f.handshake_timeout_s <= 0 || f.write_timeout_s <= 0 || f.drain_timeout_s < 0) {
+    return usage_error("numeric options must be positive (max-frame-bytes >= 64)", opts);
+  }
+  if (f.weights != "f32" && f.weights != "q8_0") return usage_error("--weights must be f32 or q8_0", opts);
+  if (f.log_format != "text" && f.log_format != "json") return usage_error("--log-format must be text or json", opts);
+  if (!f.kernels.empty() && !lw::kernels::select(f.kernels)) {
+    return usage_error("kernel table '" + f.kernels + "' is not available here", opts);
+  }
+  if (f.server.api_key.empty()) {
+    if (const char* k = std::getenv("LLAMAWIRE_API_KEY")) f.server.api_key = k;
+  }
+  f.server.port = static_cast<std::uint16_t>(port);
+  auto secs = [](double s) { return std::chrono::milliseconds(static_cast<long long>(s * 1000)); };
+  f.server.idle_timeout = secs(f.idle_timeout_s);
+  f.server.handshake_timeout = secs(f.handshake_timeout_s);
+  f.server.write_timeout = secs(f.write_timeout_s);
+  f.server.drain_timeout = secs(f.drain_timeout_s);
+  lw::log::set_format(f.log_format == "json" ? lw::log::Format::json : lw::log::Format::text);
+  if (!f.log_file.empty()) lw::log::set_file(f.log_file);
+
+  lw::WeightStore::Options wopts;
+  wopts.weights = f.weights == "q8_0" ? lw::WeightType::q8_0 : lw::WeightType::f32;
+  auto store = lw::WeightStore::load(f.checkpoint, wopts);
+  if (!store) {
+    std::cerr << "llamawire-server: " << store.error().message << "\n";
+    return 1;
+  }
+  const auto& cfg = (*store)->config();
+  lw::Result<lw::Tokenizer> tok = lw::make_error(lw::errc::bad_tokenizer, "no tokenizer");
+  if (!f.tokenizer.empty()) {
+    tok = lw::Tokenizer::load(f.tokenizer, cfg.vocab_size);
+  } else {
+    for (const auto& candidate : lw::default_tokenizer_paths(f.checkpoint, cfg.vocab_size)) {
+      tok = lw::Tokenizer::load(candidate, cfg.vocab_size);
+      if (tok) break;
+    }
+  }
+  if (!tok) {
+    std::cerr << "llamawire-server: " << tok.error().message << "\n";
+    return 1;
+  }
+  f.server.model_name = std::filesystem::path(f.checkpoint).filename().string();
+  lw::log::info("model ", f.server.model_name, ": dim=", cfg.dim, " hidden=", cfg.hidden_dim, " layers=", cfg.n_layers,
+                " heads=", cfg.n_heads, " kv_heads=", cfg.n_kv_heads, " vocab=", cfg.vocab_size, " seq_len=", cfg.seq_len,
+                " weights=", (*store)->weight_type() == lw::WeightType::q8_0 ? "q8_0" : "f32",
+                " kernels=", lw::kernels::active().name, " threads=", f.threads);
+
+  lw::Scheduler::Options sopts;
+  sopts.threads = f.threads;
+  sopts.max_batch_tokens = f.max_batch;
+  sopts.max_batch_sessions = std::min(f.max_batch, std::max(f.server.max_sessions, 1));
+  lw::Scheduler scheduler(*store, sopts);
+  lw::ServerContext ctx(*store, std::make_shared<const lw::Tokenizer>(std::move(*tok)), scheduler, f.server,
+                        f.kv_budget_mb * 1024 * 1024);
+
+  lw::asio::io_context io(f.io_threads);
+  lw::tcp::acceptor acceptor(io);
+  try {
+    const lw::tcp::endpoint ep(lw::asio::ip::make_address(f.server.address), f.server.port);
+    acceptor.open(ep.protocol());
+    acceptor.set_option(lw::tcp::acceptor::reuse_address(true));
+    acceptor.bind(ep);
+    acceptor.listen(lw::asio::socket_base::max_listen_connections);
+  } catch (const std::exception& e) {
+    std::cerr << "llamawire-server: cannot listen on " << f.server.address << ":" << f.server.port << ": " << e.what()
+              << "\n";
+    return 1;
+  }
+  const auto bound = acceptor.local_endpoint();
+  lw::log::info("listening on ", bound.address().to_string(), ":", bound.port());
+  if (!f.port_file.empty()) {
+    const auto tmp = f.port_file + ".tmp";
+    std::ofstream(tmp) << bound.port() << "\n";
+    std::filesystem::rename(tmp, f.port_file);
+  }
+
+  lw::asio::co_spawn(io, lw::accept_loop(acceptor, ctx), lw::log_session_end);
+
+  // Signals: SIGINT/SIGTERM drain (a second one forces), SIGHUP reopens the log.
+  // The control objects live on one strand: handlers run on any io thread, never two at once.
+  auto control = lw::asio::make_strand(io);
+  lw::asio::signal_set signals(control, SIGINT, SIGTERM, SIGHUP);
+  lw::asio::steady_timer drain_timer(control);
+  bool stopping = false;
+  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
+                                                                             int sig) {
+    if (ec) return;
+    if (sig == SIGHUP) {
+      lw::log::reopen();
+      lw::log::info("SIGHUP: log reopened");
+      signals.async_wait(on_signal);
+      return;
+    }
+    if (stopping) {
+      lw::log::info("second signal: stopping running requests now");
+      ctx.force_stop();
+      signals.async_wait(on_signal);
+      return;
+    }
+    stopping = true;
+    lw::log::info("signal ", sig, ": draining (", f.drain_timeout_s, " s for running requests)");
+    boost::system::error_code ignore;
+    acceptor.close(ignore);
+    ctx.begin_drain();
+    drain_timer.expires_after(f.server.drain_timeout);
+    drain_timer.async_wait([&](const boost::system::error_code& e) {
+      if (!e && ctx.open_sessions() > 0) {
+        lw::log::warn("drain timeout: stopping ", ctx.open_sessions(), " sessions");
+        ctx.force_stop();
+      }
+    });
+    signals.async_wait(on_signal);
+    lw::asio::co_spawn(control, wait_for_sessions(ctx, drain_timer, signals), lw::log_session_end);
+  };
+  signals.async_wait(on_signal);
+
+  std::vector<std::thread> io_threads;
+  for (int i = 1; i < f.io_threads; ++i) io_threads.emplace_back([&io] { io.run(); });
+  io.run();
+  for (auto& t : io_threads) t.join();
+  scheduler.stop();
+  lw::log::info("stopped");
+  return 0;
+} catch (const std::exception& e) {
+  std::cerr << "llamawire-server: fatal: " << e.what() << "\n";
+  return 1;
+}

@@ -1,0 +1,53 @@
+#include "server/net/listener.hpp"
+
+#include "common/log.hpp"
+#include "common/messages.hpp"
+#include "server/net/session.hpp"
+
+#include <chrono>
+
+namespace llamawire {
+
+void log_session_end(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    log::error("session ended by an exception: ", ex.what());
+  } catch (...) {
+    log::error("session ended by an unknown exception");
+  }
+}
+
+asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, ServerContext& ctx) {
+  auto io = acceptor.get_executor();
+  for (;;) {
+    auto strand = asio::make_strand(io);
+    auto [ec, socket] = co_await acceptor.async_accept(strand, asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) break;
+      log::warn("accept failed: ", ec.message());
+      if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
+        // Out of file descriptors: back off instead of spinning.
+        asio::steady_timer t(io, std::chrono::milliseconds(100));
+        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+      continue;
+    }
+    if (ctx.counters().connections_open.load() >= ctx.options().max_connections) {
+      ctx.counters().connections_refused++;
+      boost::system::error_code wec;
+      socket.non_blocking(true, wec);
+      const auto frame = encode_error_frame(
+          errc::busy, "server busy: connection limit " + std::to_string(ctx.options().max_connections) + " reached",
+          true, 0);
+      socket.write_some(asio::buffer(frame), wec);  // best effort, never blocks
+      socket.close(wec);
+      log::warn("refused connection: connection limit ", ctx.options().max_connections, " reached");
+      continue;
+    }
+    asio::co_spawn(strand, serve_session(std::move(socket), ctx), log_session_end);
+  }
+}
+
+}  // namespace llamawire

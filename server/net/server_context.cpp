@@ -1,0 +1,85 @@
+#include "server/net/server_context.hpp"
+
+#include <sstream>
+
+namespace llamawire {
+
+ServerContext::ServerContext(std::shared_ptr<const WeightStore> weights, std::shared_ptr<const Tokenizer> tokenizer,
+                             Scheduler& scheduler, ServerOptions opts, std::uint64_t kv_budget_bytes)
+    : weights_(std::move(weights)),
+      tokenizer_(std::move(tokenizer)),
+      scheduler_(scheduler),
+      opts_(std::move(opts)),
+      ctx_(opts_.ctx > 0 ? std::min(opts_.ctx, weights_->config().seq_len) : weights_->config().seq_len),
+      kv_budget_(kv_budget_bytes) {}
+
+std::uint64_t ServerContext::register_session(asio::any_io_executor strand, StopFn on_stop) {
+  std::lock_guard lock(mutex_);
+  const auto id = next_id_++;
+  sessions_.emplace(id, Entry{std::move(strand), std::move(on_stop)});
+  return id;
+}
+
+void ServerContext::unregister_session(std::uint64_t id) {
+  std::lock_guard lock(mutex_);
+  sessions_.erase(id);
+}
+
+bool ServerContext::is_registered(std::uint64_t id) const {
+  std::lock_guard lock(mutex_);
+  return sessions_.count(id) != 0;
+}
+
+int ServerContext::open_sessions() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<int>(sessions_.size());
+}
+
+void ServerContext::notify_all() {
+  std::lock_guard lock(mutex_);
+  for (auto& [id, e] : sessions_) {
+    // Runs on the session's strand; the registry check there guarantees the session is
+    // alive (it unregisters on that same strand before it is destroyed).
+    asio::post(e.strand, [this, sid = id, fn = e.on_stop] {
+      if (is_registered(sid)) fn();
+    });
+  }
+}
+
+void ServerContext::begin_drain() {
+  draining_ = true;
+  notify_all();
+}
+
+void ServerContext::force_stop() {
+  draining_ = true;
+  forced_ = true;
+  notify_all();
+}
+
+std::string ServerContext::stats_json() const {
+  const auto s = scheduler_.stats();
+  std::ostringstream os;
+  os << "{\"connections_open\":" << counters_.connections_open.load()
+     << ",\"connections_total\":" << counters_.connections_total.load()
+     << ",\"connections_refused\":" << counters_.connections_refused.load()
+     << ",\"sessions_active\":" << counters_.sessions_active.load()
+     << ",\"generating\":" << counters_.generating.load()
+     << ",\"requests_total\":" << counters_.requests_total.load()
+     << ",\"prompt_tokens_total\":" << counters_.prompt_tokens_total.load()
+     << ",\"generated_tokens_total\":" << counters_.generated_tokens_total.load()
+     << ",\"protocol_errors_total\":" << counters_.protocol_errors_total.load()
+     << ",\"kv_bytes_used\":" << kv_budget_.used() << ",\"kv_bytes_budget\":" << kv_budget_.limit()
+     << ",\"batches\":" << s.batches << ",\"batch_rows\":" << s.rows << ",\"decode_rows\":" << s.decode_rows
+     << ",\"prefill_rows\":" << s.prefill_rows << ",\"max_rows_in_batch\":" << s.max_rows_in_batch
+     << ",\"max_steps_in_batch\":" << s.max_steps_in_batch << ",\"mean_steps_per_batch\":"
+     << (s.batches ? static_cast<double>(s.steps_completed) / static_cast<double>(s.batches) : 0.0)
+     << ",\"steps_per_batch_histogram\":{";
+  for (std::size_t i = 0; i < s.steps_histogram.size(); ++i) {
+    os << (i ? "," : "") << "\"" << Scheduler::histogram_label(static_cast<int>(i)) << "\":" << s.steps_histogram[i];
+  }
+  os << "},\"compute_busy_seconds\":" << s.busy_seconds << "}";
+  return os.str();
+}
+
+}  // namespace llamawire

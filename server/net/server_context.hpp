@@ -1,0 +1,100 @@
+// What every session shares: read-only model and tokenizer, the scheduler, limits and
+// timeouts, the KV budget, counters, and the registry used to stop sessions at shutdown.
+#pragma once
+
+#include "common/asio.hpp"
+#include "common/tokenizer.hpp"
+#include "server/engine/scheduler.hpp"
+#include "server/model/kv_cache.hpp"
+#include "server/model/weight_store.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace llamawire {
+
+struct ServerOptions {
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 8080;
+  int max_sessions = 64;
+  int max_connections = 1024;
+  std::uint32_t max_frame_bytes = 1u << 20;
+  int ctx = 0;  // positions per session; 0 = seq_len
+  std::chrono::milliseconds idle_timeout{300'000};
+  std::chrono::milliseconds handshake_timeout{10'000};
+  std::chrono::milliseconds write_timeout{30'000};
+  std::chrono::milliseconds drain_timeout{30'000};
+  std::size_t max_outbox_bytes = 4u << 20;  // queued replies before a generation pauses
+  std::string api_key;
+  std::string model_name;
+};
+
+struct ServerCounters {
+  std::atomic<std::uint64_t> connections_total{0};
+  std::atomic<std::uint64_t> connections_refused{0};
+  std::atomic<int> connections_open{0};
+  std::atomic<int> sessions_active{0};  // past HELLO
+  std::atomic<int> generating{0};
+  std::atomic<std::uint64_t> requests_total{0};
+  std::atomic<std::uint64_t> prompt_tokens_total{0};
+  std::atomic<std::uint64_t> generated_tokens_total{0};
+  std::atomic<std::uint64_t> protocol_errors_total{0};
+};
+
+class ServerContext {
+ public:
+  ServerContext(std::shared_ptr<const WeightStore> weights, std::shared_ptr<const Tokenizer> tokenizer,
+                Scheduler& scheduler, ServerOptions opts, std::uint64_t kv_budget_bytes);
+
+  const WeightStore& weights() const { return *weights_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  Scheduler& scheduler() { return scheduler_; }
+  const ServerOptions& options() const { return opts_; }
+  KvBudget& kv_budget() { return kv_budget_; }
+  ServerCounters& counters() { return counters_; }
+  int context() const { return ctx_; }
+
+  // Shutdown: `draining` stops new work; `force` ends what still runs.
+  bool draining() const { return draining_.load(); }
+  bool forced() const { return forced_.load(); }
+
+  // Sessions register a callback run (on their strand) when the server drains or forces.
+  using StopFn = std::function<void()>;
+  std::uint64_t register_session(asio::any_io_executor strand, StopFn on_stop);
+  void unregister_session(std::uint64_t id);
+  bool is_registered(std::uint64_t id) const;
+  int open_sessions() const;
+  void begin_drain();
+  void force_stop();
+
+  // JSON counters for STATS.
+  std::string stats_json() const;
+
+ private:
+  void notify_all();
+
+  std::shared_ptr<const WeightStore> weights_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  Scheduler& scheduler_;
+  ServerOptions opts_;
+  int ctx_;
+  KvBudget kv_budget_;
+  ServerCounters counters_;
+  std::atomic<bool> draining_{false};
+  std::atomic<bool> forced_{false};
+  mutable std::mutex mutex_;
+  std::uint64_t next_id_ = 1;
+  struct Entry {
+    asio::any_io_executor strand;
+    StopFn on_stop;
+  };
+  std::map<std::uint64_t, Entry> sessions_;
+};
+
+}  // namespace llamawire

@@ -1,0 +1,456 @@
+#include "server/net/session.hpp"
+
+#include "common/auth.hpp"
+#include "common/log.hpp"
+#include "common/sampler.hpp"
+
+#include <algorithm>
+
+namespace llamawire {
+
+using namespace asio::experimental::awaitable_operators;
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+namespace {
+
+std::string peer_of(const tcp::socket& s) {
+  boost::system::error_code ec;
+  const auto ep = s.remote_endpoint(ec);
+  if (ec) return "unknown";
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+asio::awaitable<void> serve_session(tcp::socket socket, ServerContext& ctx) {
+  Session s(std::move(socket), ctx);
+  co_await s.run();
+}
+
+asio::awaitable<void> Session::Event::wait() {
+  boost::system::error_code ec;
+  co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+}
+
+Session::Session(tcp::socket socket, ServerContext& ctx)
+    : socket_(std::move(socket)),
+      ctx_(ctx),
+      ex_(socket_.get_executor()),
+      peer_(peer_of(socket_)),
+      kv_(ctx.weights().config(), ctx.context(), &ctx.kv_budget()),
+      opened_at_(clock::now()),
+      last_activity_(opened_at_),
+      job_event_(ex_),
+      outbox_event_(ex_),
+      drained_event_(ex_),
+      watchdog_timer_(ex_) {
+  ctx_.counters().connections_open++;
+  ctx_.counters().connections_total++;
+}
+
+Session::~Session() {
+  if (registry_id_ != 0) ctx_.unregister_session(registry_id_);
+  if (hello_done_) ctx_.counters().sessions_active--;
+  ctx_.counters().connections_open--;
+}
+
+asio::awaitable<void> Session::run() {
+  boost::system::error_code ec;
+  socket_.set_option(tcp::no_delay(true), ec);
+  registry_id_ = ctx_.register_session(ex_, [this] { on_server_stop(); });
+  log::info("session ", registry_id_, " open peer=", peer_);
+  if (ctx_.draining()) on_server_stop();
+  co_await (reader() && writer() && generator() && watchdog());
+  socket_.shutdown(tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+  log::info("session ", registry_id_, " closed peer=", peer_, " prompt_tokens=", tokens_prompt_,
+            " generated_tokens=", tokens_generated_, " seconds=", seconds_since(opened_at_));
+}
+
+void Session::send(const Message& m, std::uint32_t request_id) {
+  if (writer_done_) return;
+  auto frame = encode_frame(m, request_id);
+  outbox_bytes_ += frame.size();
+  outbox_.push_back(std::move(frame));
+  outbox_event_.notify();
+}
+
+void Session::send_error(errc e, const std::string& message, bool fatal, std::uint32_t request_id) {
+  if (e != errc::shutting_down && e != errc::timed_out) ctx_.counters().protocol_errors_total++;
+  log::warn("session ", registry_id_, " peer=", peer_, " error ", errc_id(e), ": ", message, fatal ? " (closing)" : "");
+  send(msg::Error{to_wire(e), static_cast<std::uint8_t>(fatal ? 1 : 0), message}, request_id);
+}
+
+void Session::close_read() {
+  boost::system::error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_receive, ec);
+  closing_ = true;
+  job_event_.notify();
+  drained_event_.notify();
+}
+
+void Session::on_server_stop() {
+  if (closing_) return;
+  if (!busy_) {
+    send_error(errc::shutting_down, "server shutting down", true, 0);
+    close_read();
+  }
+  // A running request finishes (or, when forced, stops at its next token); the generator
+  // then closes the session.
+}
+
+asio::awaitable<void> Session::reader() {
+  std::array<std::uint8_t, kFrameHeaderBytes> head{};
+  std::vector<std::uint8_t> payload;
+  while (!closing_) {
+    auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(head), asio::as_tuple(asio::use_awaitable));
+    if (ec) break;
+    const auto h = decode_header(head, ctx_.options().max_frame_bytes);
+    if (!h) {
+      send_error(static_cast<errc>(h.error().code.value()), h.error().message, true, 0);
+      break;
+    }
+    payload.resize(h->length);  // only after the limit check
+    if (h->length > 0) {
+      auto [ec2, n2] = co_await asio::async_read(socket_, asio::buffer(payload), asio::as_tuple(asio::use_awaitable));
+      if (ec2) break;
+    }
+    last_activity_ = clock::now();
+    auto m = decode_payload(h->type, payload);
+    if (!m) {
+      const auto code = static_cast<errc>(m.error().code.value());
+      if (!hello_done_) {
+        send_error(code, m.error().message, true, h->request_id);
+        break;
+      }
+      send_error(code, m.error().message, false, h->request_id);
+      continue;
+    }
+    if (!handle(*h, std::move(*m))) break;
+  }
+  reader_done_ = true;
+  closing_ = true;
+  cancel_requested_ = true;
+  job_event_.notify();
+  drained_event_.notify();
+  outbox_event_.notify();
+}
+
+bool Session::validate_tokens(const std::vector<std::uint32_t>& tokens, std::uint32_t start_pos, std::uint32_t rid) {
+  const auto vocab = static_cast<std::uint32_t>(ctx_.weights().config().vocab_size);
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] >= vocab) {
+      send_error(errc::token_out_of_range,
+                 "token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) + " is outside [0, " +
+                     std::to_string(vocab) + ")",
+                 false, rid);
+      return false;
+    }
+  }
+  if (start_pos > static_cast<std::uint32_t>(pos_)) {
+    send_error(errc::position_out_of_range,
+               "start_pos " + std::to_string(start_pos) + " is past the session's position " + std::to_string(pos_),
+               false, rid);
+    return false;
+  }
+  if (static_cast<std::uint64_t>(start_pos) + tokens.size() > static_cast<std::uint64_t>(ctx_.context())) {
+    send_error(errc::context_full,
+               "start_pos " + std::to_string(start_pos) + " + " + std::to_string(tokens.size()) +
+                   " tokens exceeds the context of " + std::to_string(ctx_.context()),
+               false, rid);
+    return false;
+  }
+  return true;
+}
+
+bool Session::handle(const FrameHeader& h, Message m) {
+  const auto rid = h.request_id;
+  const auto type = message_type(m);
+  if (type == MsgType::hello) {
+    const auto& hello = std::get<msg::Hello>(m);
+    if (hello_done_) {
+      send_error(errc::bad_message, "HELLO already received", false, rid);
+      return true;
+    }
+    if (hello.major != kProtocolMajor) {
+      send_error(errc::version_mismatch,
+                 "protocol major " + std::to_string(hello.major) + " not supported; this server speaks " +
+                     std::to_string(kProtocolMajor) + "." + std::to_string(kProtocolMinor),
+                 true, rid);
+      return false;
+    }
+    if (!ctx_.options().api_key.empty() && !constant_time_equal(ctx_.options().api_key, hello.api_key)) {
+      send_error(errc::unauthorized, hello.api_key.empty() ? "an API key is required" : "invalid API key", true, rid);
+      return false;
+    }
+    if (ctx_.draining()) {
+      send_error(errc::shutting_down, "server shutting down", true, rid);
+      return false;
+    }
+    if (++ctx_.counters().sessions_active > ctx_.options().max_sessions) {
+      ctx_.counters().sessions_active--;
+      ctx_.counters().connections_refused++;
+      send_error(errc::busy, "server busy: all " + std::to_string(ctx_.options().max_sessions) + " sessions in use",
+                 true, rid);
+      return false;
+    }
+    hello_done_ = true;
+    const ModelConfig& c = ctx_.weights().config();
+    msg::HelloOk ok;
+    ok.dim = static_cast<std::uint32_t>(c.dim);
+    ok.hidden_dim = static_cast<std::uint32_t>(c.hidden_dim);
+    ok.n_layers = static_cast<std::uint32_t>(c.n_layers);
+    ok.n_heads = static_cast<std::uint32_t>(c.n_heads);
+    ok.n_kv_heads = static_cast<std::uint32_t>(c.n_kv_heads);
+    ok.vocab_size = static_cast<std::uint32_t>(c.vocab_size);
+    ok.seq_len = static_cast<std::uint32_t>(c.seq_len);
+    ok.context = static_cast<std::uint32_t>(ctx_.context());
+    ok.max_frame_bytes = ctx_.options().max_frame_bytes;
+    ok.tokenizer_bytes = static_cast<std::uint32_t>(ctx_.tokenizer().raw().size());
+    ok.weights = ctx_.weights().weight_type() == WeightType::q8_0 ? 1 : 0;
+    ok.model_name = ctx_.options().model_name;
+    send(ok, rid);
+    log::info("session ", registry_id_, " hello client=\"", hello.client_name, "\"");
+    return true;
+  }
+  if (!hello_done_) {
+    send_error(errc::not_ready, std::string(message_name(type)) + " before HELLO", true, rid);
+    return false;
+  }
+  switch (type) {
+    case MsgType::get_tokenizer: {
+      const auto raw = ctx_.tokenizer().raw();
+      send(msg::Tokenizer{std::vector<std::uint8_t>(raw.begin(), raw.end())}, rid);
+      return true;
+    }
+    case MsgType::forward:
+    case MsgType::generate: {
+      if (busy_) {
+        send_error(errc::busy, "a request is already running on this session", false, rid);
+        return true;
+      }
+      if (ctx_.draining()) {
+        send_error(errc::shutting_down, "server shutting down", true, rid);
+        return false;
+      }
+      Job job;
+      job.request_id = rid;
+      job.generate = type == MsgType::generate;
+      if (job.generate) {
+        job.gen = std::move(std::get<msg::Generate>(m));
+        if (!validate_tokens(job.gen.tokens, job.gen.start_pos, rid)) return true;
+      } else {
+        job.forward = std::move(std::get<msg::Forward>(m));
+        if (!validate_tokens(job.forward.tokens, job.forward.start_pos, rid)) return true;
+      }
+      ctx_.counters().requests_total++;
+      job_ = std::move(job);
+      busy_ = true;
+      job_event_.notify();
+      return true;
+    }
+    case MsgType::reset: {
+      if (busy_) {
+        send_error(errc::busy, "a request is already running on this session", false, rid);
+        return true;
+      }
+      const auto p = std::get<msg::Reset>(m).position;
+      if (p > static_cast<std::uint32_t>(pos_)) {
+        send_error(errc::position_out_of_range,
+                   "cannot reset to " + std::to_string(p) + ": the session holds " + std::to_string(pos_) + " positions",
+                   false, rid);
+        return true;
+      }
+      pos_ = static_cast<int>(p);
+      kv_.release_from(pos_);
+      send(msg::Ok{p}, rid);
+      return true;
+    }
+    case MsgType::cancel:
+      if (busy_) cancel_requested_ = true;
+      return true;
+    case MsgType::ping:
+      send(msg::Pong{std::get<msg::Ping>(m).nonce}, rid);
+      return true;
+    case MsgType::stats:
+      send(msg::StatsReply{ctx_.stats_json()}, rid);
+      return true;
+    default:
+      send_error(errc::bad_message, std::string(message_name(type)) + " is not a request", false, rid);
+      return true;
+  }
+}
+
+asio::awaitable<void> Session::generator() {
+  for (;;) {
+    while (!job_ && !closing_) co_await job_event_.wait();
+    if (closing_) break;
+    Job job = std::move(*job_);
+    job_.reset();
+    cancel_requested_ = false;
+    ctx_.counters().generating++;
+    struct Guard {
+      ServerCounters& c;
+      ~Guard() { c.generating--; }
+    } guard{ctx_.counters()};
+    if (job.generate) {
+      co_await run_generate(job);
+    } else {
+      co_await run_forward(job);
+    }
+    busy_ = false;
+    last_activity_ = clock::now();
+    if (ctx_.draining() && !closing_) {
+      send_error(errc::shutting_down, "server shutting down", true, 0);
+      close_read();
+    }
+  }
+  job_.reset();
+  busy_ = false;
+  generator_done_ = true;
+  outbox_event_.notify();
+}
+
+asio::awaitable<bool> Session::step(const std::vector<int>& tokens, int start, std::uint32_t rid) {
+  kv_.release_from(start);
+  if (!kv_.reserve(start + static_cast<int>(tokens.size()))) {
+    send_error(errc::busy, "KV cache memory budget exhausted", false, rid);
+    co_return false;
+  }
+  pos_ = start;
+  boost::system::error_code ec;
+  co_await ctx_.scheduler().async_step(kv_, tokens, start, logits_, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    send_error(errc::shutting_down, "server shutting down", true, rid);
+    close_read();
+    co_return false;
+  }
+  pos_ = start + static_cast<int>(tokens.size());
+  co_return true;
+}
+
+asio::awaitable<void> Session::run_forward(const Job& job) {
+  const auto& f = job.forward;
+  const std::vector<int> tokens(f.tokens.begin(), f.tokens.end());
+  if (!co_await step(tokens, static_cast<int>(f.start_pos), job.request_id)) co_return;
+  tokens_prompt_ += tokens.size();
+  ctx_.counters().prompt_tokens_total += tokens.size();
+  send(msg::Logits{static_cast<std::uint32_t>(pos_ - 1), logits_}, job.request_id);
+}
+
+asio::awaitable<void> Session::wait_outbox_room() {
+  while (outbox_bytes_ > ctx_.options().max_outbox_bytes && !closing_) co_await drained_event_.wait();
+}
+
+asio::awaitable<void> Session::run_generate(const Job& job) {
+  const auto& g = job.gen;
+  const int context = ctx_.context();
+  const int limit = static_cast<int>(std::min<std::uint32_t>(g.limit_pos, static_cast<std::uint32_t>(context)));
+  const std::vector<int> prompt(g.tokens.begin(), g.tokens.end());
+  Sampler sampler(ctx_.weights().config().vocab_size, {g.temperature, g.topp, g.seed});
+  if (!co_await step(prompt, static_cast<int>(g.start_pos), job.request_id)) co_return;
+  tokens_prompt_ += prompt.size();
+  ctx_.counters().prompt_tokens_total += prompt.size();
+  msg::End end;
+  end.prompt_tokens = static_cast<std::uint32_t>(prompt.size());
+  std::vector<int> one(1);
+  for (;;) {
+    const int next = sampler.sample(logits_);
+    end.last_token = static_cast<std::uint32_t>(next);
+    if (next == kBosToken) {
+      end.reason = StopReason::bos;
+      break;
+    }
+    if ((g.flags & kGenerateStopOnEos) != 0 && next == kEosToken) {
+      end.reason = StopReason::eos;
+      break;
+    }
+    send(msg::Token{static_cast<std::uint32_t>(next)}, job.request_id);
+    ++end.generated_tokens;
+    ++tokens_generated_;
+    ctx_.counters().generated_tokens_total++;
+    if (closing_) co_return;  // the peer is gone or the session is being cut
+    if (cancel_requested_) {
+      end.reason = StopReason::cancelled;
+      break;
+    }
+    if (ctx_.forced()) {
+      end.reason = StopReason::shutdown;
+      break;
+    }
+    if (pos_ >= limit) {
+      end.reason = limit < static_cast<int>(g.limit_pos) ? StopReason::context : StopReason::steps;
+      break;
+    }
+    co_await wait_outbox_room();
+    if (closing_) co_return;
+    one[0] = next;
+    if (!co_await step(one, pos_, job.request_id)) co_return;
+  }
+  end.position = static_cast<std::uint32_t>(pos_);
+  send(end, job.request_id);
+}
+
+asio::awaitable<void> Session::writer() {
+  for (;;) {
+    while (outbox_.empty() && !(reader_done_ && generator_done_)) co_await outbox_event_.wait();
+    if (outbox_.empty()) break;
+    auto frame = std::move(outbox_.front());
+    outbox_.pop_front();
+    outbox_bytes_ -= frame.size();
+    write_started_ = clock::now();
+    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(frame), asio::as_tuple(asio::use_awaitable));
+    write_started_.reset();
+    drained_event_.notify();
+    if (ec) {
+      // The peer is gone: stop reading and generating; drop what is queued.
+      close_read();
+      outbox_.clear();
+      outbox_bytes_ = 0;
+      while (!(reader_done_ && generator_done_)) co_await outbox_event_.wait();
+      break;
+    }
+  }
+  writer_done_ = true;
+  watchdog_timer_.cancel();
+}
+
+asio::awaitable<void> Session::watchdog() {
+  const auto& o = ctx_.options();
+  const auto shortest = std::min({o.idle_timeout, o.handshake_timeout, o.write_timeout});
+  const auto tick = std::clamp(shortest / 4, milliseconds(10), milliseconds(1000));
+  while (!writer_done_) {
+    watchdog_timer_.expires_after(tick);
+    boost::system::error_code ec;
+    co_await watchdog_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (writer_done_) break;
+    const auto now = clock::now();
+    if (write_started_ && now - *write_started_ > o.write_timeout) {
+      log::warn("session ", registry_id_, " peer=", peer_, " write timed out after ",
+                duration_cast<milliseconds>(o.write_timeout).count(), " ms: closing");
+      closing_ = true;
+      socket_.close(ec);  // cancels the stuck write and the read
+      job_event_.notify();
+      drained_event_.notify();
+      continue;
+    }
+    if (closing_) continue;
+    if (!hello_done_ && now - opened_at_ > o.handshake_timeout) {
+      send_error(errc::timed_out,
+                 "no HELLO within " + std::to_string(duration_cast<milliseconds>(o.handshake_timeout).count()) + " ms",
+                 true, 0);
+      close_read();
+    } else if (hello_done_ && !busy_ && now - last_activity_ > o.idle_timeout) {
+      send_error(errc::timed_out,
+                 "idle for " + std::to_string(duration_cast<milliseconds>(o.idle_timeout).count()) + " ms", true, 0);
+      close_read();
+    }
+  }
+}
+
+}  // namespace llamawire

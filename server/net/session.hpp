@@ -1,0 +1,108 @@
+// One connection: a coroutine that owns the socket, the KV cache and the position.
+// Four cooperating coroutines on the session's strand (no mutex needed):
+//   reader     reads and validates frames, answers the cheap ones, hands work to the generator
+//   generator  runs FORWARD/GENERATE through the scheduler and streams results
+//   writer     sends queued frames, one write per frame
+//   watchdog   enforces the handshake, idle and write timeouts
+#pragma once
+
+#include "common/asio.hpp"
+#include "common/messages.hpp"
+#include "server/model/kv_cache.hpp"
+#include "server/net/server_context.hpp"
+
+#include <chrono>
+#include <deque>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace llamawire {
+
+// Entry point spawned by the listener for each accepted connection.
+asio::awaitable<void> serve_session(tcp::socket socket, ServerContext& ctx);
+
+class Session {
+ public:
+  Session(tcp::socket socket, ServerContext& ctx);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  asio::awaitable<void> run();
+
+ private:
+  using clock = std::chrono::steady_clock;
+
+  // A wake-up signal between the session's coroutines (all on one strand).
+  class Event {
+   public:
+    explicit Event(const asio::any_io_executor& ex) : timer_(ex, clock::time_point::max()) {}
+    asio::awaitable<void> wait();
+    void notify() { timer_.cancel(); }
+
+   private:
+    asio::steady_timer timer_;
+  };
+
+  struct Job {
+    std::uint32_t request_id = 0;
+    bool generate = false;
+    msg::Forward forward;
+    msg::Generate gen;
+  };
+
+  asio::awaitable<void> reader();
+  asio::awaitable<void> writer();
+  asio::awaitable<void> generator();
+  asio::awaitable<void> watchdog();
+
+  // Handles one decoded request; returns false when the connection must close.
+  bool handle(const FrameHeader& h, Message m);
+  bool validate_tokens(const std::vector<std::uint32_t>& tokens, std::uint32_t start_pos, std::uint32_t rid);
+  asio::awaitable<void> run_forward(const Job& job);
+  asio::awaitable<void> run_generate(const Job& job);
+  // Runs tokens from start through the scheduler into logits_; false on failure (reported).
+  asio::awaitable<bool> step(const std::vector<int>& tokens, int start, std::uint32_t rid);
+  asio::awaitable<void> wait_outbox_room();
+
+  void send(const Message& m, std::uint32_t request_id);
+  void send_error(errc e, const std::string& message, bool fatal, std::uint32_t request_id);
+  void close_read();  // makes the reader see EOF; the writer still drains
+  void on_server_stop();
+
+  tcp::socket socket_;
+  ServerContext& ctx_;
+  asio::any_io_executor ex_;
+  std::string peer_;
+  std::uint64_t registry_id_ = 0;
+  KvCache kv_;
+  int pos_ = 0;  // positions cached
+  std::vector<float> logits_;
+
+  bool hello_done_ = false;
+  bool closing_ = false;
+  bool reader_done_ = false;
+  bool generator_done_ = false;
+  bool writer_done_ = false;
+  bool cancel_requested_ = false;
+  std::optional<Job> job_;  // the request in flight (one at a time)
+  bool busy_ = false;
+
+  std::deque<std::vector<std::uint8_t>> outbox_;
+  std::size_t outbox_bytes_ = 0;
+  bool close_after_flush_ = false;
+  std::optional<clock::time_point> write_started_;
+
+  clock::time_point opened_at_;
+  clock::time_point last_activity_;
+  std::uint64_t tokens_generated_ = 0;
+  std::uint64_t tokens_prompt_ = 0;
+
+  Event job_event_;
+  Event outbox_event_;
+  Event drained_event_;
+  asio::steady_timer watchdog_timer_;
+};
+
+}  // namespace llamawire
