@@ -77,8 +77,7 @@ struct Traffic {
 void print_stats(const Connection& c, const Traffic& setup, const Timing& t) {
   const Traffic now = Traffic::of(c);
   const double n = std::max(1, t.tokens);
-  std::fprintf(stderr, "llamawire: setup (handshake, tokenizer): %llu bytes sent, %llu received
-",
+  std::fprintf(stderr, "llamawire: setup (handshake, tokenizer): %llu bytes sent, %llu received\n",
                static_cast<unsigned long long>(setup.sent), static_cast<unsigned long long>(setup.received));
   std::fprintf(stderr,
                "llamawire: %d tokens: sent %llu bytes in %llu messages (%.1f bytes/token), received %llu bytes in "
