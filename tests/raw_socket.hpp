@@ -1,0 +1,36 @@
+// A blocking loopback TCP client for tests that speak the protocol badly on purpose.
+#pragma once
+
+#include "common/messages.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace llamawire::test {
+
+class RawSocket {
+ public:
+  explicit RawSocket(int port, int timeout_ms = 10000);
+  ~RawSocket();
+  RawSocket(const RawSocket&) = delete;
+  RawSocket& operator=(const RawSocket&) = delete;
+
+  bool send(const std::vector<std::uint8_t>& bytes);
+  bool send(const Message& m, std::uint32_t rid) { return send(encode_frame(m, rid)); }
+  // Next frame, or nullopt on EOF/timeout/garbage.
+  std::optional<std::pair<FrameHeader, Message>> receive();
+  // True when the server has closed the connection (EOF within the timeout).
+  bool closed_by_peer();
+  // HELLO + HELLO_OK.
+  bool handshake(const std::string& api_key = "");
+  void close();
+
+ private:
+  bool read_exact(std::uint8_t* p, std::size_t n);
+  int fd_ = -1;
+};
+
+}  // namespace llamawire::test

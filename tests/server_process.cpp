@@ -1,0 +1,110 @@
+#include "tests/server_process.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace llamawire::test {
+
+namespace {
+
+std::uint64_t proc_status_kb(pid_t pid, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key + ":", 0) == 0) return std::stoull(line.substr(key.size() + 1)) ;
+  }
+  return 0;
+}
+
+}  // namespace
+
+ServerProcess::ServerProcess(std::vector<std::string> args) {
+  const auto port_file = (dir_ / "port").string();
+  const auto log_file = (dir_ / "server.log").string();
+  std::vector<std::string> argv{(bin_dir() / "llamawire-server").string(), "-a", "127.0.0.1", "-o", "0",
+                                "--port-file", port_file};
+  argv.insert(argv.end(), args.begin(), args.end());
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    const int fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 2);
+    const int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, 0);
+    ::dup2(null, 1);
+    std::vector<char*> a;
+    for (auto& s : argv) a.push_back(s.data());
+    a.push_back(nullptr);
+    ::execv(a[0], a.data());
+    ::_exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream in(port_file);
+    if (in >> port_ && port_ > 0) return;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error("llamawire-server exited at startup: " + log());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  throw std::runtime_error("llamawire-server did not start: " + log());
+}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0) stop(10);
+}
+
+bool ServerProcess::alive() const {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  return ::waitpid(pid_, &status, WNOHANG) == 0;
+}
+
+int ServerProcess::stop(int timeout_s) {
+  if (pid_ <= 0) return exit_code_;
+  ::kill(pid_, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  int status = 0;
+  for (;;) {
+    const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  pid_ = -1;
+  exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return exit_code_;
+}
+
+std::string ServerProcess::log() const {
+  std::ifstream in(dir_ / "server.log");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::uint64_t ServerProcess::peak_rss_bytes() const { return proc_status_kb(pid_, "VmHWM") * 1024; }
+std::uint64_t ServerProcess::rss_bytes() const { return proc_status_kb(pid_, "VmRSS") * 1024; }
+
+ProcessResult run_client(const ServerProcess& s, std::vector<std::string> args, const std::string& input,
+                         int timeout_s) {
+  std::vector<std::string> argv{(bin_dir() / "llamawire").string(), "-a", "127.0.0.1", "-o", s.port_str()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_process(argv, input, timeout_s);
+}
+
+}  // namespace llamawire::test

@@ -1,0 +1,45 @@
+// Starts the real llamawire-server binary on an ephemeral loopback port for end-to-end
+// tests, and stops it with SIGTERM (checking that it exits 0).
+#pragma once
+
+#include "tests/support.hpp"
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace llamawire::test {
+
+class ServerProcess {
+ public:
+  // args: extra server options (checkpoint etc.). Waits until the port file appears.
+  explicit ServerProcess(std::vector<std::string> args);
+  ~ServerProcess();
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  std::string port_str() const { return std::to_string(port_); }
+  bool alive() const;
+  // Sends SIGTERM and waits; returns the exit code (128+signal if killed).
+  int stop(int timeout_s = 30);
+  // Everything the server logged so far.
+  std::string log() const;
+  // Peak resident memory (VmHWM) in bytes, from /proc.
+  std::uint64_t peak_rss_bytes() const;
+  std::uint64_t rss_bytes() const;
+
+ private:
+  TempDir dir_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+  int exit_code_ = -1;
+};
+
+// Runs the llamawire client binary against the server.
+ProcessResult run_client(const ServerProcess& s, std::vector<std::string> args, const std::string& input = "",
+                         int timeout_s = 120);
+
+}  // namespace llamawire::test
