@@ -84,14 +84,20 @@ TEST_CASE("forward matches golden logits at all 24 positions", "[model]") {
     const int V = store->config().vocab_size;
     REQUIRE(ref.size() == tokens.size() * static_cast<std::size_t>(V));
 
+    std::vector<const lw::kernels::KernelTable*> tables{&lw::kernels::scalar_table()};
+    if (lw::kernels::avx2_table() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      tables.push_back(lw::kernels::avx2_table());
+    }
+    for (const auto* table : tables)
     for (lw::Parallel* par : {static_cast<lw::Parallel*>(&serial), static_cast<lw::Parallel*>(&threads)}) {
+      INFO("kernels " << table->name << ", threads " << par->concurrency());
       // One position per forward call (decode).
       lw::Forward fwd(*store, 24, 2);
       lw::KvCache kv(store->config(), store->config().seq_len);
       REQUIRE(kv.reserve(24));
       for (int p = 0; p < 24; ++p) {
         const lw::BatchRow row{tokens[static_cast<std::size_t>(p)], p, &kv, true};
-        const auto logits = fwd.run(std::span(&row, 1), *par);
+        const auto logits = fwd.run(std::span(&row, 1), *par, *table);
         check_row(logits, std::span(ref).subspan(static_cast<std::size_t>(p * V), static_cast<std::size_t>(V)), p);
       }
       // All 24 positions in one batch (prefill), logits for every row.
@@ -99,7 +105,7 @@ TEST_CASE("forward matches golden logits at all 24 positions", "[model]") {
       REQUIRE(kv2.reserve(24));
       std::vector<lw::BatchRow> rows;
       for (int p = 0; p < 24; ++p) rows.push_back({tokens[static_cast<std::size_t>(p)], p, &kv2, true});
-      const auto all = fwd.run(rows, *par);
+      const auto all = fwd.run(rows, *par, *table);
       for (int p = 0; p < 24; ++p) {
         check_row(all.subspan(static_cast<std::size_t>(p * V), static_cast<std::size_t>(V)),
                   std::span(ref).subspan(static_cast<std::size_t>(p * V), static_cast<std::size_t>(V)), p);

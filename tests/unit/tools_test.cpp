@@ -23,8 +23,9 @@ std::string num(double v) {
 TEST_CASE("llamawire-run reproduces golden/generate_text.jsonl byte for byte", "[tools]") {
   LW_REQUIRE_SHARED();
   for (const char* file : {"generate_text.jsonl", "generate_q80_text.jsonl"}) {
-    for (const auto& o : t::read_jsonl(t::golden_dir() / file)) {
-      const std::vector<std::string> argv{bin("llamawire-run"),
+    for (const auto& o : t::read_jsonl(t::golden_dir() / file))
+    for (const char* kernels : {"avx2", "scalar"}) {
+      std::vector<std::string> argv{bin("llamawire-run"),
                                           (t::models_dir() / std::string(o.at("checkpoint").as_string())).string(),
                                           "-z",
                                           (t::models_dir() / std::string(o.at("tokenizer").as_string())).string(),
@@ -38,8 +39,9 @@ TEST_CASE("llamawire-run reproduces golden/generate_text.jsonl byte for byte", "
                                           std::to_string(o.at("steps").to_number<int>()),
                                           "-i",
                                           std::string(o.at("prompt").as_string())};
+      argv.insert(argv.end(), {"--kernels", kernels});
       const auto r = t::run_process(argv);
-      INFO(file << " " << argv[1] << " seed " << argv[8] << "\nstderr: " << r.err);
+      INFO(file << " " << argv[1] << " seed " << argv[8] << " kernels " << kernels << "\nstderr: " << r.err);
       CHECK(r.exit_code == 0);
       CHECK(r.out == std::string(o.at("stdout").as_string()));
       // stderr ends with the tok/s line

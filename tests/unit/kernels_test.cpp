@@ -1,0 +1,164 @@
+#include "server/kernels/kernels.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+namespace k = llamawire::kernels;
+
+namespace {
+
+std::vector<const k::KernelTable*> simd_tables() {
+  std::vector<const k::KernelTable*> out;
+  if (const auto* t = k::avx2_table(); t != nullptr && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    out.push_back(t);
+  }
+  return out;
+}
+
+std::vector<float> random_vec(std::size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+// |a - b| <= eps * sum |terms| (+ a tiny absolute floor), the error bound of a reordered sum.
+void check_close(float got, float ref, float magnitude) {
+  INFO("got " << got << " ref " << ref << " magnitude " << magnitude);
+  CHECK(std::abs(got - ref) <= 4e-6f * magnitude + 1e-30f);
+}
+
+const int kSizes[] = {1, 7, 8, 33, 64, 255, 4097};
+
+}  // namespace
+
+TEST_CASE("SIMD tables exist on this machine", "[kernels]") {
+  // The CI machines have AVX2 and FMA; if this fails the SIMD path is not being tested.
+  CHECK_FALSE(simd_tables().empty());
+  CHECK(k::active().name == (std::getenv("LW_KERNELS") ? std::string_view("scalar") : std::string_view("avx2")));
+}
+
+TEST_CASE("SIMD dot, axpy, rmsnorm, softmax match scalar on odd sizes", "[kernels]") {
+  const auto& ref = k::scalar_table();
+  std::mt19937 rng(7);
+  for (const auto* t : simd_tables()) {
+    for (int n : kSizes) {
+      INFO(t->name << " n=" << n);
+      const auto a = random_vec(static_cast<std::size_t>(n), rng), b = random_vec(static_cast<std::size_t>(n), rng);
+      float mag = 0;
+      for (int i = 0; i < n; ++i) mag += std::abs(a[static_cast<std::size_t>(i)] * b[static_cast<std::size_t>(i)]);
+      check_close(t->dot(a.data(), b.data(), n), ref.dot(a.data(), b.data(), n), mag);
+
+      auto y1 = b, y2 = b;
+      t->axpy(y1.data(), 0.37f, a.data(), n);
+      ref.axpy(y2.data(), 0.37f, a.data(), n);
+      for (int i = 0; i < n; ++i) {
+        const auto u = static_cast<std::size_t>(i);
+        check_close(y1[u], y2[u], std::abs(b[u]) + std::abs(0.37f * a[u]));
+      }
+
+      std::vector<float> o1(static_cast<std::size_t>(n)), o2(static_cast<std::size_t>(n));
+      t->rmsnorm(o1.data(), a.data(), b.data(), n);
+      ref.rmsnorm(o2.data(), a.data(), b.data(), n);
+      for (int i = 0; i < n; ++i) {
+        const auto u = static_cast<std::size_t>(i);
+        CHECK(std::abs(o1[u] - o2[u]) <= 1e-5f * (std::abs(o2[u]) + std::abs(b[u])));
+      }
+
+      auto s1 = random_vec(static_cast<std::size_t>(n), rng, 10.0f), s2 = s1;
+      t->softmax(s1.data(), n);
+      ref.softmax(s2.data(), n);
+      for (int i = 0; i < n; ++i) {
+        const auto u = static_cast<std::size_t>(i);
+        CHECK(std::abs(s1[u] - s2[u]) <= 1e-6f * std::max(1.0f, s2[u]) + 1e-7f);
+      }
+    }
+  }
+}
+
+TEST_CASE("SIMD matmul matches scalar on odd shapes and batches", "[kernels]") {
+  const auto& ref = k::scalar_table();
+  std::mt19937 rng(11);
+  for (const auto* t : simd_tables()) {
+    for (int n : kSizes) {
+      for (int d : {1, 3, 5, 17, 33}) {
+        for (int batch : {1, 2, 3, 5}) {
+          INFO(t->name << " n=" << n << " d=" << d << " batch=" << batch);
+          const auto w = random_vec(static_cast<std::size_t>(n * d), rng);
+          const auto x = random_vec(static_cast<std::size_t>(n * batch), rng);
+          std::vector<float> o1(static_cast<std::size_t>(d * batch), -1.0f), o2 = o1;
+          // a sub-range of rows, as a thread would get
+          const int r0 = d > 2 ? 1 : 0;
+          t->matmul(o1.data(), x.data(), w.data(), n, d, batch, r0, d);
+          ref.matmul(o2.data(), x.data(), w.data(), n, d, batch, r0, d);
+          for (int b = 0; b < batch; ++b) {
+            for (int i = 0; i < d; ++i) {
+              const auto u = static_cast<std::size_t>(b * d + i);
+              if (i < r0) {
+                CHECK(o1[u] == -1.0f);  // rows outside the range untouched
+                continue;
+              }
+              float mag = 0;
+              for (int j = 0; j < n; ++j) {
+                mag += std::abs(w[static_cast<std::size_t>(i * n + j)] * x[static_cast<std::size_t>(b * n + j)]);
+              }
+              check_close(o1[u], o2[u], mag);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("SIMD Q8_0 matmul equals the scalar reference exactly", "[kernels]") {
+  const auto& ref = k::scalar_table();
+  std::mt19937 rng(13);
+  for (const auto* t : simd_tables()) {
+    for (int gs : {32, 64}) {
+      for (int n : {gs, 3 * gs, 4096}) {
+        for (int d : {1, 7, 33}) {
+          for (int batch : {1, 3}) {
+            INFO(t->name << " gs=" << gs << " n=" << n << " d=" << d << " batch=" << batch);
+            const auto wf = random_vec(static_cast<std::size_t>(n * d), rng);
+            const auto xf = random_vec(static_cast<std::size_t>(n * batch), rng);
+            std::vector<std::int8_t> wq(wf.size()), xq(xf.size());
+            std::vector<float> ws(wf.size() / static_cast<std::size_t>(gs)), xs(xf.size() / static_cast<std::size_t>(gs));
+            for (int i = 0; i < d; ++i) {
+              ref.quantize_q8(wq.data() + i * n, ws.data() + i * (n / gs), wf.data() + i * n, n, gs);
+            }
+            for (int b = 0; b < batch; ++b) {
+              t->quantize_q8(xq.data() + b * n, xs.data() + b * (n / gs), xf.data() + b * n, n, gs);
+            }
+            const k::Q8Matrix W{wq.data(), ws.data(), gs};
+            const k::Q8Vector X{xq.data(), xs.data(), gs};
+            std::vector<float> o1(static_cast<std::size_t>(d * batch)), o2(o1.size());
+            t->matmul_q8(o1.data(), X, W, n, d, batch, 0, d);
+            ref.matmul_q8(o2.data(), X, W, n, d, batch, 0, d);
+            CHECK(o1 == o2);  // integer group sums, float accumulation in the same order
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("Q8_0 quantization round-trips within half a step", "[kernels]") {
+  std::mt19937 rng(17);
+  const auto x = random_vec(256, rng, 3.0f);
+  std::vector<std::int8_t> q(256);
+  std::vector<float> s(8);
+  k::scalar_table().quantize_q8(q.data(), s.data(), x.data(), 256, 32);
+  for (int i = 0; i < 256; ++i) {
+    const float scale = s[static_cast<std::size_t>(i / 32)];
+    CHECK(std::abs(q[static_cast<std::size_t>(i)] * scale - x[static_cast<std::size_t>(i)]) <= 0.5f * scale + 1e-6f);
+  }
+  // An all-zero group quantizes to zeros with scale 0 (no division by zero).
+  std::vector<float> z(32, 0.0f);
+  k::scalar_table().quantize_q8(q.data(), s.data(), z.data(), 32, 32);
+  CHECK(s[0] == 0.0f);
+  CHECK(q[0] == 0);
+}
