@@ -371,3 +371,35 @@ TEST_CASE("SIGTERM with idle clients exits 0 and tells them", "[net]") {
   const auto e = expect_error(s);
   CHECK(lw::from_wire(e.code) == lw::errc::shutting_down);
 }
+
+TEST_CASE("16 sessions on the stories42M shape cost their KV caches and a small constant", "[net]") {
+  LW_REQUIRE_SHARED();
+  t::TempDir dir;
+  const auto model = (dir / "s42.bin").string();
+  REQUIRE(t::run_process({(t::bin_dir() / "llamawire-mkmodel").string(), model, "--dim", "512", "--hidden", "1376",
+                          "--layers", "8", "--heads", "8", "--kv-heads", "8", "--vocab", "32000", "--seq-len", "1024"})
+              .exit_code == 0);
+  const auto weights = std::filesystem::file_size(model);
+  const std::uint64_t ctx = 128;
+  const std::uint64_t kv_per_session = 2 * 8 * ctx * 512 * 4;  // K and V, layers, positions, kv_dim, float
+  t::ServerProcess server({"-c", model, "-z", (t::models_dir() / "tokenizer.bin").string(), "--ctx",
+                           std::to_string(ctx)});
+  std::vector<std::future<t::ProcessResult>> clients;
+  for (int i = 0; i < 16; ++i) {
+    clients.push_back(std::async(std::launch::async, [&server, i] {
+      return t::run_client(server, {"-n", "0", "-s", std::to_string(i + 1), "-i", "Once upon a time"});
+    }));
+  }
+  for (auto& c : clients) {
+    const auto r = c.get();
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+  }
+  const auto peak = server.peak_rss_bytes();
+  const std::uint64_t constant = 64ull << 20;
+  INFO("peak RSS " << peak / 1048576.0 << " MiB; weights " << weights / 1048576.0 << " MiB; 16 KV caches "
+                   << 16 * kv_per_session / 1048576.0 << " MiB");
+  CHECK(peak > weights);  // the weights are really resident (read every step)
+  CHECK(peak <= weights + 16 * kv_per_session + constant);
+  CHECK(server.stop() == 0);
+}
