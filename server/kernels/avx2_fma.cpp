@@ -5,6 +5,7 @@
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace llamawire::kernels {
@@ -21,13 +22,6 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-inline std::int32_t hsum_i32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(s);
-}
-
 float dot(const float* a, const float* b, int n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int j = 0;
@@ -41,71 +35,57 @@ float dot(const float* a, const float* b, int n) {
   return s;
 }
 
-// Four weight rows against one or two activation rows: each weight load feeds 1-2 FMAs,
-// and the four rows stream from memory together.
-void matmul_4x2(float* o0, float* o1, const float* x0, const float* x1, const float* w, std::size_t n, int nb) {
-  const float* w0 = w;
-  const float* w1 = w + n;
-  const float* w2 = w + 2 * n;
-  const float* w3 = w + 3 * n;
-  __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps(), a02 = _mm256_setzero_ps(), a03 = _mm256_setzero_ps();
-  __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps(), a12 = _mm256_setzero_ps(), a13 = _mm256_setzero_ps();
+// One weight row against NB activation rows. Every (row, activation) pair is summed in
+// exactly the same order whatever NB is (four interleaved accumulators over 32 floats,
+// then 8-float steps, then the scalar tail), so a session's logits do not depend on what
+// else is in its batch. Each weight load feeds NB FMAs.
+template <int NB>
+inline void row_dot(const float* w, const float* x, std::size_t n, float* out, std::size_t out_stride) {
+  __m256 a[NB][4];
+  for (int b = 0; b < NB; ++b) a[b][0] = a[b][1] = a[b][2] = a[b][3] = _mm256_setzero_ps();
   std::size_t j = 0;
-  if (nb == 2) {
-    for (; j + 8 <= n; j += 8) {
-      const __m256 xa = _mm256_loadu_ps(x0 + j), xb = _mm256_loadu_ps(x1 + j);
-      const __m256 v0 = _mm256_loadu_ps(w0 + j), v1 = _mm256_loadu_ps(w1 + j);
-      const __m256 v2 = _mm256_loadu_ps(w2 + j), v3 = _mm256_loadu_ps(w3 + j);
-      a00 = _mm256_fmadd_ps(v0, xa, a00);
-      a01 = _mm256_fmadd_ps(v1, xa, a01);
-      a02 = _mm256_fmadd_ps(v2, xa, a02);
-      a03 = _mm256_fmadd_ps(v3, xa, a03);
-      a10 = _mm256_fmadd_ps(v0, xb, a10);
-      a11 = _mm256_fmadd_ps(v1, xb, a11);
-      a12 = _mm256_fmadd_ps(v2, xb, a12);
-      a13 = _mm256_fmadd_ps(v3, xb, a13);
-    }
-  } else {
-    for (; j + 8 <= n; j += 8) {
-      const __m256 xa = _mm256_loadu_ps(x0 + j);
-      a00 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + j), xa, a00);
-      a01 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + j), xa, a01);
-      a02 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + j), xa, a02);
-      a03 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + j), xa, a03);
+  for (; j + 32 <= n; j += 32) {
+    const __m256 w0 = _mm256_loadu_ps(w + j), w1 = _mm256_loadu_ps(w + j + 8);
+    const __m256 w2 = _mm256_loadu_ps(w + j + 16), w3 = _mm256_loadu_ps(w + j + 24);
+    for (int b = 0; b < NB; ++b) {
+      const float* xb = x + static_cast<std::size_t>(b) * n;
+      a[b][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xb + j), a[b][0]);
+      a[b][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xb + j + 8), a[b][1]);
+      a[b][2] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xb + j + 16), a[b][2]);
+      a[b][3] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xb + j + 24), a[b][3]);
     }
   }
-  float r0[4] = {hsum(a00), hsum(a01), hsum(a02), hsum(a03)};
-  float r1[4] = {hsum(a10), hsum(a11), hsum(a12), hsum(a13)};
-  for (; j < n; ++j) {
-    for (int r = 0; r < 4; ++r) {
-      r0[r] += w[static_cast<std::size_t>(r) * n + j] * x0[j];
-      if (nb == 2) r1[r] += w[static_cast<std::size_t>(r) * n + j] * x1[j];
+  for (; j + 8 <= n; j += 8) {
+    const __m256 w0 = _mm256_loadu_ps(w + j);
+    for (int b = 0; b < NB; ++b) {
+      a[b][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + static_cast<std::size_t>(b) * n + j), a[b][0]);
     }
   }
-  for (int r = 0; r < 4; ++r) {
-    o0[r] = r0[r];
-    if (nb == 2) o1[r] = r1[r];
+  for (int b = 0; b < NB; ++b) {
+    const float* xb = x + static_cast<std::size_t>(b) * n;
+    float r = hsum(_mm256_add_ps(_mm256_add_ps(a[b][0], a[b][1]), _mm256_add_ps(a[b][2], a[b][3])));
+    for (std::size_t t = j; t < n; ++t) r += w[t] * xb[t];
+    out[static_cast<std::size_t>(b) * out_stride] = r;
   }
 }
 
 void matmul(float* out, const float* x, const float* w, int n, int d, int batch, int row_begin, int row_end) {
   const auto N = static_cast<std::size_t>(n);
   const auto D = static_cast<std::size_t>(d);
-  // Rows in blocks that stay in cache while every batch item passes over them.
-  constexpr int kRowBlock = 16;
+  // A block of rows stays in cache while the batch passes over it two items at a time.
+  constexpr int kRowBlock = 8;
   for (int i0 = row_begin; i0 < row_end; i0 += kRowBlock) {
     const int i1 = std::min(i0 + kRowBlock, row_end);
     for (int b = 0; b < batch; b += 2) {
-      const int nb = std::min(2, batch - b);
-      const float* xa = x + static_cast<std::size_t>(b) * N;
-      const float* xb = nb == 2 ? xa + N : xa;
-      float* oa = out + static_cast<std::size_t>(b) * D;
-      float* ob = nb == 2 ? oa + D : oa;
-      int i = i0;
-      for (; i + 4 <= i1; i += 4) matmul_4x2(oa + i, ob + i, xa, xb, w + static_cast<std::size_t>(i) * N, N, nb);
-      for (; i < i1; ++i) {
-        oa[i] = dot(w + static_cast<std::size_t>(i) * N, xa, n);
-        if (nb == 2) ob[i] = dot(w + static_cast<std::size_t>(i) * N, xb, n);
+      const float* xb = x + static_cast<std::size_t>(b) * N;
+      float* ob = out + static_cast<std::size_t>(b) * D;
+      for (int i = i0; i < i1; ++i) {
+        const float* wi = w + static_cast<std::size_t>(i) * N;
+        if (batch - b >= 2) {
+          row_dot<2>(wi, xb, N, ob + i, D);
+        } else {
+          row_dot<1>(wi, xb, N, ob + i, D);
+        }
       }
     }
   }
@@ -129,25 +109,26 @@ void matmul_q8(float* out, const Q8Vector& x, const Q8Matrix& w, int n, int d, i
   }
   const int groups = n / gs;
   const auto N = static_cast<std::size_t>(n);
-  for (int b = 0; b < batch; ++b) {
-    const std::int8_t* xq = x.q + static_cast<std::size_t>(b) * N;
-    const float* xs = x.s + static_cast<std::size_t>(b) * static_cast<std::size_t>(groups);
-    float* ob = out + static_cast<std::size_t>(b) * static_cast<std::size_t>(d);
-    for (int i = row_begin; i < row_end; ++i) {
-      const std::int8_t* wq = w.q + static_cast<std::size_t>(i) * N;
-      const float* ws = w.s + static_cast<std::size_t>(i) * static_cast<std::size_t>(groups);
-      float val = 0.0f;
-      // Groups in order, each group's integer sum exact: the same result as the reference.
+  for (int i = row_begin; i < row_end; ++i) {
+    const std::int8_t* wq = w.q + static_cast<std::size_t>(i) * N;
+    const float* ws = w.s + static_cast<std::size_t>(i) * static_cast<std::size_t>(groups);
+    // The row stays in L1 while every batch item passes over it.
+    for (int b = 0; b < batch; ++b) {
+      const std::int8_t* xq = x.q + static_cast<std::size_t>(b) * N;
+      const float* xs = x.s + static_cast<std::size_t>(b) * static_cast<std::size_t>(groups);
+      // Each group's integer sum is exact; groups are scaled and summed in float lanes
+      // (a reordering of the reference's sequential float sum).
+      __m256 acc = _mm256_setzero_ps();
       for (int g = 0; g < groups; ++g) {
-        __m256i acc = _mm256_setzero_si256();
+        __m256i isum = _mm256_setzero_si256();
         for (int k = 0; k < gs; k += 32) {
           const auto off = static_cast<std::size_t>(g * gs + k);
-          acc = _mm256_add_epi32(acc, dot32_i8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + off)),
-                                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + off))));
+          isum = _mm256_add_epi32(isum, dot32_i8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + off)),
+                                                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + off))));
         }
-        val += static_cast<float>(hsum_i32(acc)) * ws[g] * xs[g];
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(ws[g] * xs[g]), acc);
       }
-      ob[i] = val;
+      out[static_cast<std::size_t>(b) * static_cast<std::size_t>(d) + static_cast<std::size_t>(i)] = hsum(acc);
     }
   }
 }
