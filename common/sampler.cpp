@@ -66,17 +66,33 @@ int Sampler::sample_topp(std::span<const float> probs, float coin) {
   }
   // llama2.c reads past its array here; a degenerate top-p falls back to the most likely.
   if (candidates_.empty()) return sample_argmax(probs);
-  // glibc's qsort is a merge sort for arrays this size: stable, which stable_sort matches.
-  std::stable_sort(candidates_.begin(), candidates_.end(),
-                   [](const ProbIndex& a, const ProbIndex& b) { return a.prob > b.prob; });
+  // llama2.c sorts every candidate by probability (glibc's qsort: a stable merge sort here,
+  // so equal probabilities keep index order). Only the prefix up to the nucleus matters,
+  // so sort just the top k under the same total order (probability desc, index asc),
+  // doubling k until the cumulative probability passes topp: the same prefix and the same
+  // float sums as the full sort, without sorting tens of thousands of tail candidates.
+  const auto before = [](const ProbIndex& a, const ProbIndex& b) {
+    return a.prob > b.prob || (a.prob == b.prob && a.index < b.index);
+  };
   float cumulative = 0.0f;
   std::size_t last = candidates_.size() - 1;
-  for (std::size_t i = 0; i < candidates_.size(); ++i) {
-    cumulative += candidates_[i].prob;
-    if (cumulative > params_.topp) {
-      last = i;
-      break;
+  std::size_t sorted = 0;
+  std::size_t k = std::min<std::size_t>(candidates_.size(), 64);
+  for (;;) {
+    std::partial_sort(candidates_.begin() + static_cast<std::ptrdiff_t>(sorted),
+                      candidates_.begin() + static_cast<std::ptrdiff_t>(k), candidates_.end(), before);
+    bool crossed = false;
+    for (std::size_t i = sorted; i < k; ++i) {
+      cumulative += candidates_[i].prob;
+      if (cumulative > params_.topp) {
+        last = i;
+        crossed = true;
+        break;
+      }
     }
+    if (crossed || k == candidates_.size()) break;
+    sorted = k;
+    k = std::min(candidates_.size(), k * 2);
   }
   const float r = coin * cumulative;
   float cdf = 0.0f;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <chrono>
 
 namespace llamawire {
 
@@ -53,8 +54,8 @@ int Scheduler::queued() const {
 }
 
 void Scheduler::submit(KvCache& kv, std::span<const int> tokens, int start_pos, std::vector<float>& logits,
-                       std::function<void(boost::system::error_code)> complete_fn) {
-  auto job = std::make_unique<Job>(Job{&kv, tokens, start_pos, 0, &logits, std::move(complete_fn)});
+                       bool expect_more, std::function<void(boost::system::error_code)> complete_fn) {
+  auto job = std::make_unique<Job>(Job{&kv, tokens, start_pos, 0, &logits, expect_more, std::move(complete_fn)});
   {
     std::lock_guard lock(mutex_);
     if (!stop_) {
@@ -82,11 +83,26 @@ void Scheduler::loop() {
     bool last;
   };
   std::vector<Slice> slices;
+  std::vector<const KvCache*> expected;  // sessions of the last batch that said they would be back
   for (;;) {
     {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [&] { return stop_ || !incoming_.empty() || !active.empty(); });
       if (stop_) break;
+      // Continuous batching works when the decoders of the last batch share the next one:
+      // give them a moment to sample and resubmit (they run on the network threads).
+      if (!expected.empty()) {
+        auto all_back = [&] {
+          for (const KvCache* kv : expected) {
+            const bool back = std::any_of(incoming_.begin(), incoming_.end(), [&](const auto& j) { return j->kv == kv; });
+            if (!back) return false;
+          }
+          return true;
+        };
+        wake_.wait_for(lock, opts_.gather_window, [&] { return stop_ || all_back(); });
+        if (stop_) break;
+        expected.clear();
+      }
       while (!incoming_.empty()) {
         active.push_back(std::move(incoming_.front()));
         incoming_.pop_front();
@@ -153,6 +169,7 @@ void Scheduler::loop() {
     std::vector<std::unique_ptr<Job>> still;
     for (auto& j : active) {
       if (j->done == static_cast<int>(j->tokens.size())) {
+        if (j->expect_more) expected.push_back(j->kv);
         complete(std::move(j), {});
       } else {
         still.push_back(std::move(j));

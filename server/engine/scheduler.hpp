@@ -14,6 +14,7 @@
 #include "server/model/weight_store.hpp"
 
 #include <array>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -33,6 +34,9 @@ class Scheduler {
     int max_batch_tokens = 256; // rows per batched forward
     int max_batch_sessions = 128;  // distinct steps per batch (logits rows)
     int prefill_chunk = 64;     // most prompt rows one session gets per batch when others wait
+    // After a batch, how long to wait for the sessions that said they would be back (they
+    // sample and resubmit) so that they share the next pass over the weights.
+    std::chrono::microseconds gather_window{3000};
   };
 
   struct Stats {
@@ -58,16 +62,17 @@ class Scheduler {
   // Runs `tokens` at positions [start_pos, start_pos + n) of `kv` (reserved by the caller)
   // and fills `logits` with the last position's logits. Completes on the handler's
   // executor with an error_code (shutting_down when the scheduler stops). `kv`, `tokens`
-  // and `logits` must stay alive until completion.
+  // and `logits` must stay alive until completion. `expect_more`: the session will most
+  // likely submit its next step right after this one (a generation that goes on).
   template <class CompletionToken>
   auto async_step(KvCache& kv, std::span<const int> tokens, int start_pos, std::vector<float>& logits,
-                  CompletionToken&& token) {
+                  bool expect_more, CompletionToken&& token) {
     return asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
-        [this, &kv, tokens, start_pos, &logits](auto handler) {
+        [this, &kv, tokens, start_pos, &logits, expect_more](auto handler) {
           // Resume on the handler's own executor (the session's strand), never on ours.
           auto ex = asio::get_associated_executor(handler);
           auto h = std::make_shared<decltype(handler)>(std::move(handler));
-          submit(kv, tokens, start_pos, logits, [ex, h](boost::system::error_code ec) {
+          submit(kv, tokens, start_pos, logits, expect_more, [ex, h](boost::system::error_code ec) {
             asio::post(ex, [h, ec]() mutable { std::move(*h)(ec); });
           });
         },
@@ -88,10 +93,11 @@ class Scheduler {
     int start_pos;
     int done = 0;  // rows already computed
     std::vector<float>* logits;
+    bool expect_more;
     std::function<void(boost::system::error_code)> complete;  // posts to the session
   };
 
-  void submit(KvCache& kv, std::span<const int> tokens, int start_pos, std::vector<float>& logits,
+  void submit(KvCache& kv, std::span<const int> tokens, int start_pos, std::vector<float>& logits, bool expect_more,
               std::function<void(boost::system::error_code)> complete);
   void loop();
   static void complete(std::unique_ptr<Job> job, boost::system::error_code ec);

@@ -316,7 +316,7 @@ asio::awaitable<void> Session::generator() {
   outbox_event_.notify();
 }
 
-asio::awaitable<bool> Session::step(const std::vector<int>& tokens, int start, std::uint32_t rid) {
+asio::awaitable<bool> Session::step(const std::vector<int>& tokens, int start, std::uint32_t rid, bool expect_more) {
   kv_.release_from(start);
   if (!kv_.reserve(start + static_cast<int>(tokens.size()))) {
     send_error(errc::busy, "KV cache memory budget exhausted", false, rid);
@@ -324,7 +324,8 @@ asio::awaitable<bool> Session::step(const std::vector<int>& tokens, int start, s
   }
   pos_ = start;
   boost::system::error_code ec;
-  co_await ctx_.scheduler().async_step(kv_, tokens, start, logits_, asio::redirect_error(asio::use_awaitable, ec));
+  co_await ctx_.scheduler().async_step(kv_, tokens, start, logits_, expect_more,
+                                       asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
     send_error(errc::shutting_down, "server shutting down", true, rid);
     close_read();
@@ -337,7 +338,7 @@ asio::awaitable<bool> Session::step(const std::vector<int>& tokens, int start, s
 asio::awaitable<void> Session::run_forward(const Job& job) {
   const auto& f = job.forward;
   const std::vector<int> tokens(f.tokens.begin(), f.tokens.end());
-  if (!co_await step(tokens, static_cast<int>(f.start_pos), job.request_id)) co_return;
+  if (!co_await step(tokens, static_cast<int>(f.start_pos), job.request_id, false)) co_return;
   tokens_prompt_ += tokens.size();
   ctx_.counters().prompt_tokens_total += tokens.size();
   send(msg::Logits{static_cast<std::uint32_t>(pos_ - 1), logits_}, job.request_id);
@@ -353,7 +354,10 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
   const int limit = static_cast<int>(std::min<std::uint32_t>(g.limit_pos, static_cast<std::uint32_t>(context)));
   const std::vector<int> prompt(g.tokens.begin(), g.tokens.end());
   Sampler sampler(ctx_.weights().config().vocab_size, {g.temperature, g.topp, g.seed});
-  if (!co_await step(prompt, static_cast<int>(g.start_pos), job.request_id)) co_return;
+  if (!co_await step(prompt, static_cast<int>(g.start_pos), job.request_id,
+                     static_cast<int>(g.start_pos) + static_cast<int>(prompt.size()) < limit)) {
+    co_return;
+  }
   tokens_prompt_ += prompt.size();
   ctx_.counters().prompt_tokens_total += prompt.size();
   msg::End end;
@@ -390,7 +394,7 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
     co_await wait_outbox_room();
     if (closing_) co_return;
     one[0] = next;
-    if (!co_await step(one, pos_, job.request_id)) co_return;
+    if (!co_await step(one, pos_, job.request_id, pos_ + 1 < limit)) co_return;
   }
   end.position = static_cast<std::uint32_t>(pos_);
   send(end, job.request_id);

@@ -63,7 +63,8 @@ class Session {
   asio::awaitable<void> run_forward(const Job& job);
   asio::awaitable<void> run_generate(const Job& job);
   // Runs tokens from start through the scheduler into logits_; false on failure (reported).
-  asio::awaitable<bool> step(const std::vector<int>& tokens, int start, std::uint32_t rid);
+  // expect_more: a generation that will submit its next step right after this one.
+  asio::awaitable<bool> step(const std::vector<int>& tokens, int start, std::uint32_t rid, bool expect_more);
   asio::awaitable<void> wait_outbox_room();
 
   void send(const Message& m, std::uint32_t request_id);

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <vector>
 
 namespace lw = llamawire;
@@ -56,4 +57,72 @@ TEST_CASE("sample_mult and softmax reference", "[sampler]") {
   CHECK(x[2] > x[1]);
   CHECK(lw::resolve_seed(5) == 5);
   CHECK(lw::resolve_seed(0) != 0);
+}
+
+namespace {
+
+// llama2.c's sample_topp written out plainly (full stable sort), as the oracle.
+int reference_topp(const std::vector<float>& probs, float topp, float coin) {
+  struct PI {
+    float prob;
+    int index;
+  };
+  std::vector<PI> c;
+  const float cutoff = (1.0f - topp) / static_cast<float>(probs.size() - 1);
+  for (std::size_t i = 0; i < probs.size(); ++i) {
+    if (probs[i] >= cutoff) c.push_back({probs[i], static_cast<int>(i)});
+  }
+  std::stable_sort(c.begin(), c.end(), [](const PI& a, const PI& b) { return a.prob > b.prob; });
+  float cum = 0.0f;
+  std::size_t last = c.size() - 1;
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    cum += c[i].prob;
+    if (cum > topp) {
+      last = i;
+      break;
+    }
+  }
+  const float r = coin * cum;
+  float cdf = 0.0f;
+  for (std::size_t i = 0; i <= last; ++i) {
+    cdf += c[i].prob;
+    if (r < cdf) return c[i].index;
+  }
+  return c[last].index;
+}
+
+}  // namespace
+
+TEST_CASE("top-p with a partial sort picks exactly what the full sort picks", "[sampler]") {
+  std::uint64_t x = 99;
+  auto next = [&] {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+  };
+  for (int trial = 0; trial < 300; ++trial) {
+    const int n = 2 + static_cast<int>(next() % 3000);
+    const float temp = 0.2f + static_cast<float>(next() % 100) / 40.0f;
+    const float topp = 0.05f + static_cast<float>(next() % 90) / 100.0f;
+    std::vector<float> logits(static_cast<std::size_t>(n));
+    for (auto& v : logits) v = static_cast<float>(next() % 2000) / 100.0f;  // many exact ties
+    const std::uint64_t seed = 1 + next() % 100000;
+    lw::Sampler s(n, {temp, topp, seed});
+    auto work = logits;
+    const int got = s.sample(work);
+    // Replay: same division, softmax and coin as the sampler.
+    auto probs = logits;
+    for (auto& v : probs) v /= temp;
+    lw::softmax_reference(probs);
+    // The first coin for `seed`, computed as the sampler does.
+    std::uint64_t st = seed;
+    st ^= st >> 12;
+    st ^= st << 25;
+    st ^= st >> 27;
+    const auto u = static_cast<std::uint32_t>((st * 0x2545F4914F6CDD1DULL) >> 32);
+    const float coin = static_cast<float>(u >> 8) / 16777216.0f;
+    INFO("trial " << trial << " n " << n << " topp " << topp);
+    REQUIRE(got == reference_topp(probs, topp, coin));
+  }
 }
