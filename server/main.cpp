@@ -29,7 +29,8 @@ struct Flags {
   std::string checkpoint, tokenizer, weights = "f32", kernels, port_file, log_format = "text", log_file;
   int threads = 0, io_threads = 2;
   int max_batch = 256;
-  double idle_timeout_s = 300, handshake_timeout_s = 10, write_timeout_s = 30, drain_timeout_s = 30;
+  double idle_timeout_s = 300, handshake_timeout_s = 10, write_timeout_s = 30, drain_timeout_s = 30,
+         queue_timeout_s = 10;
   std::uint64_t kv_budget_mb = 0;
   lw::ServerOptions server;
 };
@@ -70,6 +71,7 @@ int main(int argc, char** argv) try {
       ("max-frame-bytes", po::value(&f.server.max_frame_bytes)->default_value(1u << 20), "largest frame accepted from a client")
       ("ctx", po::value(&f.server.ctx)->default_value(0), "positions per session (0: the model's seq_len)")
       ("kv-budget-mb", po::value(&f.kv_budget_mb)->default_value(0), "KV cache memory for all sessions, MiB (0: unlimited)")
+      ("queue-timeout", po::value(&f.queue_timeout_s)->default_value(10), "seconds a request waits for KV memory before busy (0: at once)")
       ("max-batch", po::value(&f.max_batch)->default_value(256), "most token positions in one batched forward")
       ("idle-timeout", po::value(&f.idle_timeout_s)->default_value(300), "seconds a session may stay silent")
       ("handshake-timeout", po::value(&f.handshake_timeout_s)->default_value(10), "seconds to receive HELLO")
@@ -97,7 +99,7 @@ int main(int argc, char** argv) try {
   if (f.threads == 0) f.threads = cores;
   if (f.threads < 1 || f.io_threads < 1 || f.server.max_sessions < 1 || f.server.max_connections < 1 ||
       f.server.max_frame_bytes < 64 || f.server.ctx < 0 || f.max_batch < 1 || f.idle_timeout_s <= 0 ||
-      f.handshake_timeout_s <= 0 || f.write_timeout_s <= 0 || f.drain_timeout_s < 0) {
+      f.handshake_timeout_s <= 0 || f.write_timeout_s <= 0 || f.drain_timeout_s < 0 || f.queue_timeout_s < 0) {
     return usage_error("numeric options must be positive (max-frame-bytes >= 64)", opts);
   }
   if (f.weights != "f32" && f.weights != "q8_0") return usage_error("--weights must be f32 or q8_0", opts);
@@ -114,6 +116,7 @@ int main(int argc, char** argv) try {
   f.server.handshake_timeout = secs(f.handshake_timeout_s);
   f.server.write_timeout = secs(f.write_timeout_s);
   f.server.drain_timeout = secs(f.drain_timeout_s);
+  f.server.queue_timeout = secs(f.queue_timeout_s);
   lw::log::set_format(f.log_format == "json" ? lw::log::Format::json : lw::log::Format::text);
   if (!f.log_file.empty()) lw::log::set_file(f.log_file);
 

@@ -11,7 +11,12 @@ bool KvBudget::try_take(std::uint64_t bytes) {
   std::uint64_t cur = used_.load();
   for (;;) {
     if (limit_ != 0 && cur + bytes > limit_) return false;
-    if (used_.compare_exchange_weak(cur, cur + bytes)) return true;
+    if (used_.compare_exchange_weak(cur, cur + bytes)) {
+      std::uint64_t p = peak_.load();
+      while (cur + bytes > p && !peak_.compare_exchange_weak(p, cur + bytes)) {
+      }
+      return true;
+    }
   }
 }
 

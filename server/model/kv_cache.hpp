@@ -19,11 +19,13 @@ class KvBudget {
   bool try_take(std::uint64_t bytes);
   void give_back(std::uint64_t bytes);
   std::uint64_t used() const { return used_.load(); }
+  std::uint64_t peak() const { return peak_.load(); }
   std::uint64_t limit() const { return limit_; }
 
  private:
   std::uint64_t limit_;
   std::atomic<std::uint64_t> used_{0};
+  std::atomic<std::uint64_t> peak_{0};
 };
 
 class KvCache {

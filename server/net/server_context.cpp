@@ -69,7 +69,9 @@ std::string ServerContext::stats_json() const {
      << ",\"prompt_tokens_total\":" << counters_.prompt_tokens_total.load()
      << ",\"generated_tokens_total\":" << counters_.generated_tokens_total.load()
      << ",\"protocol_errors_total\":" << counters_.protocol_errors_total.load()
-     << ",\"kv_bytes_used\":" << kv_budget_.used() << ",\"kv_bytes_budget\":" << kv_budget_.limit()
+     << ",\"kv_waits\":" << counters_.kv_waits.load() << ",\"kv_refusals\":" << counters_.kv_refusals.load()
+     << ",\"kv_bytes_used\":" << kv_budget_.used() << ",\"kv_bytes_peak\":" << kv_budget_.peak()
+     << ",\"kv_bytes_budget\":" << kv_budget_.limit()
      << ",\"batches\":" << s.batches << ",\"batch_rows\":" << s.rows << ",\"decode_rows\":" << s.decode_rows
      << ",\"prefill_rows\":" << s.prefill_rows << ",\"max_rows_in_batch\":" << s.max_rows_in_batch
      << ",\"max_steps_in_batch\":" << s.max_steps_in_batch << ",\"mean_steps_per_batch\":"

@@ -30,6 +30,7 @@ struct ServerOptions {
   std::chrono::milliseconds handshake_timeout{10'000};
   std::chrono::milliseconds write_timeout{30'000};
   std::chrono::milliseconds drain_timeout{30'000};
+  std::chrono::milliseconds queue_timeout{10'000};  // wait for KV memory before answering busy
   std::size_t max_outbox_bytes = 4u << 20;  // queued replies before a generation pauses
   std::string api_key;
   std::string model_name;
@@ -45,6 +46,8 @@ struct ServerCounters {
   std::atomic<std::uint64_t> prompt_tokens_total{0};
   std::atomic<std::uint64_t> generated_tokens_total{0};
   std::atomic<std::uint64_t> protocol_errors_total{0};
+  std::atomic<std::uint64_t> kv_waits{0};     // steps that had to wait for KV memory
+  std::atomic<std::uint64_t> kv_refusals{0};  // steps refused with busy after the wait
 };
 
 class ServerContext {

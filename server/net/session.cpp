@@ -318,9 +318,28 @@ asio::awaitable<void> Session::generator() {
 
 asio::awaitable<bool> Session::step(const std::vector<int>& tokens, int start, std::uint32_t rid, bool expect_more) {
   kv_.release_from(start);
-  if (!kv_.reserve(start + static_cast<int>(tokens.size()))) {
-    send_error(errc::busy, "KV cache memory budget exhausted", false, rid);
-    co_return false;
+  const int need = start + static_cast<int>(tokens.size());
+  if (!kv_.reserve(need)) {
+    // The KV budget is spent: wait in line (bounded by --queue-timeout) for other sessions
+    // to return blocks, then give up with busy. The budget itself is never exceeded.
+    ctx_.counters().kv_waits++;
+    const auto deadline = clock::now() + ctx_.options().queue_timeout;
+    asio::steady_timer t(ex_);
+    bool got = false;
+    while (!closing_ && clock::now() < deadline) {
+      t.expires_after(std::chrono::milliseconds(5));
+      boost::system::error_code wait_ec;
+      co_await t.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
+      if ((got = kv_.reserve(need))) break;
+    }
+    if (!got) {
+      ctx_.counters().kv_refusals++;
+      send_error(errc::busy,
+                 "KV cache memory budget exhausted (" + std::to_string(ctx_.kv_budget().used() >> 20) + " of " +
+                     std::to_string(ctx_.kv_budget().limit() >> 20) + " MiB in use)",
+                 false, rid);
+      co_return false;
+    }
   }
   pos_ = start;
   boost::system::error_code ec;

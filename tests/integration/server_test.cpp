@@ -403,3 +403,42 @@ TEST_CASE("16 sessions on the stories42M shape cost their KV caches and a small 
   CHECK(peak <= weights + 16 * kv_per_session + constant);
   CHECK(server.stop() == 0);
 }
+
+TEST_CASE("the KV budget is never exceeded; clients past it wait or get busy", "[net]") {
+  LW_REQUIRE_SHARED();
+  // aidreams260K: one 16-position block is 2 x 4 layers x 16 x 64 floats = 32 KiB, so 1 MiB
+  // holds 32 blocks: four full 128-position sessions.
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--kv-budget-mb", "1", "--queue-timeout", "0.3"});
+  std::vector<std::vector<std::string>> args;
+  std::vector<std::string> solo;
+  for (int i = 0; i < 8; ++i) {
+    args.push_back({"-t", "0.9", "-s", std::to_string(7 + i), "-n", "0", "-i", "I dreamed"});
+    const auto r = t::run_client(server, args.back());
+    REQUIRE(r.exit_code == 0);
+    solo.push_back(r.out);
+  }
+  std::vector<std::future<t::ProcessResult>> futures;
+  for (const auto& a : args) {
+    futures.push_back(std::async(std::launch::async, [&server, &a] { return t::run_client(server, a); }));
+  }
+  int ok = 0, busy = 0;
+  for (std::size_t i = 0; i < futures.size(); ++i) {
+    const auto r = futures[i].get();
+    INFO(r.err);
+    if (r.exit_code == 0) {
+      ++ok;
+      CHECK(r.out == solo[i]);
+    } else {
+      ++busy;
+      CHECK(r.exit_code == 4);
+      CHECK(r.err.find("KV cache memory budget exhausted") != std::string::npos);
+    }
+  }
+  CHECK(ok >= 1);
+  CHECK(ok + busy == 8);
+  const auto st = stats_of(server.port());
+  CHECK(st.at("kv_bytes_peak").to_number<std::uint64_t>() <= (1u << 20));
+  CHECK(st.at("kv_bytes_budget").to_number<std::uint64_t>() == (1u << 20));
+  CHECK(server.alive());
+  CHECK(server.stop() == 0);
+}
