@@ -363,15 +363,17 @@ void WeightStore::quantize_all(int group) {
             static_cast<std::int8_t>(scale != 0.0f ? std::nearbyint(x[k] / scale) : 0.0f);
       }
     }
+    // Drop this tensor's f32 pages now, so the load's peak is the Q8_0 copy plus one tensor.
+    const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const auto lo = (reinterpret_cast<std::uintptr_t>(m->f32) + page - 1) & ~(page - 1);
+    const auto hi = reinterpret_cast<std::uintptr_t>(m->f32 + n) & ~(page - 1);
+    if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
     m->f32 = nullptr;
     m->q8 = kernels::Q8Matrix{q, s, group};
   }
   if (c.shared_classifier) wcls_ = embedding_;
   type_ = WeightType::q8_0;
   group_ = group;
-  // The float tensors of the mapping are no longer read except the norms; let the kernel
-  // drop those pages from our resident set.
-  ::madvise(const_cast<std::uint8_t*>(map_), mapped_bytes_, MADV_DONTNEED);
 }
 
 const float* WeightStore::embedding_row(int token, float* scratch) const {
