@@ -102,7 +102,12 @@ std::uint64_t ServerProcess::rss_bytes() const { return proc_status_kb(pid_, "Vm
 
 ProcessResult run_client(const ServerProcess& s, std::vector<std::string> args, const std::string& input,
                          int timeout_s) {
-  std::vector<std::string> argv{(bin_dir() / "llamawire").string(), "-a", "127.0.0.1", "-o", s.port_str()};
+  std::vector<std::string> argv{(bin_dir() / "llamawire").string()};
+  if (!args.empty() && args.front() == "bench") {  // the subcommand comes first
+    argv.push_back("bench");
+    args.erase(args.begin());
+  }
+  argv.insert(argv.end(), {"-a", "127.0.0.1", "-o", s.port_str()});
   argv.insert(argv.end(), args.begin(), args.end());
   return run_process(argv, input, timeout_s);
 }

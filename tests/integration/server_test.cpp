@@ -442,3 +442,32 @@ TEST_CASE("the KV budget is never exceeded; clients past it wait or get busy", "
   CHECK(server.alive());
   CHECK(server.stop() == 0);
 }
+
+TEST_CASE("llamawire bench drives concurrent sessions and reports the figures", "[net]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512()});
+  auto r = t::run_client(server, {"bench", "--clients", "4", "--requests", "10", "-n", "12", "--prompt-tokens", "8",
+                                  "--json"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto j = boost::json::parse(r.out).as_object();
+  for (const char* key : {"clients", "requests", "completed", "errors", "generated_tokens", "wall_s",
+                          "aggregate_tok_s", "ttft_ms", "itl_ms", "e2e_ms"}) {
+    CHECK(j.contains(key));
+  }
+  CHECK(j.at("clients").to_number<int>() == 4);
+  CHECK(j.at("completed").to_number<int>() == 10);
+  CHECK(j.at("errors").to_number<int>() == 0);
+  CHECK(j.at("generated_tokens").to_number<int>() > 0);
+  CHECK(j.at("ttft_ms").as_object().contains("p90"));
+  CHECK(j.at("e2e_ms").at("p99").to_number<double>() >= j.at("e2e_ms").at("p50").to_number<double>());
+  // Text prompt, client-side sampling, table output, and a duration bound.
+  r = t::run_client(server, {"bench", "--clients", "2", "--requests", "1000", "-n", "20", "--prompt", "I dreamed",
+                             "--client-sampling", "--duration", "1"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("aggregate tokens/s") != std::string::npos);
+  CHECK(r.out.find("time to first token ms") != std::string::npos);
+  // Bad options: usage, exit 2.
+  CHECK(t::run_client(server, {"bench", "--clients", "0"}).exit_code == 2);
+  CHECK(server.stop() == 0);
+}
