@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -151,10 +152,11 @@ asio::awaitable<void> worker(Shared& s, int id) {
       g.topp = s.o.topp;
       g.seed = seed;
       g.tokens.assign(s.prompt.begin(), s.prompt.end());
-      auto end = co_await conn.generate(std::move(g), [&](std::uint32_t) {
+      const std::function<bool(std::uint32_t)> on_stream = [&](std::uint32_t) {
         on_token();
         return clock::now() < s.deadline + std::chrono::seconds(30);  // hard stop: cancel
-      });
+      };
+      auto end = co_await conn.generate(std::move(g), on_stream);
       if (!end) {
         ok = false;
         record_error(s, end.error().message);

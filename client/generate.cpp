@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <optional>
 
@@ -112,12 +113,14 @@ asio::awaitable<Result<TurnResult>> run_turn(Connection& conn, const Tokenizer& 
     g.seed = sampler.rng_state();
     g.flags = stop_on_eos ? kGenerateStopOnEos : 0;
     g.tokens = to_u32(feed);
-    auto end = co_await conn.generate(std::move(g), [&](std::uint32_t t) {
+    // Named, not a temporary in the co_await expression (g++ 12 coroutine temporaries).
+    const std::function<bool(std::uint32_t)> on_token = [&](std::uint32_t t) {
       timing.tick();
       print_piece(tok, prev, static_cast<int>(t));
       prev = static_cast<int>(t);
       return true;
-    });
+    };
+    auto end = co_await conn.generate(std::move(g), on_token);
     if (!end) co_return end.error();
     co_return TurnResult{end->reason, static_cast<int>(end->position), static_cast<int>(end->last_token)};
   }

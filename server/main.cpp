@@ -6,6 +6,7 @@
 #include "server/engine/scheduler.hpp"
 #include "server/kernels/kernels.hpp"
 #include "server/model/weight_store.hpp"
+#include "server/net/http_api.hpp"
 #include "server/net/listener.hpp"
 #include "server/net/server_context.hpp"
 
@@ -32,6 +33,8 @@ struct Flags {
   double idle_timeout_s = 300, handshake_timeout_s = 10, write_timeout_s = 30, drain_timeout_s = 30,
          queue_timeout_s = 10;
   std::uint64_t kv_budget_mb = 0;
+  int http_port = -1;
+  std::size_t http_max_body = 1u << 20;
   lw::ServerOptions server;
 };
 
@@ -64,6 +67,8 @@ int main(int argc, char** argv) try {
       ("tokenizer,z", po::value(&f.tokenizer), "tokenizer file (default: tokenizer.bin, else tok<vocab>.bin, beside the checkpoint)")
       ("address,a", po::value(&f.server.address)->default_value("127.0.0.1"), "address to listen on")
       ("port,o", po::value(&port)->default_value(8080), "TCP port (0: any free port)")
+      ("http-port", po::value(&f.http_port), "also serve the OpenAI-compatible HTTP API on this port (0: any free port; off when absent)")
+      ("http-max-body", po::value(&f.http_max_body)->default_value(1u << 20), "largest HTTP request body, bytes")
       ("threads", po::value(&f.threads), "compute threads (default: all cores)")
       ("io-threads", po::value(&f.io_threads)->default_value(2), "network threads")
       ("max-sessions", po::value(&f.server.max_sessions)->default_value(64), "most sessions past the handshake at once")
@@ -96,6 +101,10 @@ int main(int argc, char** argv) try {
   }
   if (f.checkpoint.empty()) return usage_error("--checkpoint is required", opts);
   if (port < 0 || port > 65535) return usage_error("--port must be in [0, 65535]", opts);
+  if (vm.count("http-port") && (f.http_port < 0 || f.http_port > 65535)) {
+    return usage_error("--http-port must be in [0, 65535]", opts);
+  }
+  if (f.http_max_body < 64) return usage_error("--http-max-body must be at least 64", opts);
   if (f.threads == 0) f.threads = cores;
   if (f.threads < 1 || f.io_threads < 1 || f.server.max_sessions < 1 || f.server.max_connections < 1 ||
       f.server.max_frame_bytes < 64 || f.server.ctx < 0 || f.max_batch < 1 || f.idle_timeout_s <= 0 ||
@@ -178,6 +187,31 @@ int main(int argc, char** argv) try {
 
   lw::asio::co_spawn(io, lw::accept_loop(acceptor, ctx), lw::log_session_end);
 
+  lw::tcp::acceptor http_acceptor(io);
+  if (f.http_port >= 0) {
+    try {
+      const lw::tcp::endpoint ep(lw::asio::ip::make_address(f.server.address), static_cast<std::uint16_t>(f.http_port));
+      http_acceptor.open(ep.protocol());
+      http_acceptor.set_option(lw::tcp::acceptor::reuse_address(true));
+      http_acceptor.bind(ep);
+      http_acceptor.listen(lw::asio::socket_base::max_listen_connections);
+    } catch (const std::exception& e) {
+      std::cerr << "llamawire-server: cannot listen on " << f.server.address << ":" << f.http_port
+                << " (HTTP): " << e.what() << "\n";
+      return 1;
+    }
+    const auto hep = http_acceptor.local_endpoint();
+    lw::log::info("HTTP API listening on ", hep.address().to_string(), ":", hep.port());
+    if (!f.port_file.empty()) {
+      const auto tmp = f.port_file + ".http.tmp";
+      std::ofstream(tmp) << hep.port() << "\n";
+      std::filesystem::rename(tmp, f.port_file + ".http");
+    }
+    lw::HttpOptions hopts;
+    hopts.max_body_bytes = f.http_max_body;
+    lw::asio::co_spawn(io, lw::http_accept_loop(http_acceptor, ctx, hopts), lw::log_session_end);
+  }
+
   // Signals: SIGINT/SIGTERM drain (a second one forces), SIGHUP reopens the log.
   // The control objects live on one strand: handlers run on any io thread, never two at once.
   auto control = lw::asio::make_strand(io);
@@ -203,6 +237,7 @@ int main(int argc, char** argv) try {
     lw::log::info("signal ", sig, ": draining (", f.drain_timeout_s, " s for running requests)");
     boost::system::error_code ignore;
     acceptor.close(ignore);
+    http_acceptor.close(ignore);
     ctx.begin_drain();
     drain_timer.expires_after(f.server.drain_timeout);
     drain_timer.async_wait([&](const boost::system::error_code& e) {

@@ -85,3 +85,54 @@ std::string ServerContext::stats_json() const {
 }
 
 }  // namespace llamawire
+
+namespace llamawire {
+
+std::string ServerContext::metrics_text() const {
+  const auto s = scheduler_.stats();
+  const auto& c = counters_;
+  std::ostringstream os;
+  auto metric = [&](const char* name, const char* type, const char* help) {
+    os << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
+  };
+  metric("llamawire_requests_total", "counter", "Generation and forward requests by protocol.");
+  os << "llamawire_requests_total{protocol=\"binary\"} " << c.requests_total.load() << "\n";
+  os << "llamawire_requests_total{protocol=\"http\"} " << c.http_requests_total.load() << "\n";
+  metric("llamawire_request_errors_total", "counter", "Requests answered with an error, by protocol.");
+  os << "llamawire_request_errors_total{protocol=\"binary\"} " << c.protocol_errors_total.load() << "\n";
+  os << "llamawire_request_errors_total{protocol=\"http\"} " << c.http_errors_total.load() << "\n";
+  metric("llamawire_tokens_total", "counter", "Tokens processed, by protocol and kind.");
+  os << "llamawire_tokens_total{protocol=\"binary\",kind=\"prompt\"} " << c.prompt_tokens_total.load() << "\n";
+  os << "llamawire_tokens_total{protocol=\"binary\",kind=\"generated\"} " << c.generated_tokens_total.load() << "\n";
+  os << "llamawire_tokens_total{protocol=\"http\",kind=\"prompt\"} " << c.http_prompt_tokens_total.load() << "\n";
+  os << "llamawire_tokens_total{protocol=\"http\",kind=\"generated\"} " << c.http_generated_tokens_total.load()
+     << "\n";
+  metric("llamawire_active_sessions", "gauge", "Sessions past the handshake (binary) and HTTP requests in flight.");
+  os << "llamawire_active_sessions{protocol=\"binary\"} " << c.sessions_active.load() << "\n";
+  os << "llamawire_active_sessions{protocol=\"http\"} " << c.http_active.load() << "\n";
+  metric("llamawire_open_connections", "gauge", "Open binary-protocol connections.");
+  os << "llamawire_open_connections " << c.connections_open.load() << "\n";
+  metric("llamawire_batch_size", "histogram", "Steps (sessions) served by one batched forward pass.");
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i < s.steps_histogram.size(); ++i) {
+    cumulative += s.steps_histogram[i];
+    os << "llamawire_batch_size_bucket{le=\"" << Scheduler::histogram_label(static_cast<int>(i)) << "\"} "
+       << cumulative << "\n";
+  }
+  os << "llamawire_batch_size_sum " << s.steps_completed << "\nllamawire_batch_size_count " << s.batches << "\n";
+  metric("llamawire_batch_rows_total", "counter", "Token positions computed in batched forward passes.");
+  os << "llamawire_batch_rows_total " << s.rows << "\n";
+  metric("llamawire_time_to_first_token_seconds", "histogram", "From request to first generated token.");
+  c.ttft_seconds.write(os, "llamawire_time_to_first_token_seconds");
+  metric("llamawire_inter_token_latency_seconds", "histogram", "Between consecutive generated tokens.");
+  c.itl_seconds.write(os, "llamawire_inter_token_latency_seconds");
+  metric("llamawire_kv_bytes_used", "gauge", "KV cache memory held by all sessions.");
+  os << "llamawire_kv_bytes_used " << kv_budget_.used() << "\n";
+  metric("llamawire_kv_bytes_budget", "gauge", "KV cache memory budget (0: unlimited).");
+  os << "llamawire_kv_bytes_budget " << kv_budget_.limit() << "\n";
+  metric("llamawire_compute_busy_seconds_total", "counter", "Time the compute threads spent in forward passes.");
+  os << "llamawire_compute_busy_seconds_total " << s.busy_seconds << "\n";
+  return os.str();
+}
+
+}  // namespace llamawire

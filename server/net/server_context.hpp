@@ -7,6 +7,7 @@
 #include "server/engine/scheduler.hpp"
 #include "server/model/kv_cache.hpp"
 #include "server/model/weight_store.hpp"
+#include "server/net/metrics.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -48,6 +49,15 @@ struct ServerCounters {
   std::atomic<std::uint64_t> protocol_errors_total{0};
   std::atomic<std::uint64_t> kv_waits{0};     // steps that had to wait for KV memory
   std::atomic<std::uint64_t> kv_refusals{0};  // steps refused with busy after the wait
+  // The HTTP API's own counts (the ones above are the binary protocol's).
+  std::atomic<std::uint64_t> http_requests_total{0};
+  std::atomic<std::uint64_t> http_errors_total{0};
+  std::atomic<std::uint64_t> http_prompt_tokens_total{0};
+  std::atomic<std::uint64_t> http_generated_tokens_total{0};
+  std::atomic<int> http_active{0};
+  // Latencies of generations on both protocols, in seconds.
+  Histogram ttft_seconds{{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}};
+  Histogram itl_seconds{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
 };
 
 class ServerContext {
@@ -78,6 +88,8 @@ class ServerContext {
 
   // JSON counters for STATS.
   std::string stats_json() const;
+  // Prometheus text format for GET /metrics.
+  std::string metrics_text() const;
 
  private:
   void notify_all();

@@ -240,6 +240,7 @@ bool Session::handle(const FrameHeader& h, Message m) {
       }
       Job job;
       job.request_id = rid;
+      job.received = clock::now();
       job.generate = type == MsgType::generate;
       if (job.generate) {
         job.gen = std::move(std::get<msg::Generate>(m));
@@ -382,6 +383,7 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
   msg::End end;
   end.prompt_tokens = static_cast<std::uint32_t>(prompt.size());
   std::vector<int> one(1);
+  auto last_token_at = job.received;
   for (;;) {
     const int next = sampler.sample(logits_);
     end.last_token = static_cast<std::uint32_t>(next);
@@ -394,6 +396,10 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
       break;
     }
     send(msg::Token{static_cast<std::uint32_t>(next)}, job.request_id);
+    const auto now = clock::now();
+    (end.generated_tokens == 0 ? ctx_.counters().ttft_seconds : ctx_.counters().itl_seconds)
+        .observe(std::chrono::duration<double>(now - last_token_at).count());
+    last_token_at = now;
     ++end.generated_tokens;
     ++tokens_generated_;
     ctx_.counters().generated_tokens_total++;

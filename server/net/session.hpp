@@ -47,6 +47,7 @@ class Session {
 
   struct Job {
     std::uint32_t request_id = 0;
+    clock::time_point received{};
     bool generate = false;
     msg::Forward forward;
     msg::Generate gen;
