@@ -6,6 +6,10 @@
 
 #include <boost/json.hpp>
 
+#include <boost/asio.hpp>
+
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -256,4 +260,80 @@ TEST_CASE("/metrics is Prometheus text with the promised series", "[net][http]")
   CHECK(r.body.find("llamawire_kv_bytes_budget 67108864") != std::string::npos);
   CHECK(r.body.find("llamawire_time_to_first_token_seconds_count 2") != std::string::npos);
   CHECK(server.stop() == 0);
+}
+
+TEST_CASE("two replicas behind HAProxy with docker/haproxy.cfg: clients work and spread", "[net][haproxy]") {
+  LW_REQUIRE_SHARED();
+  const std::string haproxy = std::filesystem::exists("/usr/sbin/haproxy") ? "/usr/sbin/haproxy" : "";
+  REQUIRE_FALSE(haproxy.empty());  // scripts/deps.sh installs Debian's haproxy
+  t::ServerProcess r1({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
+  t::ServerProcess r2({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
+  // Free ports for HAProxy's two frontends: bind, read, release.
+  auto free_port = [] {
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+    return static_cast<int>(a.local_endpoint().port());
+  };
+  const int lb_binary = free_port(), lb_http = free_port();
+  t::TempDir dir;
+  const auto cfg = (std::filesystem::path(LW_SOURCE_DIR) / "docker" / "haproxy.cfg").string();
+  const std::string env_cmd =
+      "LW_BIND=127.0.0.1 LW_BINARY_PORT=" + std::to_string(lb_binary) + " LW_HTTP_PORT=" + std::to_string(lb_http) +
+      " LW_REPLICA1_BINARY=127.0.0.1:" + r1.port_str() + " LW_REPLICA2_BINARY=127.0.0.1:" + r2.port_str() +
+      " LW_REPLICA1_HTTP=127.0.0.1:" + std::to_string(http_port_of(r1)) +
+      " LW_REPLICA2_HTTP=127.0.0.1:" + std::to_string(http_port_of(r2));
+  // Config check first, then run it in the foreground under the test's control.
+  const auto check = t::run_process({"/bin/sh", "-c", env_cmd + " " + haproxy + " -c -f " + cfg});
+  INFO(check.out << check.err);
+  REQUIRE(check.exit_code == 0);
+  const auto pid_file = (dir / "haproxy.pid").string();
+  REQUIRE(std::system((env_cmd + " " + haproxy + " -D -p " + pid_file + " -f " + cfg).c_str()) == 0);
+  struct Stop {
+    std::string pid_file;
+    ~Stop() { std::system(("kill $(cat " + pid_file + ") 2>/dev/null").c_str()); }
+  } stop{pid_file};
+  // Wait until HAProxy answers on the binary frontend.
+  for (int i = 0; i < 100; ++i) {
+    try {
+      boost::asio::io_context io;
+      boost::asio::ip::tcp::socket s(io);
+      s.connect({boost::asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(lb_binary)});
+      break;
+    } catch (...) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  const auto golden = t::read_jsonl(t::golden_dir() / "generate_text.jsonl");
+  for (int i = 0; i < 8; ++i) {
+    const auto& o = golden[static_cast<std::size_t>(i) % golden.size()];
+    std::ostringstream temp, topp;
+    temp << o.at("temperature").to_number<double>();
+    topp << o.at("topp").to_number<double>();
+    const auto r = t::run_process({(t::bin_dir() / "llamawire").string(), "-o", std::to_string(lb_binary), "-t",
+                                   temp.str(), "-p", topp.str(), "-s", std::to_string(o.at("seed").to_number<long long>()),
+                                   "-n", std::to_string(o.at("steps").to_number<int>()), "-i",
+                                   std::string(o.at("prompt").as_string())});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out == std::string(o.at("stdout").as_string()));
+  }
+  // HTTP through the balancer too (health checks must have marked both up).
+  for (int i = 0; i < 100; ++i) {
+    if (t::http_request(lb_http, "GET", "/health").status == 200) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  for (int i = 0; i < 4; ++i) {
+    const auto h = t::http_request(lb_http, "POST", "/v1/completions", R"({"prompt":"I dreamed","max_tokens":5,"temperature":0})");
+    CHECK(h.status == 200);
+  }
+  // Both replicas served binary sessions.
+  auto sessions = [](const t::ServerProcess& s) {
+    const auto log = s.log();
+    int n = 0;
+    for (std::size_t p = 0; (p = log.find("hello client=\"llamawire-cli\"", p)) != std::string::npos; ++p) ++n;
+    return n;
+  };
+  CHECK(sessions(r1) >= 2);
+  CHECK(sessions(r2) >= 2);
+  CHECK(sessions(r1) + sessions(r2) == 8);
 }
