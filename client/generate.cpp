@@ -192,6 +192,10 @@ asio::awaitable<int> run_cli(CliOptions o) {
         std::fputs("\n", stdout);
         co_return fail("generation failed", r.error());
       }
+      if (r->reason == StopReason::shutdown) {
+        std::fputs("\n", stdout);
+        co_return fail("generation stopped", make_error(errc::shutting_down, "server shutting down"));
+      }
     }
     std::fputs("\n", stdout);
     std::fflush(stdout);

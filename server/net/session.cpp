@@ -108,6 +108,11 @@ asio::awaitable<void> Session::reader() {
   std::array<std::uint8_t, kFrameHeaderBytes> head{};
   std::vector<std::uint8_t> payload;
   while (!closing_) {
+    // Backpressure: a peer that sends requests but does not read the replies stops being
+    // read once its replies pile up; its own sends then block in TCP, and the write
+    // timeout cuts it.
+    co_await wait_outbox_room();
+    if (closing_) break;
     auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(head), asio::as_tuple(asio::use_awaitable));
     if (ec) break;
     const auto h = decode_header(head, ctx_.options().max_frame_bytes);
