@@ -27,7 +27,7 @@ using lw::asio::awaitable;
 namespace {
 
 struct Flags {
-  std::string checkpoint, tokenizer, weights = "f32", kernels, port_file, log_format = "text", log_file;
+  std::string checkpoint, tokenizer, weights = "f32", kernels, port_file, log_format = "text", log_file, load = "read";
   int threads = 0, io_threads = 2;
   int max_batch = 256;
   double idle_timeout_s = 300, handshake_timeout_s = 10, write_timeout_s = 30, drain_timeout_s = 30,
@@ -83,6 +83,7 @@ int main(int argc, char** argv) try {
       ("write-timeout", po::value(&f.write_timeout_s)->default_value(30), "seconds one frame write may take")
       ("drain-timeout", po::value(&f.drain_timeout_s)->default_value(30), "seconds running requests may finish after SIGTERM")
       ("weights", po::value(&f.weights)->default_value("f32"), "f32 | q8_0 (quantize at load)")
+      ("load", po::value(&f.load)->default_value("read"), "read (private copy, immune to file changes) | mmap (no copy)")
       ("kernels", po::value(&f.kernels), "force a kernel table: scalar | avx2")
       ("api-key", po::value(&f.server.api_key), "require this key in HELLO (default: $LLAMAWIRE_API_KEY)")
       ("port-file", po::value(&f.port_file), "write the listening port to this file")
@@ -112,6 +113,7 @@ int main(int argc, char** argv) try {
     return usage_error("numeric options must be positive (max-frame-bytes >= 64)", opts);
   }
   if (f.weights != "f32" && f.weights != "q8_0") return usage_error("--weights must be f32 or q8_0", opts);
+  if (f.load != "read" && f.load != "mmap") return usage_error("--load must be read or mmap", opts);
   if (f.log_format != "text" && f.log_format != "json") return usage_error("--log-format must be text or json", opts);
   if (!f.kernels.empty() && !lw::kernels::select(f.kernels)) {
     return usage_error("kernel table '" + f.kernels + "' is not available here", opts);
@@ -131,6 +133,7 @@ int main(int argc, char** argv) try {
 
   lw::WeightStore::Options wopts;
   wopts.weights = f.weights == "q8_0" ? lw::WeightType::q8_0 : lw::WeightType::f32;
+  wopts.load = f.load == "mmap" ? lw::WeightStore::Load::mmap : lw::WeightStore::Load::read;
   auto store = lw::WeightStore::load(f.checkpoint, wopts);
   if (!store) {
     std::cerr << "llamawire-server: " << store.error().message << "\n";

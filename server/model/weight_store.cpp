@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 
 namespace llamawire {
@@ -233,9 +234,37 @@ Result<std::shared_ptr<const WeightStore>> WeightStore::load(const std::string& 
     ::close(fd);
     return header.error();
   }
-  void* map = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+  void* map = MAP_FAILED;
+  if (opts.load == Load::mmap) {
+    map = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+      ::close(fd);
+      return bad(path, std::string("mmap failed: ") + std::strerror(errno));
+    }
+  } else {
+    // One private copy, read-only once filled: later changes to the file cannot reach it.
+    map = ::mmap(nullptr, file_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED) {
+      ::close(fd);
+      return bad(path, "cannot allocate " + std::to_string(file_bytes) + " bytes for the weights");
+    }
+    ::madvise(map, file_bytes, MADV_HUGEPAGE);
+    std::uint64_t done = 0;
+    while (done < file_bytes) {
+      const ssize_t n = ::pread(fd, static_cast<std::uint8_t*>(map) + done,
+                                static_cast<std::size_t>(std::min<std::uint64_t>(file_bytes - done, 1u << 30)),
+                                static_cast<off_t>(done));
+      if (n <= 0) {
+        const std::string why = n < 0 ? std::strerror(errno) : "the file shrank while being read";
+        ::munmap(map, file_bytes);
+        ::close(fd);
+        return bad(path, "read error: " + why);
+      }
+      done += static_cast<std::uint64_t>(n);
+    }
+    ::mprotect(map, file_bytes, PROT_READ);
+  }
   ::close(fd);
-  if (map == MAP_FAILED) return bad(path, std::string("mmap failed: ") + std::strerror(errno));
 
   std::shared_ptr<WeightStore> store(new WeightStore());
   store->path_ = path;

@@ -54,9 +54,16 @@ struct LayerWeights {
 
 class WeightStore {
  public:
+  // read: the file is read once into private, read-only memory (huge pages when the kernel
+  //       offers them); the running server is immune to the file changing or shrinking.
+  // mmap: tensors are views into a private read-only mapping of the file (no copy, pages
+  //       shared with the page cache); truncating the file under a running server makes
+  //       the next access to a lost page fault (SIGBUS): use it only for files nobody edits.
+  enum class Load { read, mmap };
   struct Options {
     WeightType weights = WeightType::f32;  // q8_0: quantize f32 files at load
     int q8_group = 64;                     // group size when quantizing at load
+    Load load = Load::read;
   };
 
   static Result<std::shared_ptr<const WeightStore>> load(const std::string& path, Options opts);

@@ -220,3 +220,26 @@ TEST_CASE("SIGHUP reopens the log file", "[net][hostile]") {
   CHECK(b.find("session 2 open") != std::string::npos);
   CHECK(b.rfind("{\"ts\":\"", 0) == 0);  // JSON lines
 }
+
+TEST_CASE("a checkpoint truncated or rewritten on disk does not touch the running server", "[net][hostile]") {
+  LW_REQUIRE_SHARED();
+  t::TempDir dir;
+  const auto model = (dir / "model.bin").string();
+  std::filesystem::copy_file(aidreams(), model);
+  t::ServerProcess server({"-c", model, "-z", tok512()});  // --load read (the default)
+  const std::vector<std::string> args{"-t", "0.8", "-s", "5", "-n", "100", "-i", "I dreamed"};
+  const auto before = t::run_client(server, args);
+  REQUIRE(before.exit_code == 0);
+  std::filesystem::resize_file(model, 100);  // truncated under the server
+  auto after = t::run_client(server, args);
+  CHECK(after.exit_code == 0);
+  CHECK(after.out == before.out);
+  {
+    std::ofstream f(model, std::ios::binary | std::ios::trunc);
+    f << std::string(1 << 20, 'x');  // rewritten with garbage
+  }
+  after = t::run_client(server, args);
+  CHECK(after.out == before.out);
+  CHECK(server.alive());
+  CHECK(server.stop() == 0);
+}

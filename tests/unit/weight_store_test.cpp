@@ -57,6 +57,18 @@ TEST_CASE("weight store loads the test checkpoints with their shapes", "[model]"
   CHECK(std::memcmp(legacy->rms_final(), v1->rms_final(), sizeof(float) * c.dim) == 0);
 }
 
+TEST_CASE("weight store reads or maps the same tensors", "[model]") {
+  LW_REQUIRE_SHARED();
+  lw::WeightStore::Options o;
+  o.load = lw::WeightStore::Load::mmap;
+  const auto mapped = lw::WeightStore::load((t::models_dir() / "tiny_gqa.bin").string(), o).value();
+  const auto read = lw::WeightStore::load((t::models_dir() / "tiny_gqa.bin").string()).value();
+  const auto& c = read->config();
+  CHECK(std::memcmp(mapped->layer(1).w1.f32, read->layer(1).w1.f32, sizeof(float) * c.dim * c.hidden_dim) == 0);
+  CHECK(std::memcmp(mapped->classifier().f32, read->classifier().f32, sizeof(float) * c.dim * c.vocab_size) == 0);
+  CHECK(mapped->resident_bytes() == read->resident_bytes());
+}
+
 TEST_CASE("weight store quantizes f32 files at load into one Q8_0 copy", "[model]") {
   LW_REQUIRE_SHARED();
   lw::WeightStore::Options o;
