@@ -1,0 +1,158 @@
+#include "server/net/http_request.hpp"
+
+#include <boost/json.hpp>
+
+#include <optional>
+
+namespace llamawire {
+
+namespace http = boost::beast::http;
+namespace json = boost::json;
+
+std::string error_body(const HttpError& e) {
+  json::object err{{"message", e.message}, {"type", e.type}, {"param", nullptr}};
+  err["code"] = e.code.empty() ? json::value(nullptr) : json::value(e.code);
+  return json::serialize(json::object{{"error", err}});
+}
+
+
+namespace {
+
+// Field readers: a present field of the wrong type is a 400 naming the field.
+std::optional<HttpError> read_number(const json::object& o, const char* key, double lo, double hi, double& out) {
+  const auto* v = o.if_contains(key);
+  if (v == nullptr || v->is_null()) return std::nullopt;
+  if (!v->is_number()) return HttpError{http::status::bad_request, std::string("'") + key + "' must be a number"};
+  out = v->to_number<double>();
+  if (!(out >= lo && out <= hi)) {
+    return HttpError{http::status::bad_request,
+                     std::string("'") + key + "' must be in [" + json::serialize(json::value(lo)) + ", " +
+                         json::serialize(json::value(hi)) + "]"};
+  }
+  return std::nullopt;
+}
+
+std::optional<HttpError> parse_common(const json::object& o, GenRequest& r, int context) {
+  double v = 0;
+  if (auto e = read_number(o, "max_tokens", 1, context, v)) return e;
+  if (o.contains("max_tokens") && !o.at("max_tokens").is_null()) {
+    r.max_tokens = static_cast<int>(v);
+    r.max_tokens_given = true;
+  }
+  v = r.temperature;
+  if (auto e = read_number(o, "temperature", 0, 100, v)) return e;
+  r.temperature = static_cast<float>(v);
+  v = r.top_p;
+  if (auto e = read_number(o, "top_p", 0, 1, v)) return e;
+  r.top_p = static_cast<float>(v);
+  v = 0;
+  if (auto e = read_number(o, "seed", 0, 9.0e15, v)) return e;
+  r.seed = static_cast<std::uint64_t>(v);
+  if (const auto* n = o.if_contains("n"); n != nullptr && !n->is_null()) {
+    if (!n->is_number() || n->to_number<double>() != 1) return HttpError{http::status::bad_request, "only n = 1 is supported"};
+  }
+  if (const auto* s = o.if_contains("stream"); s != nullptr && !s->is_null()) {
+    if (!s->is_bool()) return HttpError{http::status::bad_request, "'stream' must be a boolean"};
+    r.stream = s->as_bool();
+  }
+  if (const auto* s = o.if_contains("stop"); s != nullptr && !s->is_null()) {
+    if (s->is_string()) {
+      r.stop.emplace_back(s->as_string());
+    } else if (s->is_array() && s->as_array().size() <= 4) {
+      for (const auto& x : s->as_array()) {
+        if (!x.is_string()) return HttpError{http::status::bad_request, "'stop' must be a string or up to 4 strings"};
+        r.stop.emplace_back(x.as_string());
+      }
+    } else {
+      return HttpError{http::status::bad_request, "'stop' must be a string or up to 4 strings"};
+    }
+    for (const auto& x : r.stop) {
+      if (x.empty()) return HttpError{http::status::bad_request, "'stop' strings must not be empty"};
+    }
+  }
+  if (const auto* m = o.if_contains("model"); m != nullptr && !m->is_null() && !m->is_string()) {
+    return HttpError{http::status::bad_request, "'model' must be a string"};
+  }
+  return std::nullopt;
+}
+
+std::optional<HttpError> parse_completion(const json::object& o, const Tokenizer& tok, GenRequest& r, int context) {
+  const auto* p = o.if_contains("prompt");
+  std::string text;
+  if (p == nullptr || p->is_null()) {
+    text.clear();
+  } else if (p->is_string()) {
+    text = std::string(p->as_string());
+  } else if (p->is_array() && p->as_array().size() == 1 && p->as_array()[0].is_string()) {
+    text = std::string(p->as_array()[0].as_string());
+  } else {
+    return HttpError{http::status::bad_request, "'prompt' must be a string (or an array of one string)"};
+  }
+  if (auto e = parse_common(o, r, context)) return e;
+  r.prompt = tok.encode(text, true, false);
+  return std::nullopt;
+}
+
+// Llama-2 chat template, as llama2.c's chat: each user turn is its own BOS-prefixed
+// "[INST] ... [/INST]" (the first carries the system prompt), an assistant turn follows
+// as text and EOS.
+std::optional<HttpError> parse_chat(const json::object& o, const Tokenizer& tok, GenRequest& r, int context) {
+  r.chat = true;
+  const auto* m = o.if_contains("messages");
+  if (m == nullptr || !m->is_array() || m->as_array().empty()) {
+    return HttpError{http::status::bad_request, "'messages' must be a non-empty array"};
+  }
+  std::string system;
+  bool first_user = true;
+  for (const auto& mv : m->as_array()) {
+    if (!mv.is_object()) return HttpError{http::status::bad_request, "each message must be an object"};
+    const auto& msg = mv.as_object();
+    const auto* role = msg.if_contains("role");
+    const auto* content = msg.if_contains("content");
+    if (role == nullptr || !role->is_string()) return HttpError{http::status::bad_request, "message 'role' must be a string"};
+    if (content == nullptr || !content->is_string()) {
+      return HttpError{http::status::bad_request, "message 'content' must be a string"};
+    }
+    const std::string rs(role->as_string());
+    const std::string cs(content->as_string());
+    if (rs == "system") {
+      system = cs;
+    } else if (rs == "user") {
+      const std::string rendered = first_user && !system.empty()
+                                       ? "[INST] <<SYS>>\n" + system + "\n<</SYS>>\n\n" + cs + " [/INST]"
+                                       : "[INST] " + cs + " [/INST]";
+      const auto t = tok.encode(rendered, true, false);
+      r.prompt.insert(r.prompt.end(), t.begin(), t.end());
+      first_user = false;
+    } else if (rs == "assistant") {
+      const auto t = tok.encode(cs, false, false);
+      r.prompt.insert(r.prompt.end(), t.begin(), t.end());
+      r.prompt.push_back(kEosToken);
+    } else {
+      return HttpError{http::status::bad_request, "message 'role' must be system, user or assistant"};
+    }
+  }
+  if (first_user) return HttpError{http::status::bad_request, "'messages' needs at least one user message"};
+  if (auto e = parse_common(o, r, context)) return e;
+  return std::nullopt;
+}
+}  // namespace
+
+std::variant<GenRequest, HttpError> parse_generation_request(bool chat, std::string_view body,
+                                                             const Tokenizer& tok, int context) {
+  boost::system::error_code ec;
+  const auto parsed = json::parse(body, ec);
+  if (ec || !parsed.is_object()) return HttpError{http::status::bad_request, "request body must be a JSON object"};
+  GenRequest r;
+  auto err = chat ? parse_chat(parsed.as_object(), tok, r, context) : parse_completion(parsed.as_object(), tok, r, context);
+  if (err) return *err;
+  if (static_cast<int>(r.prompt.size()) >= context) {
+    return HttpError{http::status::bad_request,
+                     "prompt of " + std::to_string(r.prompt.size()) + " tokens does not fit the context of " +
+                         std::to_string(context),
+                     "invalid_request_error", "context_length_exceeded"};
+  }
+  return r;
+}
+
+}  // namespace llamawire
