@@ -187,7 +187,7 @@ std::vector<std::uint8_t> encode_payload(const Message& m) {
                    auto& buf = w.buffer();
                    const std::size_t at = buf.size();
                    buf.resize(at + l.values.size() * 4);
-                   std::memcpy(buf.data() + at, l.values.data(), l.values.size() * 4);
+                   if (!l.values.empty()) std::memcpy(buf.data() + at, l.values.data(), l.values.size() * 4);
                  },
                  [&](const msg::Token& t) { w.write(t.token); },
                  [&](const msg::End& e) {
@@ -216,7 +216,7 @@ std::vector<std::uint8_t> encode_frame(const Message& m, std::uint32_t request_i
   encode_header(std::span<std::uint8_t, kFrameHeaderBytes>(out.data(), kFrameHeaderBytes),
                 FrameHeader{static_cast<std::uint8_t>(message_type(m)), request_id,
                             static_cast<std::uint32_t>(payload.size())});
-  std::memcpy(out.data() + kFrameHeaderBytes, payload.data(), payload.size());
+  if (!payload.empty()) std::memcpy(out.data() + kFrameHeaderBytes, payload.data(), payload.size());
   return out;
 }
 
@@ -297,7 +297,7 @@ Result<Message> decode_payload(std::uint8_t type_byte, std::span<const std::uint
       if (ok && static_cast<std::uint64_t>(n) * 4 != p.reader().remaining()) {
         ok = p.fail("n " + std::to_string(n) + " does not match the bytes that follow");
       }
-      if (ok) {
+      if (ok && n > 0) {
         l.values.resize(n);
         const auto b = p.reader().bytes(static_cast<std::size_t>(n) * 4);
         std::memcpy(l.values.data(), b->data(), b->size());

@@ -127,7 +127,12 @@ std::vector<int> Tokenizer::encode(std::string_view text, bool bos, bool eos) co
     if (id >= 0) {
       tokens.push_back(id);
     } else {
-      for (unsigned char b : buf) tokens.push_back(static_cast<int>(b) + 3);
+      // Byte fallback: <0xXX> is id byte + 3 in Llama tokenizers. A vocabulary too small to
+      // hold the byte tokens gets <unk> (0) instead of an id past its end.
+      for (unsigned char b : buf) {
+        const int byte_id = static_cast<int>(b) + 3;
+        tokens.push_back(byte_id < vocab_size() ? byte_id : 0);
+      }
     }
     buf.clear();
   }

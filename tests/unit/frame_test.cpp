@@ -205,3 +205,11 @@ TEST_CASE("decoding random and truncated payloads never crashes", "[proto]") {
     }
   }
 }
+
+TEST_CASE("empty LOGITS and empty payloads encode and decode (fuzz regression)", "[proto]") {
+  const auto frame = lw::encode_frame(lw::msg::Logits{5, {}}, 1);
+  const auto m = lw::decode_payload(0x83, std::span(frame).subspan(lw::kFrameHeaderBytes));
+  REQUIRE(m.has_value());
+  CHECK(std::get<lw::msg::Logits>(*m).values.empty());
+  CHECK(lw::encode_frame(lw::msg::Cancel{}, 2).size() == lw::kFrameHeaderBytes);
+}

@@ -112,3 +112,12 @@ TEST_CASE("malformed tokenizer files give a clear error", "[tokenizer]") {
   REQUIRE_FALSE(missing.has_value());
   CHECK(missing.error().message.find("/nonexistent/tok.bin") != std::string::npos);
 }
+
+TEST_CASE("byte fallback never yields an id past a small vocabulary (fuzz regression)", "[tokenizer]") {
+  const auto bytes = make_tokenizer(5, {{0, "<unk>"}, {0, "<s>"}, {0, "</s>"}, {0, " "}, {0, "a"}});
+  const auto tok = lw::Tokenizer::parse(bytes, "small").value();
+  for (const int id : tok.encode("a\xff zq\xc3\xa9", true, true)) {
+    CHECK(id >= 0);
+    CHECK(id < tok.vocab_size());
+  }
+}

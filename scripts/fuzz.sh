@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for SECONDS (default
+# 30), seeded from proto-spec/vectors and the shared test files; then replays the
+# regression inputs in tests/fuzz/regressions. Crashes are saved in build-fuzz/crashes.
+#   scripts/fuzz.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-30}
+build=${FUZZ_BUILD_DIR:-build-fuzz}
+if ! command -v clang++ >/dev/null || [ ! -f /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a ]; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq clang libclang-rt-14-dev >&2
+fi
+CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLW_FUZZ=ON \
+  -DLW_BUILD_TESTS=OFF -DLW_SANITIZE=address,undefined >/dev/null
+cmake --build "$build" --target fuzz_frame fuzz_tokenizer fuzz_checkpoint fuzz_http
+corpus="$build/corpus"
+mkdir -p "$corpus"/{frame,tokenizer,checkpoint,http} "$build/crashes"
+# Seeds: every protocol vector as raw bytes.
+for hex in proto-spec/vectors/*.hex; do
+  xxd -r -p "$hex" > "$corpus/frame/$(basename "$hex" .hex).bin" 2>/dev/null || \
+    python3 -c "import sys; open(sys.argv[2],'wb').write(bytes.fromhex(open(sys.argv[1]).read()))" "$hex" \
+      "$corpus/frame/$(basename "$hex" .hex).bin"
+done
+shared=../shared/models
+if [ -d "$shared" ]; then
+  { printf '\xff'; cat "$shared/tok512.bin"; } > "$corpus/tokenizer/tok512.bin"
+  for m in "$shared"/*.bin; do head -c 300 "$m" > "$corpus/checkpoint/$(basename "$m")"; done
+fi
+printf 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 45\r\n\r\n{"prompt":"hi","max_tokens":5,"stop":["a"]}  ' > "$corpus/http/completion.txt"
+printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n{"messages":[{"role":"user","content":"hi"}],"stream":true}' > "$corpus/http/chat.txt"
+printf '{"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"},{"role":"assistant","content":"a"}]}' > "$corpus/http/body.json"
+status=0
+for t in frame tokenizer checkpoint http; do
+  echo "== fuzz_$t: ${seconds}s" >&2
+  regress="tests/fuzz/regressions/$t"
+  if [ -d "$regress" ] && [ -n "$(ls -A "$regress")" ]; then
+    "$build/bin/fuzz_$t" -runs=0 "$regress"/* >&2 || status=1
+  fi
+  "$build/bin/fuzz_$t" -max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$build/crashes/$t-" \
+    -max_len=65536 "$corpus/$t" 2>"$build/fuzz_$t.log" || status=1
+  grep -E "^stat::(number_of_executed_units|peak_rss_mb)|cov:|ERROR" "$build/fuzz_$t.log" | tail -4 >&2
+done
+exit $status
