@@ -44,6 +44,7 @@ struct BenchOptions {
   float topp = 0.9f;
   std::uint64_t seed = 1;
   std::string api_key;
+  asio::ssl::context* tls = nullptr;
 };
 
 struct RequestStats {
@@ -95,6 +96,7 @@ std::vector<int> synthetic_prompt(int k, int vocab) {
 
 asio::awaitable<void> worker(Shared& s, int id) {
   Connection conn(co_await asio::this_coro::executor);
+  if (s.o.tls != nullptr) conn.use_tls(*s.o.tls);
   auto c = co_await conn.connect(s.o.host, s.o.port);
   if (!c) {
     record_error(s, c.error().message);
@@ -210,6 +212,7 @@ asio::awaitable<void> progress(Shared& s, bool& done) {
 
 int bench_main(int argc, char** argv) try {
   BenchOptions o;
+  std::string tls_ca;
   int port = 8080;
   long long seed = 1;
   po::options_description opts(
@@ -228,7 +231,9 @@ int bench_main(int argc, char** argv) try {
       ("seed,s", po::value(&seed)->default_value(1), "seed of the first request (request i uses seed+i)")
       ("client-sampling", "FORWARD requests and local sampling instead of GENERATE")
       ("json", "print the results as one JSON object")
-      ("api-key", po::value(&o.api_key), "API key (default: $LLAMAWIRE_API_KEY)");
+      ("api-key", po::value(&o.api_key), "API key (default: $LLAMAWIRE_API_KEY)")
+      ("tls", "connect with TLS")
+      ("tls-ca", po::value(&tls_ca), "trust this CA certificate (PEM); implies --tls");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, opts), vm);
@@ -255,6 +260,12 @@ int bench_main(int argc, char** argv) try {
     if (const char* k = std::getenv("LLAMAWIRE_API_KEY")) o.api_key = k;
   }
 
+  std::unique_ptr<asio::ssl::context> tls;
+  if (vm.count("tls") || !tls_ca.empty()) {
+    tls = make_client_tls(tls_ca);
+    if (!tls) return kExitError;
+    o.tls = tls.get();
+  }
   asio::io_context io;
   Shared s;
   s.o = o;

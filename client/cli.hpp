@@ -2,7 +2,10 @@
 
 #include "common/asio.hpp"
 
+#include <boost/asio/ssl/context.hpp>
+
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace llamawire {
@@ -21,7 +24,13 @@ struct CliOptions {
   bool chat = false;
   bool client_sampling = false;
   std::string api_key;
+  bool tls = false;
+  std::string tls_ca;  // trust this CA (PEM) instead of the system's
 };
+
+// A TLS client context trusting `ca_file` (or the system's CAs when empty); nullptr and a
+// message on stderr if the file is unusable.
+std::unique_ptr<asio::ssl::context> make_client_tls(const std::string& ca_file);
 
 // Generate or chat against a server; returns the process exit code.
 asio::awaitable<int> run_cli(CliOptions o);

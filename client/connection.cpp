@@ -18,8 +18,8 @@ Connection::Connection(asio::any_io_executor ex) : socket_(std::move(ex)) {}
 
 void Connection::close() {
   boost::system::error_code ec;
-  socket_.shutdown(tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
+  lowest().shutdown(tcp::socket::shutdown_both, ec);
+  lowest().close(ec);
 }
 
 asio::awaitable<Result<void>> Connection::connect(const std::string& host, std::uint16_t port) {
@@ -31,11 +31,27 @@ asio::awaitable<Result<void>> Connection::connect(const std::string& host, std::
   if (ec) co_return from_ec(ec, "cannot connect to " + host + ":" + std::to_string(port));
   boost::system::error_code ignore;
   socket_.set_option(tcp::no_delay(true), ignore);
+  if (tls_ctx_ != nullptr) {
+    tls_.emplace(std::move(socket_), *tls_ctx_);
+    boost::system::error_code addr_ec;
+    asio::ip::make_address(host, addr_ec);
+    if (addr_ec) SSL_set_tlsext_host_name(tls_->native_handle(), host.c_str());  // SNI for names, not IPs
+    tls_->set_verify_mode(asio::ssl::verify_peer);
+    tls_->set_verify_callback(asio::ssl::host_name_verification(host));
+    auto [hec] = co_await tls_->async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
+    if (hec) co_return from_ec(hec, "TLS handshake with " + host + ":" + std::to_string(port) + " failed");
+  }
   co_return Result<void>{};
 }
 
 asio::awaitable<Result<void>> Connection::send_bytes(std::vector<std::uint8_t> bytes) {
-  auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(bytes), asio::as_tuple(asio::use_awaitable));
+  std::tuple<boost::system::error_code, std::size_t> wrote;
+  if (tls_) {
+    wrote = co_await asio::async_write(*tls_, asio::buffer(bytes), asio::as_tuple(asio::use_awaitable));
+  } else {
+    wrote = co_await asio::async_write(socket_, asio::buffer(bytes), asio::as_tuple(asio::use_awaitable));
+  }
+  auto [ec, n] = wrote;
   if (ec) co_return from_ec(ec, "send failed");
   bytes_sent_ += n;
   ++frames_sent_;
@@ -48,10 +64,16 @@ asio::awaitable<Result<void>> Connection::send(const Message& m, std::uint32_t r
 }
 
 asio::awaitable<Result<std::pair<FrameHeader, Message>>> Connection::receive() {
-  asio::steady_timer timer(socket_.get_executor(), receive_timeout_);
+  asio::steady_timer timer(lowest().get_executor(), receive_timeout_);
   std::array<std::uint8_t, kFrameHeaderBytes> head{};
-  auto read_head = asio::async_read(socket_, asio::buffer(head), asio::as_tuple(asio::use_awaitable));
-  auto r = co_await (std::move(read_head) || timer.async_wait(asio::as_tuple(asio::use_awaitable)));
+  std::variant<std::tuple<boost::system::error_code, std::size_t>, std::tuple<boost::system::error_code>> r;
+  if (tls_) {
+    r = co_await (asio::async_read(*tls_, asio::buffer(head), asio::as_tuple(asio::use_awaitable)) ||
+                  timer.async_wait(asio::as_tuple(asio::use_awaitable)));
+  } else {
+    r = co_await (asio::async_read(socket_, asio::buffer(head), asio::as_tuple(asio::use_awaitable)) ||
+                  timer.async_wait(asio::as_tuple(asio::use_awaitable)));
+  }
   if (r.index() == 1) {
     close();
     co_return make_error(errc::timed_out, "no reply from the server within " +
@@ -66,7 +88,13 @@ asio::awaitable<Result<std::pair<FrameHeader, Message>>> Connection::receive() {
   if (!h) co_return h.error();
   std::vector<std::uint8_t> payload(h->length);
   if (h->length > 0) {
-    auto [ec2, n2] = co_await asio::async_read(socket_, asio::buffer(payload), asio::as_tuple(asio::use_awaitable));
+    std::tuple<boost::system::error_code, std::size_t> got;
+    if (tls_) {
+      got = co_await asio::async_read(*tls_, asio::buffer(payload), asio::as_tuple(asio::use_awaitable));
+    } else {
+      got = co_await asio::async_read(socket_, asio::buffer(payload), asio::as_tuple(asio::use_awaitable));
+    }
+    auto [ec2, n2] = got;
     if (ec2) co_return from_ec(ec2, "receive failed");
   }
   bytes_received_ += kFrameHeaderBytes + h->length;

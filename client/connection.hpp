@@ -6,9 +6,14 @@
 #include "common/error.hpp"
 #include "common/messages.hpp"
 
+#include <boost/asio/ssl.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
+#include <tuple>
+#include <variant>
 #include <string>
 #include <utility>
 #include <vector>
@@ -36,7 +41,9 @@ class Connection {
   asio::awaitable<Result<std::pair<FrameHeader, Message>>> receive();
 
   void close();
-  tcp::socket& socket() { return socket_; }
+  // Speak TLS (verifying the server's certificate and name) on the next connect().
+  void use_tls(asio::ssl::context& ctx) { tls_ctx_ = &ctx; }
+  tcp::socket& socket() { return lowest(); }
   // Gives up on a receive after this long (default 120 s).
   void set_receive_timeout(std::chrono::milliseconds t) { receive_timeout_ = t; }
 
@@ -49,7 +56,11 @@ class Connection {
   // Receives frames for request `rid` until one that is not a TOKEN; ERROR frames become errors.
   asio::awaitable<Result<Message>> reply(std::uint32_t rid);
 
+  tcp::socket& lowest() { return tls_ ? tls_->next_layer() : socket_; }
+
   tcp::socket socket_;
+  asio::ssl::context* tls_ctx_ = nullptr;
+  std::optional<asio::ssl::stream<tcp::socket>> tls_;
   std::uint32_t next_rid_ = 1;
   std::chrono::milliseconds receive_timeout_{120'000};
   std::uint64_t bytes_sent_ = 0, bytes_received_ = 0, frames_sent_ = 0, frames_received_ = 0;

@@ -154,8 +154,32 @@ bool read_line(const char* guide, std::string& out) {
 
 }  // namespace
 
+std::unique_ptr<asio::ssl::context> make_client_tls(const std::string& ca_file) {
+  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1);
+  boost::system::error_code ec;
+  if (ca_file.empty()) {
+    ctx->set_default_verify_paths(ec);
+  } else {
+    ctx->load_verify_file(ca_file, ec);
+  }
+  if (ec) {
+    std::fprintf(stderr, "llamawire: %s: cannot load CA certificates: %s\n",
+                 ca_file.empty() ? "system store" : ca_file.c_str(), ec.message().c_str());
+    return nullptr;
+  }
+  return ctx;
+}
+
 asio::awaitable<int> run_cli(CliOptions o) {
   Connection conn(co_await asio::this_coro::executor);
+  std::unique_ptr<asio::ssl::context> tls;
+  if (o.tls) {
+    tls = make_client_tls(o.tls_ca);
+    if (!tls) co_return kExitError;
+    conn.use_tls(*tls);
+  }
   auto connected = co_await conn.connect(o.host, o.port);
   if (!connected) {
     std::fprintf(stderr, "llamawire: server not reachable: %s\n", connected.error().message.c_str());

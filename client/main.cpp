@@ -36,7 +36,9 @@ int main(int argc, char** argv) try {
       ("system_prompt,y", po::value(&o.system_prompt), "system prompt (implies chat mode)")
       ("mode,m", po::value(&mode)->default_value("generate"), "generate | chat")
       ("client-sampling", "receive logits and sample here (the original decoupled design)")
-      ("api-key", po::value(&o.api_key), "API key (default: $LLAMAWIRE_API_KEY)");
+      ("api-key", po::value(&o.api_key), "API key (default: $LLAMAWIRE_API_KEY)")
+      ("tls", "connect with TLS (the server's certificate and name are verified)")
+      ("tls-ca", po::value(&o.tls_ca), "trust this CA certificate (PEM) for TLS; implies --tls");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, opts), vm);
@@ -62,6 +64,7 @@ int main(int argc, char** argv) try {
   o.system_prompt_given = vm.count("system_prompt") > 0;
   o.chat = mode == "chat" || o.system_prompt_given;
   o.client_sampling = vm.count("client-sampling") > 0;
+  o.tls = vm.count("tls") > 0 || !o.tls_ca.empty();
   if (o.api_key.empty()) {
     if (const char* k = std::getenv("LLAMAWIRE_API_KEY")) o.api_key = k;
   }

@@ -10,6 +10,7 @@
 #include "server/net/listener.hpp"
 #include "server/net/server_context.hpp"
 
+#include <boost/asio/ssl.hpp>
 #include <boost/program_options.hpp>
 
 #include <csignal>
@@ -34,6 +35,7 @@ struct Flags {
          queue_timeout_s = 10;
   std::uint64_t kv_budget_mb = 0;
   int http_port = -1;
+  std::string tls_cert, tls_key;
   std::size_t http_max_body = 1u << 20;
   lw::ServerOptions server;
 };
@@ -68,6 +70,8 @@ int main(int argc, char** argv) try {
       ("address,a", po::value(&f.server.address)->default_value("127.0.0.1"), "address to listen on")
       ("port,o", po::value(&port)->default_value(8080), "TCP port (0: any free port)")
       ("http-port", po::value(&f.http_port), "also serve the OpenAI-compatible HTTP API on this port (0: any free port; off when absent)")
+      ("tls-cert", po::value(&f.tls_cert), "PEM certificate chain: serve both protocols over TLS")
+      ("tls-key", po::value(&f.tls_key), "PEM private key for --tls-cert")
       ("http-max-body", po::value(&f.http_max_body)->default_value(1u << 20), "largest HTTP request body, bytes")
       ("threads", po::value(&f.threads), "compute threads (default: all cores)")
       ("io-threads", po::value(&f.io_threads)->default_value(2), "network threads")
@@ -106,6 +110,7 @@ int main(int argc, char** argv) try {
     return usage_error("--http-port must be in [0, 65535]", opts);
   }
   if (f.http_max_body < 64) return usage_error("--http-max-body must be at least 64", opts);
+  if (f.tls_cert.empty() != f.tls_key.empty()) return usage_error("--tls-cert and --tls-key go together", opts);
   if (f.threads == 0) f.threads = cores;
   if (f.threads < 1 || f.io_threads < 1 || f.server.max_sessions < 1 || f.server.max_connections < 1 ||
       f.server.max_frame_bytes < 64 || f.server.ctx < 0 || f.max_batch < 1 || f.idle_timeout_s <= 0 ||
@@ -166,6 +171,26 @@ int main(int argc, char** argv) try {
   lw::Scheduler scheduler(*store, sopts);
   lw::ServerContext ctx(*store, std::make_shared<const lw::Tokenizer>(std::move(*tok)), scheduler, f.server,
                         f.kv_budget_mb * 1024 * 1024);
+
+  if (!f.tls_cert.empty()) {
+    auto tls = std::make_shared<lw::asio::ssl::context>(lw::asio::ssl::context::tls_server);
+    tls->set_options(lw::asio::ssl::context::default_workarounds | lw::asio::ssl::context::no_sslv2 |
+                     lw::asio::ssl::context::no_sslv3 | lw::asio::ssl::context::no_tlsv1 |
+                     lw::asio::ssl::context::no_tlsv1_1 | lw::asio::ssl::context::single_dh_use);
+    boost::system::error_code tec;
+    tls->use_certificate_chain_file(f.tls_cert, tec);
+    if (tec) {
+      std::cerr << "llamawire-server: " << f.tls_cert << ": cannot use as a TLS certificate: " << tec.message() << "\n";
+      return 1;
+    }
+    tls->use_private_key_file(f.tls_key, lw::asio::ssl::context::pem, tec);
+    if (tec) {
+      std::cerr << "llamawire-server: " << f.tls_key << ": cannot use as a TLS key: " << tec.message() << "\n";
+      return 1;
+    }
+    ctx.set_tls(std::move(tls));
+    lw::log::info("TLS on (certificate ", f.tls_cert, ")");
+  }
 
   lw::asio::io_context io(f.io_threads);
   lw::tcp::acceptor acceptor(io);

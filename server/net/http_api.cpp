@@ -10,6 +10,7 @@
 
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
 
 #include <atomic>
@@ -33,12 +34,13 @@ class HttpConnection {
  public:
   HttpConnection(tcp::socket socket, ServerContext& ctx, HttpOptions opts)
       : stream_(std::move(socket)), ctx_(ctx), opts_(opts) {
+    if (ctx_.tls() != nullptr) tls_.emplace(std::move(stream_), *ctx_.tls());
     // Registered like a session so that a drain closes idle keep-alive connections and
     // lets running generations finish.
-    registry_id_ = ctx_.register_session(stream_.get_executor(), [this] {
+    registry_id_ = ctx_.register_session(lowest().get_executor(), [this] {
       if (!busy_) {
         boost::system::error_code ec;
-        stream_.socket().close(ec);
+        lowest().socket().close(ec);
       }
     });
   }
@@ -68,11 +70,19 @@ class HttpConnection {
   }
 
   asio::awaitable<bool> write(Response res) {
+    if (tls_) {
+      auto [ec, n] = co_await http::async_write(*tls_, res, asio::as_tuple(asio::use_awaitable));
+      co_return !ec;
+    }
     auto [ec, n] = co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
     co_return !ec;
   }
   asio::awaitable<bool> write_raw(std::string data) {
-    stream_.expires_after(ctx_.options().write_timeout);
+    lowest().expires_after(ctx_.options().write_timeout);
+    if (tls_) {
+      auto [ec, n] = co_await asio::async_write(*tls_, asio::buffer(data), asio::as_tuple(asio::use_awaitable));
+      co_return !ec;
+    }
     auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(data), asio::as_tuple(asio::use_awaitable));
     co_return !ec;
   }
@@ -81,7 +91,10 @@ class HttpConnection {
   // must close.
   asio::awaitable<bool> generate(const GenRequest& r, unsigned version, bool keep_alive);
 
-  beast::tcp_stream stream_;
+  beast::tcp_stream& lowest() { return tls_ ? beast::get_lowest_layer(*tls_) : stream_; }
+
+  beast::tcp_stream stream_;                                    // plain connections
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;    // TLS connections (the stream moves in)
   ServerContext& ctx_;
   HttpOptions opts_;
   std::uint64_t registry_id_ = 0;
@@ -91,13 +104,27 @@ class HttpConnection {
 asio::awaitable<void> HttpConnection::run() {
   beast::flat_buffer buffer;
   boost::system::error_code ignore;
-  stream_.socket().set_option(tcp::no_delay(true), ignore);
+  lowest().socket().set_option(tcp::no_delay(true), ignore);
+  if (tls_) {
+    lowest().expires_after(ctx_.options().handshake_timeout);
+    auto [hec] = co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+    if (hec) {
+      log::warn("http: TLS handshake failed: ", hec.message());
+      co_return;
+    }
+  }
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(opts_.max_body_bytes);
     parser.header_limit(16 * 1024);
-    stream_.expires_after(ctx_.options().idle_timeout);
-    auto [ec, n] = co_await http::async_read(stream_, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    lowest().expires_after(ctx_.options().idle_timeout);
+    std::tuple<boost::system::error_code, std::size_t> got;
+    if (tls_) {
+      got = co_await http::async_read(*tls_, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    } else {
+      got = co_await http::async_read(stream_, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    }
+    const auto ec = std::get<0>(got);
     if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset ||
         ec == asio::error::eof) {
       break;
@@ -119,7 +146,7 @@ asio::awaitable<void> HttpConnection::run() {
     } idle{busy_};
     const unsigned version = req.version();
     const bool keep_alive = req.keep_alive();
-    stream_.expires_after(ctx_.options().write_timeout);
+    lowest().expires_after(ctx_.options().write_timeout);
     const std::string target(req.target());
     const std::string path = target.substr(0, target.find('?'));
     const auto method = req.method();
@@ -199,7 +226,7 @@ asio::awaitable<void> HttpConnection::run() {
     }
     if (!keep_alive || ctx_.draining()) break;
   }
-  stream_.socket().shutdown(tcp::socket::shutdown_both, ignore);
+  lowest().socket().shutdown(tcp::socket::shutdown_both, ignore);
 }
 
 asio::awaitable<bool> HttpConnection::generate(const GenRequest& r, unsigned version, bool keep_alive) {

@@ -38,6 +38,11 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, ServerContext& ctx) {
       ctx.counters().connections_refused++;
       boost::system::error_code wec;
       socket.non_blocking(true, wec);
+      if (ctx.tls() != nullptr) {  // a plaintext frame means nothing to a TLS client
+        socket.close(wec);
+        log::warn("refused connection: connection limit ", ctx.options().max_connections, " reached");
+        continue;
+      }
       const auto frame = encode_error_frame(
           errc::busy, "server busy: connection limit " + std::to_string(ctx.options().max_connections) + " reached",
           true, 0);

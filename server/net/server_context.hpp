@@ -3,6 +3,8 @@
 #pragma once
 
 #include "common/asio.hpp"
+
+#include <boost/asio/ssl/context.hpp>
 #include "common/tokenizer.hpp"
 #include "server/engine/scheduler.hpp"
 #include "server/model/kv_cache.hpp"
@@ -72,6 +74,9 @@ class ServerContext {
   KvBudget& kv_budget() { return kv_budget_; }
   ServerCounters& counters() { return counters_; }
   int context() const { return ctx_; }
+  // The TLS context for both listeners, or nullptr for plain TCP.
+  asio::ssl::context* tls() const { return tls_.get(); }
+  void set_tls(std::shared_ptr<asio::ssl::context> tls) { tls_ = std::move(tls); }
 
   // Shutdown: `draining` stops new work; `force` ends what still runs.
   bool draining() const { return draining_.load(); }
@@ -96,6 +101,7 @@ class ServerContext {
 
   std::shared_ptr<const WeightStore> weights_;
   std::shared_ptr<const Tokenizer> tokenizer_;
+  std::shared_ptr<asio::ssl::context> tls_;
   Scheduler& scheduler_;
   ServerOptions opts_;
   int ctx_;

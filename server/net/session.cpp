@@ -51,6 +51,7 @@ Session::Session(tcp::socket socket, ServerContext& ctx)
       watchdog_timer_(ex_) {
   ctx_.counters().connections_open++;
   ctx_.counters().connections_total++;
+  if (ctx_.tls() != nullptr) tls_.emplace(std::move(socket_), *ctx_.tls());
 }
 
 Session::~Session() {
@@ -61,15 +62,38 @@ Session::~Session() {
 
 asio::awaitable<void> Session::run() {
   boost::system::error_code ec;
-  socket_.set_option(tcp::no_delay(true), ec);
+  lowest().set_option(tcp::no_delay(true), ec);
   registry_id_ = ctx_.register_session(ex_, [this] { on_server_stop(); });
-  log::info("session ", registry_id_, " open peer=", peer_);
+  log::info("session ", registry_id_, " open peer=", peer_, tls_ ? " tls" : "");
+  if (tls_) {
+    // The TLS handshake gets the handshake budget too; a failed one just closes.
+    asio::steady_timer timer(ex_, ctx_.options().handshake_timeout);
+    auto r = co_await (tls_->async_handshake(asio::ssl::stream_base::server, asio::as_tuple(asio::use_awaitable)) ||
+                       timer.async_wait(asio::as_tuple(asio::use_awaitable)));
+    const bool ok = r.index() == 0 && !std::get<0>(std::get<0>(r));
+    if (!ok) {
+      log::warn("session ", registry_id_, " peer=", peer_, " TLS handshake failed: ",
+                r.index() == 0 ? std::get<0>(std::get<0>(r)).message() : std::string("timed out"));
+      lowest().close(ec);
+      co_return;
+    }
+  }
   if (ctx_.draining()) on_server_stop();
   co_await (reader() && writer() && generator() && watchdog());
-  socket_.shutdown(tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
+  lowest().shutdown(tcp::socket::shutdown_both, ec);
+  lowest().close(ec);
   log::info("session ", registry_id_, " closed peer=", peer_, " prompt_tokens=", tokens_prompt_,
             " generated_tokens=", tokens_generated_, " seconds=", seconds_since(opened_at_));
+}
+
+asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> Session::read_exact(asio::mutable_buffer b) {
+  if (tls_) co_return co_await asio::async_read(*tls_, b, asio::as_tuple(asio::use_awaitable));
+  co_return co_await asio::async_read(socket_, b, asio::as_tuple(asio::use_awaitable));
+}
+
+asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> Session::write_all(asio::const_buffer b) {
+  if (tls_) co_return co_await asio::async_write(*tls_, b, asio::as_tuple(asio::use_awaitable));
+  co_return co_await asio::async_write(socket_, b, asio::as_tuple(asio::use_awaitable));
 }
 
 void Session::send(const Message& m, std::uint32_t request_id) {
@@ -88,7 +112,7 @@ void Session::send_error(errc e, const std::string& message, bool fatal, std::ui
 
 void Session::close_read() {
   boost::system::error_code ec;
-  socket_.shutdown(tcp::socket::shutdown_receive, ec);
+  lowest().shutdown(tcp::socket::shutdown_receive, ec);
   closing_ = true;
   job_event_.notify();
   drained_event_.notify();
@@ -113,7 +137,7 @@ asio::awaitable<void> Session::reader() {
     // timeout cuts it.
     co_await wait_outbox_room();
     if (closing_) break;
-    auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(head), asio::as_tuple(asio::use_awaitable));
+    auto [ec, n] = co_await read_exact(asio::buffer(head));
     if (ec) break;
     const auto h = decode_header(head, ctx_.options().max_frame_bytes);
     if (!h) {
@@ -122,7 +146,7 @@ asio::awaitable<void> Session::reader() {
     }
     payload.resize(h->length);  // only after the limit check
     if (h->length > 0) {
-      auto [ec2, n2] = co_await asio::async_read(socket_, asio::buffer(payload), asio::as_tuple(asio::use_awaitable));
+      auto [ec2, n2] = co_await read_exact(asio::buffer(payload));
       if (ec2) break;
     }
     last_activity_ = clock::now();
@@ -438,7 +462,7 @@ asio::awaitable<void> Session::writer() {
     outbox_.pop_front();
     outbox_bytes_ -= frame.size();
     write_started_ = clock::now();
-    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(frame), asio::as_tuple(asio::use_awaitable));
+    auto [ec, n] = co_await write_all(asio::buffer(frame));
     write_started_.reset();
     drained_event_.notify();
     if (ec) {
@@ -468,7 +492,7 @@ asio::awaitable<void> Session::watchdog() {
       log::warn("session ", registry_id_, " peer=", peer_, " write timed out after ",
                 duration_cast<milliseconds>(o.write_timeout).count(), " ms: closing");
       closing_ = true;
-      socket_.close(ec);  // cancels the stuck write and the read
+      lowest().close(ec);  // cancels the stuck write and the read
       job_event_.notify();
       drained_event_.notify();
       continue;

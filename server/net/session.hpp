@@ -7,6 +7,8 @@
 #pragma once
 
 #include "common/asio.hpp"
+
+#include <boost/asio/ssl.hpp>
 #include "common/messages.hpp"
 #include "server/model/kv_cache.hpp"
 #include "server/net/server_context.hpp"
@@ -15,6 +17,7 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace llamawire {
@@ -73,7 +76,13 @@ class Session {
   void close_read();  // makes the reader see EOF; the writer still drains
   void on_server_stop();
 
-  tcp::socket socket_;
+  // Frame I/O over TCP or TLS (one read and one write may be outstanding at once).
+  asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_exact(asio::mutable_buffer b);
+  asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> write_all(asio::const_buffer b);
+  tcp::socket& lowest() { return tls_ ? tls_->next_layer() : socket_; }
+
+  tcp::socket socket_;                                // plain connections
+  std::optional<asio::ssl::stream<tcp::socket>> tls_;  // TLS connections (the socket moves in)
   ServerContext& ctx_;
   asio::any_io_executor ex_;
   std::string peer_;
