@@ -1,11 +1,36 @@
 #!/usr/bin/env bash
-# The README's test command: installs missing packages, configures, builds, runs CTest.
-#   scripts/test.sh                 Release build in build/, whole suite
-#   BUILD_DIR=... CMAKE_ARGS=...    another build folder or extra CMake options
+# The README's test command. Installs missing Debian packages, then:
+#   1. Release build in build/ and the whole CTest suite (unit + end-to-end + 30 s soak)
+#   2. the whole suite again under ASan + UBSan (build-asan/)
+#   3. the scheduler, session and network tests under TSan (build-tsan/)
+#   4. every libFuzzer target for 30 s (build-fuzz/), plus the saved regression inputs
+#   scripts/test.sh --quick     step 1 only
+#   TEST_JOBS=N                 CTest parallelism (default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-build="${BUILD_DIR:-build}"
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" ${CMAKE_ARGS:-}
-cmake --build "$build" -j "$(nproc)"
-ctest --test-dir "$build" --output-on-failure -j "${TEST_JOBS:-2}" "$@"
+jobs=${TEST_JOBS:-2}
+step() { echo "=== $*" >&2; }
+
+step "1/4 release build and test suite"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j "$(nproc)"
+ctest --test-dir build --output-on-failure -j "$jobs"
+[ "${1:-}" = "--quick" ] && exit 0
+
+step "2/4 ASan + UBSan build and test suite"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLW_SANITIZE=address,undefined
+cmake --build build-asan -j "$(nproc)"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  LW_SOAK_SECONDS=15 ctest --test-dir build-asan --output-on-failure -j "$jobs"
+
+step "3/4 TSan build: scheduler, compute pool, sessions"
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLW_SANITIZE=thread
+cmake --build build-tsan -j "$(nproc)" --target unit_tests e2e_tests llamawire-server llamawire llamawire-mkmodel \
+  llamawire-soak llamawire-run llamawire-tokenize
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  ctest --test-dir build-tsan --output-on-failure -j 1 \
+  -R "forward matches|batch mixing|local generation|16 concurrent|malformed frames|cancel and disconnect|SIGTERM|KV budget"
+
+step "4/4 fuzzing (30 s per target)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-30}"

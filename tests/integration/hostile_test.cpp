@@ -87,7 +87,12 @@ TEST_CASE("slow, silent and non-reading peers are cut by their timeouts and dela
   hog.join();
   INFO("worst inter-token gap " << worst_gap_ms << " ms over " << generations << " generations");
   CHECK(generations > 5);
-  CHECK(worst_gap_ms < 250.0);  // the stated bound: hostile peers never stall a session's stream
+#ifdef LW_SANITIZED
+  const double bound_ms = 1500.0;  // instrumented builds run several times slower
+#else
+  const double bound_ms = 250.0;  // the stated bound: hostile peers never stall a session's stream
+#endif
+  CHECK(worst_gap_ms < bound_ms);
   // Every idle connection was told and closed (handshake timeout).
   int told = 0;
   for (auto& s : idle) {

@@ -400,7 +400,9 @@ TEST_CASE("16 sessions on the stories42M shape cost their KV caches and a small 
   INFO("peak RSS " << peak / 1048576.0 << " MiB; weights " << weights / 1048576.0 << " MiB; 16 KV caches "
                    << 16 * kv_per_session / 1048576.0 << " MiB");
   CHECK(peak > weights);  // the weights are really resident (read every step)
+#ifndef LW_SANITIZED  // shadow memory and quarantine make RSS meaningless under ASan
   CHECK(peak <= weights + 16 * kv_per_session + constant);
+#endif
   CHECK(server.stop() == 0);
 }
 
