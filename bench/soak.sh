@@ -10,7 +10,7 @@ clients=${2:-64}
 bin=build/bin
 model=${LW_SOAK_MODEL:-../shared/models/aidreams260K.bin}
 tmp=$(mktemp -d)
-$bin/llamawire-server -c "$model" -o 0 --port-file "$tmp/port" --max-connections 512 2>"$tmp/server.log" &
+$bin/llamawire-server -c "$model" -o 0 --port-file "$tmp/port" --max-connections 512 --max-sessions 128 2>"$tmp/server.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 for _ in $(seq 1 600); do [ -s "$tmp/port" ] && break; sleep 0.05; done

@@ -283,6 +283,12 @@ int main(int argc, char** argv) try {
   for (int i = 1; i < f.io_threads; ++i) io_threads.emplace_back([&io] { io.run(); });
   io.run();
   for (auto& t : io_threads) t.join();
+  // From here on a late SIGTERM/SIGINT must not kill the exit path: stop catching them and
+  // ignore them (dropping the signal_set would restore the default action).
+  boost::system::error_code sig_ec;
+  signals.clear(sig_ec);
+  std::signal(SIGTERM, SIG_IGN);
+  std::signal(SIGINT, SIG_IGN);
   scheduler.stop();
   lw::log::info("stopped");
   return 0;

@@ -396,7 +396,7 @@ TEST_CASE("16 sessions on the stories42M shape cost their KV caches and a small 
     CHECK(r.exit_code == 0);
   }
   const auto peak = server.peak_rss_bytes();
-  const std::uint64_t constant = 64ull << 20;
+  [[maybe_unused]] const std::uint64_t constant = 64ull << 20;
   INFO("peak RSS " << peak / 1048576.0 << " MiB; weights " << weights / 1048576.0 << " MiB; 16 KV caches "
                    << 16 * kv_per_session / 1048576.0 << " MiB");
   CHECK(peak > weights);  // the weights are really resident (read every step)

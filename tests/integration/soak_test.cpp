@@ -15,7 +15,7 @@ namespace t = llamawire::test;
 TEST_CASE("soak: 64 clients generating, cancelling, disconnecting, sending garbage for 30 s", "[net][soak]") {
   LW_REQUIRE_SHARED();
   t::ServerProcess server({"-c", (t::models_dir() / "aidreams260K.bin").string(), "-z",
-                           (t::models_dir() / "tok512.bin").string(), "--max-connections", "512"});
+                           (t::models_dir() / "tok512.bin").string(), "--max-connections", "512", "--max-sessions", "128"});
   // Baseline after a first request (allocator arenas, tokenizer copy, scratch).
   REQUIRE(t::run_client(server, {"-n", "60", "-i", "I dreamed"}).exit_code == 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));

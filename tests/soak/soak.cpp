@@ -29,7 +29,7 @@ struct Template {
 
 struct Totals {
   std::uint64_t completed = 0, matched = 0, mismatched = 0, cancelled = 0, cancel_prefix_ok = 0,
-                disconnects = 0, malformed = 0, malformed_answered = 0, hangups = 0, unexpected = 0,
+                disconnects = 0, malformed = 0, malformed_answered = 0, hangups = 0, refused_busy = 0, unexpected = 0,
                 tokens = 0;
   std::vector<std::string> samples;
   void fail(const std::string& what) {
@@ -97,7 +97,14 @@ asio::awaitable<void> worker(const std::string& host, std::uint16_t port, const 
     }
     auto h = co_await c.hello("", "soak");
     if (!h) {
-      tot.fail("hello: " + h.error().message);
+      if (h.error().code == lw::make_error_code(lw::errc::busy)) {
+        // A clear refusal (all sessions in use) is a correct answer under this load: back off.
+        ++tot.refused_busy;
+        asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(20));
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+      } else {
+        tot.fail("hello: " + h.error().message);
+      }
       continue;
     }
     // A few requests per connection.
@@ -184,7 +191,8 @@ asio::awaitable<void> prepare(std::string host, std::uint16_t port, std::vector<
   auto h = co_await probe.hello("", "soak-probe");
   if (!h) throw std::runtime_error(h.error().message);
   probe.close();
-  templates = make_templates(h->vocab_size, static_cast<int>(std::min(h->context, h->seq_len)));
+  const lw::msg::HelloOk shape = *h;
+  templates = make_templates(shape.vocab_size, static_cast<int>(std::min(shape.context, shape.seq_len)));
   for (auto& t : templates) {
     auto ref = co_await run_alone(host, port, t.g);
     if (!ref) throw std::runtime_error(ref.error().message);
@@ -250,6 +258,7 @@ int main(int argc, char** argv) try {
                         {"malformed_sent", tot.malformed},
                         {"malformed_answered", tot.malformed_answered},
                         {"handshake_hangups", tot.hangups},
+                        {"refused_busy", tot.refused_busy},
                         {"tokens", tot.tokens},
                         {"unexpected", tot.unexpected}};
   boost::json::array samples;
