@@ -104,7 +104,8 @@ asio::awaitable<Result<std::pair<FrameHeader, Message>>> Connection::receive() {
   co_return std::pair{*h, std::move(*m)};
 }
 
-asio::awaitable<Result<Message>> Connection::reply(std::uint32_t rid) {
+asio::awaitable<Result<Message>> Connection::reply(std::uint32_t rid, const TokenSink* on_token) {
+  bool cancelled = false;
   for (;;) {
     auto f = co_await receive();
     if (!f) co_return f.error();
@@ -115,104 +116,74 @@ asio::awaitable<Result<Message>> Connection::reply(std::uint32_t rid) {
       continue;
     }
     if (h.request_id != rid) continue;  // a late reply to something we gave up on
+    if (const auto* t = std::get_if<msg::Token>(&m); t != nullptr && on_token != nullptr) {
+      if (!(*on_token)(t->token) && !cancelled) {
+        cancelled = true;  // the END that follows says "cancelled"
+        const Message cancel = msg::Cancel{};
+        auto sent = co_await send(cancel, rid);
+        if (!sent) co_return sent.error();
+      }
+      continue;
+    }
     co_return std::move(m);
   }
 }
 
-asio::awaitable<Result<msg::HelloOk>> Connection::hello(const std::string& api_key, const std::string& client_name) {
+template <class Reply>
+asio::awaitable<Result<Reply>> Connection::call(Message request, std::string_view what, const TokenSink* on_token) {
   const auto rid = next_rid_++;
-  const Message request = msg::Hello{kProtocolMajor, kProtocolMinor, api_key, client_name};
   auto sent = co_await send(request, rid);
   if (!sent) co_return sent.error();
-  auto r = co_await reply(rid);
+  auto r = co_await reply(rid, on_token);
   if (!r) co_return r.error();
-  if (auto* ok = std::get_if<msg::HelloOk>(&*r)) co_return std::move(*ok);
-  co_return make_error(errc::bad_message, "unexpected reply to HELLO");
+  if (auto* v = std::get_if<Reply>(&*r)) co_return std::move(*v);
+  co_return make_error(errc::bad_message, "unexpected reply to " + std::string(what));
+}
+
+// Each request is built as a named local before the co_await (g++ 12 coroutines mishandle
+// temporaries with destructors inside a co_await expression).
+asio::awaitable<Result<msg::HelloOk>> Connection::hello(const std::string& api_key, const std::string& client_name) {
+  Message request = msg::Hello{kProtocolMajor, kProtocolMinor, api_key, client_name};
+  co_return co_await call<msg::HelloOk>(std::move(request), "HELLO");
 }
 
 asio::awaitable<Result<std::vector<std::uint8_t>>> Connection::tokenizer() {
-  const auto rid = next_rid_++;
-  const Message request = msg::GetTokenizer{};
-  auto sent = co_await send(request, rid);
-  if (!sent) co_return sent.error();
-  auto r = co_await reply(rid);
+  Message request = msg::GetTokenizer{};
+  auto r = co_await call<msg::Tokenizer>(std::move(request), "GET_TOKENIZER");
   if (!r) co_return r.error();
-  if (auto* t = std::get_if<msg::Tokenizer>(&*r)) co_return std::move(t->bytes);
-  co_return make_error(errc::bad_message, "unexpected reply to GET_TOKENIZER");
+  co_return std::move(r->bytes);
 }
 
 asio::awaitable<Result<msg::Logits>> Connection::forward(std::uint32_t start_pos, std::vector<std::uint32_t> tokens) {
-  const auto rid = next_rid_++;
-  const Message request = msg::Forward{start_pos, std::move(tokens)};
-  auto sent = co_await send(request, rid);
-  if (!sent) co_return sent.error();
-  auto r = co_await reply(rid);
-  if (!r) co_return r.error();
-  if (auto* l = std::get_if<msg::Logits>(&*r)) co_return std::move(*l);
-  co_return make_error(errc::bad_message, "unexpected reply to FORWARD");
+  Message request = msg::Forward{start_pos, std::move(tokens)};
+  co_return co_await call<msg::Logits>(std::move(request), "FORWARD");
 }
 
-asio::awaitable<Result<msg::End>> Connection::generate(msg::Generate g,
-                                                       const std::function<bool(std::uint32_t)>& on_token) {
-  const auto rid = next_rid_++;
-  auto sent = co_await send(g, rid);
-  if (!sent) co_return sent.error();
-  bool cancelled = false;
-  for (;;) {
-    auto f = co_await receive();
-    if (!f) co_return f.error();
-    auto& [h, m] = *f;
-    if (const auto* e = std::get_if<msg::Error>(&m)) {
-      if (h.request_id == rid || h.request_id == 0 || e->fatal) co_return error_from_frame(*e);
-      continue;
-    }
-    if (h.request_id != rid) continue;
-    if (const auto* t = std::get_if<msg::Token>(&m)) {
-      if (!on_token(t->token) && !cancelled) {
-        cancelled = true;
-        const Message request = msg::Cancel{};
-        auto sent_cancel = co_await send(request, rid);
-        if (!sent_cancel) co_return sent_cancel.error();
-      }
-      continue;
-    }
-    if (auto* e = std::get_if<msg::End>(&m)) co_return *e;
-    co_return make_error(errc::bad_message, "unexpected reply to GENERATE");
-  }
+asio::awaitable<Result<msg::End>> Connection::generate(msg::Generate g, const TokenSink& on_token) {
+  Message request = std::move(g);
+  co_return co_await call<msg::End>(std::move(request), "GENERATE", &on_token);
 }
 
 asio::awaitable<Result<std::uint32_t>> Connection::reset(std::uint32_t position) {
-  const auto rid = next_rid_++;
-  const Message request = msg::Reset{position};
-  auto sent = co_await send(request, rid);
-  if (!sent) co_return sent.error();
-  auto r = co_await reply(rid);
+  Message request = msg::Reset{position};
+  auto r = co_await call<msg::Ok>(std::move(request), "RESET");
   if (!r) co_return r.error();
-  if (auto* ok = std::get_if<msg::Ok>(&*r)) co_return ok->position;
-  co_return make_error(errc::bad_message, "unexpected reply to RESET");
+  co_return r->position;
 }
 
 asio::awaitable<Result<std::string>> Connection::stats() {
-  const auto rid = next_rid_++;
-  const Message request = msg::Stats{};
-  auto sent = co_await send(request, rid);
-  if (!sent) co_return sent.error();
-  auto r = co_await reply(rid);
+  Message request = msg::Stats{};
+  auto r = co_await call<msg::StatsReply>(std::move(request), "STATS");
   if (!r) co_return r.error();
-  if (auto* st = std::get_if<msg::StatsReply>(&*r)) co_return std::move(st->json);
-  co_return make_error(errc::bad_message, "unexpected reply to STATS");
+  co_return std::move(r->json);
 }
 
 asio::awaitable<Result<void>> Connection::ping(std::uint64_t nonce) {
-  const auto rid = next_rid_++;
-  const Message request = msg::Ping{nonce};
-  auto sent = co_await send(request, rid);
-  if (!sent) co_return sent.error();
-  auto r = co_await reply(rid);
+  Message request = msg::Ping{nonce};
+  auto r = co_await call<msg::Pong>(std::move(request), "PING");
   if (!r) co_return r.error();
-  const auto* p = std::get_if<msg::Pong>(&*r);
-  if (p != nullptr && p->nonce == nonce) co_return Result<void>{};
-  co_return make_error(errc::bad_message, "unexpected reply to PING");
+  if (r->nonce != nonce) co_return make_error(errc::bad_message, "PONG with another nonce");
+  co_return Result<void>{};
 }
 
 }  // namespace llamawire

@@ -15,6 +15,7 @@
 #include <tuple>
 #include <variant>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -22,6 +23,8 @@ namespace llamawire {
 
 class Connection {
  public:
+  using TokenSink = std::function<bool(std::uint32_t token)>;  // false: cancel the generation
+
   explicit Connection(asio::any_io_executor ex);
 
   // Resolves and connects (TCP_NODELAY on). Errors carry the OS reason.
@@ -30,7 +33,7 @@ class Connection {
   asio::awaitable<Result<std::vector<std::uint8_t>>> tokenizer();
   asio::awaitable<Result<msg::Logits>> forward(std::uint32_t start_pos, std::vector<std::uint32_t> tokens);
   // Streams TOKEN frames to on_token (return false to send CANCEL); ends with END.
-  asio::awaitable<Result<msg::End>> generate(msg::Generate g, const std::function<bool(std::uint32_t)>& on_token);
+  asio::awaitable<Result<msg::End>> generate(msg::Generate g, const TokenSink& on_token);
   asio::awaitable<Result<std::uint32_t>> reset(std::uint32_t position);
   asio::awaitable<Result<std::string>> stats();
   asio::awaitable<Result<void>> ping(std::uint64_t nonce);
@@ -53,8 +56,12 @@ class Connection {
   std::uint64_t frames_received() const { return frames_received_; }
 
  private:
-  // Receives frames for request `rid` until one that is not a TOKEN; ERROR frames become errors.
-  asio::awaitable<Result<Message>> reply(std::uint32_t rid);
+  // Receives frames for request `rid` until one that is not a TOKEN (TOKENs go to on_token,
+  // which may ask to cancel); ERROR frames become errors.
+  asio::awaitable<Result<Message>> reply(std::uint32_t rid, const TokenSink* on_token);
+  // Sends a request and waits for its reply of type Reply.
+  template <class Reply>
+  asio::awaitable<Result<Reply>> call(Message request, std::string_view what, const TokenSink* on_token = nullptr);
 
   tcp::socket& lowest() { return tls_ ? tls_->next_layer() : socket_; }
 

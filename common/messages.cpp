@@ -1,6 +1,7 @@
 #include "common/messages.hpp"
 
 #include "common/bytes.hpp"
+#include "common/overloaded.hpp"
 
 #include <cmath>
 #include <cstdio>
@@ -9,13 +10,6 @@
 
 namespace llamawire {
 namespace {
-
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-Overloaded(Ts...) -> Overloaded<Ts...>;
 
 void put_string(ByteWriter& w, std::string_view s) {
   const auto n = static_cast<std::uint16_t>(std::min<std::size_t>(s.size(), 0xFFFF));

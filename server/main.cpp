@@ -9,6 +9,7 @@
 #include "server/net/http_api.hpp"
 #include "server/net/listener.hpp"
 #include "server/net/server_context.hpp"
+#include "server/net/session.hpp"
 
 #include <boost/asio/ssl.hpp>
 #include <boost/program_options.hpp>
@@ -194,15 +195,8 @@ int main(int argc, char** argv) try {
 
   lw::asio::io_context io(f.io_threads);
   lw::tcp::acceptor acceptor(io);
-  try {
-    const lw::tcp::endpoint ep(lw::asio::ip::make_address(f.server.address), f.server.port);
-    acceptor.open(ep.protocol());
-    acceptor.set_option(lw::tcp::acceptor::reuse_address(true));
-    acceptor.bind(ep);
-    acceptor.listen(lw::asio::socket_base::max_listen_connections);
-  } catch (const std::exception& e) {
-    std::cerr << "llamawire-server: cannot listen on " << f.server.address << ":" << f.server.port << ": " << e.what()
-              << "\n";
+  if (auto r = lw::open_acceptor(acceptor, f.server.address, f.server.port); !r) {
+    std::cerr << "llamawire-server: " << r.error().message << "\n";
     return 1;
   }
   const auto bound = acceptor.local_endpoint();
@@ -213,19 +207,14 @@ int main(int argc, char** argv) try {
     std::filesystem::rename(tmp, f.port_file);
   }
 
-  lw::asio::co_spawn(io, lw::accept_loop(acceptor, ctx), lw::log_session_end);
+  lw::asio::co_spawn(
+      io, lw::accept_loop(acceptor, ctx, [&ctx](lw::tcp::socket s) { return lw::serve_session(std::move(s), ctx); }, true),
+      lw::log_session_end);
 
   lw::tcp::acceptor http_acceptor(io);
   if (f.http_port >= 0) {
-    try {
-      const lw::tcp::endpoint ep(lw::asio::ip::make_address(f.server.address), static_cast<std::uint16_t>(f.http_port));
-      http_acceptor.open(ep.protocol());
-      http_acceptor.set_option(lw::tcp::acceptor::reuse_address(true));
-      http_acceptor.bind(ep);
-      http_acceptor.listen(lw::asio::socket_base::max_listen_connections);
-    } catch (const std::exception& e) {
-      std::cerr << "llamawire-server: cannot listen on " << f.server.address << ":" << f.http_port
-                << " (HTTP): " << e.what() << "\n";
+    if (auto r = lw::open_acceptor(http_acceptor, f.server.address, static_cast<std::uint16_t>(f.http_port)); !r) {
+      std::cerr << "llamawire-server: HTTP: " << r.error().message << "\n";
       return 1;
     }
     const auto hep = http_acceptor.local_endpoint();
@@ -237,7 +226,12 @@ int main(int argc, char** argv) try {
     }
     lw::HttpOptions hopts;
     hopts.max_body_bytes = f.http_max_body;
-    lw::asio::co_spawn(io, lw::http_accept_loop(http_acceptor, ctx, hopts), lw::log_session_end);
+    lw::asio::co_spawn(io,
+                       lw::accept_loop(
+                           http_acceptor, ctx,
+                           [&ctx, hopts](lw::tcp::socket s) { return lw::serve_http_connection(std::move(s), ctx, hopts); },
+                           false),
+                       lw::log_session_end);
   }
 
   // Signals: SIGINT/SIGTERM drain (a second one forces), SIGHUP reopens the log.

@@ -64,6 +64,16 @@ ServerProcess::~ServerProcess() {
   if (pid_ > 0) stop(10);
 }
 
+int ServerProcess::http_port() const {
+  for (int i = 0; i < 500; ++i) {
+    std::ifstream in((dir_ / "port").string() + ".http");
+    int p = 0;
+    if (in >> p && p > 0) return p;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return 0;
+}
+
 bool ServerProcess::alive() const {
   if (pid_ <= 0) return false;
   int status = 0;

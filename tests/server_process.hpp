@@ -20,6 +20,8 @@ class ServerProcess {
   ServerProcess& operator=(const ServerProcess&) = delete;
 
   int port() const { return port_; }
+  // The HTTP API's port (started with --http-port 0), from the server's port file.
+  int http_port() const;
   pid_t pid() const { return pid_; }
   std::string port_str() const { return std::to_string(port_); }
   bool alive() const;

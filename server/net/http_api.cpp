@@ -34,6 +34,7 @@ class HttpConnection {
  public:
   HttpConnection(tcp::socket socket, ServerContext& ctx, HttpOptions opts)
       : stream_(std::move(socket)), ctx_(ctx), opts_(opts) {
+    ctx_.counters().connections_open++;
     if (ctx_.tls() != nullptr) tls_.emplace(std::move(stream_), *ctx_.tls());
     // Registered like a session so that a drain closes idle keep-alive connections and
     // lets running generations finish.
@@ -44,7 +45,10 @@ class HttpConnection {
       }
     });
   }
-  ~HttpConnection() { ctx_.unregister_session(registry_id_); }
+  ~HttpConnection() {
+    ctx_.unregister_session(registry_id_);
+    ctx_.counters().connections_open--;
+  }
   HttpConnection(const HttpConnection&) = delete;
   HttpConnection& operator=(const HttpConnection&) = delete;
 
@@ -401,25 +405,12 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r, unsigned ver
   co_return co_await write(std::move(reply8));
 }
 
-asio::awaitable<void> serve_http(tcp::socket socket, ServerContext& ctx, HttpOptions opts) {
-  HttpConnection c(std::move(socket), ctx, opts);
-  co_await c.run();
-}
 
 }  // namespace
 
-asio::awaitable<void> http_accept_loop(tcp::acceptor& acceptor, ServerContext& ctx, HttpOptions opts) {
-  auto io = acceptor.get_executor();
-  for (;;) {
-    auto strand = asio::make_strand(io);
-    auto [ec, socket] = co_await acceptor.async_accept(strand, asio::as_tuple(asio::use_awaitable));
-    if (ec) {
-      if (ec == asio::error::operation_aborted || !acceptor.is_open()) break;
-      log::warn("http accept failed: ", ec.message());
-      continue;
-    }
-    asio::co_spawn(strand, serve_http(std::move(socket), ctx, opts), log_session_end);
-  }
+asio::awaitable<void> serve_http_connection(tcp::socket socket, ServerContext& ctx, HttpOptions opts) {
+  HttpConnection c(std::move(socket), ctx, opts);
+  co_await c.run();
 }
 
 }  // namespace llamawire

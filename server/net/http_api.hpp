@@ -14,6 +14,7 @@ struct HttpOptions {
   std::size_t max_body_bytes = 1u << 20;
 };
 
-asio::awaitable<void> http_accept_loop(tcp::acceptor& acceptor, ServerContext& ctx, HttpOptions opts);
+// Serves one HTTP/1.1 connection (keep-alive, SSE streams) until it closes.
+asio::awaitable<void> serve_http_connection(tcp::socket socket, ServerContext& ctx, HttpOptions opts);
 
 }  // namespace llamawire

@@ -19,7 +19,7 @@ void log_session_end(std::exception_ptr e) {
   }
 }
 
-asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, ServerContext& ctx) {
+asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, ServerContext& ctx, ServeFn serve, bool binary_refusal) {
   auto io = acceptor.get_executor();
   for (;;) {
     auto strand = asio::make_strand(io);
@@ -37,22 +37,32 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, ServerContext& ctx) {
     if (ctx.counters().connections_open.load() >= ctx.options().max_connections) {
       ctx.counters().connections_refused++;
       boost::system::error_code wec;
-      socket.non_blocking(true, wec);
-      if (ctx.tls() != nullptr) {  // a plaintext frame means nothing to a TLS client
-        socket.close(wec);
-        log::warn("refused connection: connection limit ", ctx.options().max_connections, " reached");
-        continue;
+      if (binary_refusal && ctx.tls() == nullptr) {  // a plaintext frame means nothing to a TLS client
+        socket.non_blocking(true, wec);
+        const auto frame = encode_error_frame(
+            errc::busy, "server busy: connection limit " + std::to_string(ctx.options().max_connections) + " reached",
+            true, 0);
+        socket.write_some(asio::buffer(frame), wec);  // best effort, never blocks
       }
-      const auto frame = encode_error_frame(
-          errc::busy, "server busy: connection limit " + std::to_string(ctx.options().max_connections) + " reached",
-          true, 0);
-      socket.write_some(asio::buffer(frame), wec);  // best effort, never blocks
       socket.close(wec);
       log::warn("refused connection: connection limit ", ctx.options().max_connections, " reached");
       continue;
     }
-    asio::co_spawn(strand, serve_session(std::move(socket), ctx), log_session_end);
+    asio::co_spawn(strand, serve(std::move(socket)), log_session_end);
   }
+}
+
+Result<void> open_acceptor(tcp::acceptor& acceptor, const std::string& address, std::uint16_t port) {
+  boost::system::error_code ec;
+  const auto addr = asio::ip::make_address(address, ec);
+  if (ec) return make_error(errc::bad_argument, "bad address " + address + ": " + ec.message());
+  const tcp::endpoint ep(addr, port);
+  acceptor.open(ep.protocol(), ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(ep, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return make_error(errc::io_error, "cannot listen on " + address + ":" + std::to_string(port) + ": " + ec.message());
+  return {};
 }
 
 }  // namespace llamawire

@@ -110,7 +110,7 @@ std::string ServerContext::metrics_text() const {
   metric("llamawire_active_sessions", "gauge", "Sessions past the handshake (binary) and HTTP requests in flight.");
   os << "llamawire_active_sessions{protocol=\"binary\"} " << c.sessions_active.load() << "\n";
   os << "llamawire_active_sessions{protocol=\"http\"} " << c.http_active.load() << "\n";
-  metric("llamawire_open_connections", "gauge", "Open binary-protocol connections.");
+  metric("llamawire_open_connections", "gauge", "Open connections, both protocols.");
   os << "llamawire_open_connections " << c.connections_open.load() << "\n";
   metric("llamawire_batch_size", "histogram", "Steps (sessions) served by one batched forward pass.");
   std::uint64_t cumulative = 0;

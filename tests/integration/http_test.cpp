@@ -24,16 +24,6 @@ namespace {
 std::string aidreams() { return (t::models_dir() / "aidreams260K.bin").string(); }
 std::string tok512() { return (t::models_dir() / "tok512.bin").string(); }
 
-int http_port_of(const t::ServerProcess& s) {
-  // The server writes its HTTP port beside the binary port file.
-  for (int i = 0; i < 200; ++i) {
-    const auto log = s.log();
-    const auto at = log.find("HTTP API listening on 127.0.0.1:");
-    if (at != std::string::npos) return std::stoi(log.substr(at + 32));
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return 0;
-}
 
 // Concatenates the text of an SSE stream; checks it ends with [DONE].
 std::string sse_text(const std::string& body, bool chat, std::string* finish = nullptr) {
@@ -67,7 +57,7 @@ std::string sse_text(const std::string& body, bool chat, std::string* finish = n
 TEST_CASE("HTTP completions equal the CLI's text, plain and streamed", "[net][http]") {
   LW_REQUIRE_SHARED();
   t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
-  const int hp = http_port_of(server);
+  const int hp = server.http_port();
   REQUIRE(hp > 0);
   auto r = t::http_request(hp, "GET", "/health");
   CHECK(r.status == 200);
@@ -109,7 +99,7 @@ TEST_CASE("HTTP completions equal the CLI's text, plain and streamed", "[net][ht
 TEST_CASE("HTTP chat completions, stop strings, seeds", "[net][http]") {
   LW_REQUIRE_SHARED();
   t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
-  const int hp = http_port_of(server);
+  const int hp = server.http_port();
   json::object req{{"messages", json::array{json::object{{"role", "system"}, {"content", "You dream."}},
                                            json::object{{"role", "user"}, {"content", "I dreamed of"}}}},
                    {"max_tokens", 30},
@@ -153,7 +143,7 @@ TEST_CASE("HTTP chat completions, stop strings, seeds", "[net][http]") {
 TEST_CASE("HTTP errors are 4xx with an OpenAI error object", "[net][http]") {
   LW_REQUIRE_SHARED();
   t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0", "--http-max-body", "2000"});
-  const int hp = http_port_of(server);
+  const int hp = server.http_port();
   struct Case {
     const char* method;
     const char* target;
@@ -199,7 +189,7 @@ TEST_CASE("HTTP errors are 4xx with an OpenAI error object", "[net][http]") {
 TEST_CASE("API key: 401 on HTTP without it, refusal on the binary protocol", "[net][http]") {
   LW_REQUIRE_SHARED();
   t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0", "--api-key", "s3cret-key"});
-  const int hp = http_port_of(server);
+  const int hp = server.http_port();
   CHECK(t::http_request(hp, "GET", "/health").status == 200);  // exempt
   CHECK(t::http_request(hp, "GET", "/v1/models").status == 401);
   CHECK(t::http_request(hp, "GET", "/metrics").status == 401);
@@ -227,7 +217,7 @@ TEST_CASE("API key: 401 on HTTP without it, refusal on the binary protocol", "[n
 TEST_CASE("/metrics is Prometheus text with the promised series", "[net][http]") {
   LW_REQUIRE_SHARED();
   t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0", "--kv-budget-mb", "64"});
-  const int hp = http_port_of(server);
+  const int hp = server.http_port();
   t::http_request(hp, "POST", "/v1/completions", R"({"prompt":"I dreamed","max_tokens":10})");
   REQUIRE(t::run_client(server, {"-n", "30", "-i", "I dreamed"}).exit_code == 0);
   const auto r = t::http_request(hp, "GET", "/metrics");
@@ -280,8 +270,8 @@ TEST_CASE("two replicas behind HAProxy with docker/haproxy.cfg: clients work and
   const std::string env_cmd =
       "LW_BIND=127.0.0.1 LW_BINARY_PORT=" + std::to_string(lb_binary) + " LW_HTTP_PORT=" + std::to_string(lb_http) +
       " LW_REPLICA1_BINARY=127.0.0.1:" + r1.port_str() + " LW_REPLICA2_BINARY=127.0.0.1:" + r2.port_str() +
-      " LW_REPLICA1_HTTP=127.0.0.1:" + std::to_string(http_port_of(r1)) +
-      " LW_REPLICA2_HTTP=127.0.0.1:" + std::to_string(http_port_of(r2));
+      " LW_REPLICA1_HTTP=127.0.0.1:" + std::to_string(r1.http_port()) +
+      " LW_REPLICA2_HTTP=127.0.0.1:" + std::to_string(r2.http_port());
   // Config check first, then run it in the foreground under the test's control.
   const auto check = t::run_process({"/bin/sh", "-c", env_cmd + " " + haproxy + " -c -f " + cfg});
   INFO(check.out << check.err);

@@ -22,15 +22,6 @@ void make_cert(const t::TempDir& dir, const std::string& name) {
   REQUIRE(r.exit_code == 0);
 }
 
-int http_port_of(const t::ServerProcess& s) {
-  for (int i = 0; i < 200; ++i) {
-    const auto log = s.log();
-    const auto at = log.find("HTTP API listening on 127.0.0.1:");
-    if (at != std::string::npos) return std::stoi(log.substr(at + 32));
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return 0;
-}
 
 }  // namespace
 
@@ -71,7 +62,7 @@ TEST_CASE("TLS: the client and HTTPS work with the server's certificate, and onl
   REQUIRE(r.exit_code == 0);
   CHECK(boost::json::parse(r.out).at("completed").to_number<int>() == 6);
   // HTTPS with curl.
-  const int hp = http_port_of(server);
+  const int hp = server.http_port();
   const auto url = "https://127.0.0.1:" + std::to_string(hp);
   r = t::run_process({"/usr/bin/curl", "-sS", "--cacert", ca, url + "/health"});
   CHECK(r.exit_code == 0);

@@ -1,5 +1,6 @@
 // Round-trips every proto-spec/vectors file through the codec.
 #include "common/messages.hpp"
+#include "common/overloaded.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -15,13 +16,6 @@ namespace json = boost::json;
 namespace fs = std::filesystem;
 
 namespace {
-
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-Overloaded(Ts...) -> Overloaded<Ts...>;
 
 std::vector<std::uint8_t> read_hex(const fs::path& p) {
   std::ifstream in(p);
@@ -49,7 +43,7 @@ std::string hex(const std::vector<std::uint8_t>& b) {
 
 json::object fields_of(const lw::Message& m) {
   return std::visit(
-      Overloaded{
+      lw::Overloaded{
           [](const lw::msg::Hello& h) {
             return json::object{{"major", h.major}, {"minor", h.minor}, {"api_key", h.api_key}, {"client_name", h.client_name}};
           },
