@@ -28,7 +28,7 @@ step "3/4 TSan build: scheduler, compute pool, sessions"
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLW_SANITIZE=thread
 cmake --build build-tsan -j "$(nproc)" --target unit_tests e2e_tests llamawire-server llamawire llamawire-mkmodel \
   llamawire-soak llamawire-run llamawire-tokenize
-TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
   ctest --test-dir build-tsan --output-on-failure -j 1 \
   -R "forward matches|batch mixing|local generation|16 concurrent|malformed frames|cancel and disconnect|SIGTERM|KV budget"
 
