@@ -47,7 +47,7 @@ void ThreadParallel::run_tasks(int thread) {
   }
 }
 
-void ThreadParallel::for_each(int n_tasks, const std::function<void(int, int)>& fn) {
+void ThreadParallel::for_each(int n_tasks, TaskRef fn) {
   if (n_tasks <= 0) return;
   if (n_threads_ == 1 || n_tasks == 1) {
     for (int t = 0; t < n_tasks; ++t) fn(t, 0);

@@ -1,9 +1,26 @@
 // How the model asks for work to be split across threads; the compute pool implements it.
 #pragma once
 
-#include <functional>
+#include <memory>
+#include <type_traits>
 
 namespace llamawire {
+
+// A non-owning reference to a callable void(int task, int thread). Unlike std::function it
+// never allocates, so the forward pass can hand out work without touching the heap.
+class TaskRef {
+ public:
+  template <class F>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, TaskRef>)
+  TaskRef(F&& f)  // NOLINT: implicit by design, like a function_ref
+      : obj_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
+        call_([](void* o, int task, int thread) { (*static_cast<std::remove_reference_t<F>*>(o))(task, thread); }) {}
+  void operator()(int task, int thread) const { call_(obj_, task, thread); }
+
+ private:
+  void* obj_;
+  void (*call_)(void*, int, int);
+};
 
 class Parallel {
  public:
@@ -12,14 +29,15 @@ class Parallel {
   virtual int concurrency() const = 0;
   // Runs fn(task, thread) for every task in [0, n_tasks) and returns when all are done.
   // Calls with the same `thread` never overlap.
-  virtual void for_each(int n_tasks, const std::function<void(int task, int thread)>& fn) = 0;
+  // `fn` must outlive the call (it is a reference).
+  virtual void for_each(int n_tasks, TaskRef fn) = 0;
 };
 
 // Runs everything on the calling thread.
 class SerialParallel final : public Parallel {
  public:
   int concurrency() const override { return 1; }
-  void for_each(int n_tasks, const std::function<void(int, int)>& fn) override {
+  void for_each(int n_tasks, TaskRef fn) override {
     for (int t = 0; t < n_tasks; ++t) fn(t, 0);
   }
 };
@@ -45,7 +63,7 @@ class ThreadParallel final : public Parallel {
   ThreadParallel& operator=(const ThreadParallel&) = delete;
 
   int concurrency() const override { return n_threads_; }
-  void for_each(int n_tasks, const std::function<void(int, int)>& fn) override;
+  void for_each(int n_tasks, TaskRef fn) override;
 
  private:
   void worker_loop(int thread);
@@ -60,7 +78,7 @@ class ThreadParallel final : public Parallel {
   std::atomic<int> next_task_{0};
   std::atomic<int> pending_{0};
   int n_tasks_ = 0;
-  const std::function<void(int, int)>* fn_ = nullptr;
+  const TaskRef* fn_ = nullptr;
   bool stop_ = false;
 };
 
