@@ -89,3 +89,22 @@ TEST_CASE("TLS options are checked at startup", "[net][tls]") {
                         (t::models_dir() / "aidreams260K.bin").string(), "--tls-cert", "x.pem"})
             .exit_code == 2);
 }
+
+TEST_CASE("the server refuses bad files at startup with one clear line", "[net]") {
+  LW_REQUIRE_SHARED();
+  t::TempDir dir;
+  const auto bytes = t::read_bytes(t::models_dir() / "tiny_mha.bin");
+  const auto truncated = (dir / "truncated.bin").string();
+  t::write_bytes(truncated, std::vector<std::uint8_t>(bytes.begin(), bytes.end() - 40));
+  const auto server = (t::bin_dir() / "llamawire-server").string();
+  auto r = t::run_process({server, "-c", truncated, "-z", (t::models_dir() / "tok512.bin").string(), "-o", "0"});
+  CHECK(r.exit_code == 1);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK(r.err.find("40 bytes missing") != std::string::npos);
+  r = t::run_process({server, "-c", (t::models_dir() / "tiny_mha.bin").string(), "-z",
+                      (t::models_dir() / "tokenizer.bin").string(), "-o", "0"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("vocab") != std::string::npos);
+  CHECK(t::run_process({server}).exit_code == 2);
+  CHECK(t::run_process({server, "-c", truncated, "--port", "70000"}).exit_code == 2);
+}
