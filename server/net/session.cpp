@@ -4,6 +4,8 @@
 #include "common/log.hpp"
 #include "common/sampler.hpp"
 
+#include <malloc.h>
+
 #include <algorithm>
 
 namespace llamawire {
@@ -57,7 +59,9 @@ Session::Session(tcp::socket socket, ServerContext& ctx)
 Session::~Session() {
   if (registry_id_ != 0) ctx_.unregister_session(registry_id_);
   if (hello_done_) ctx_.counters().sessions_active--;
-  ctx_.counters().connections_open--;
+  // The last client gone: hand the heap the sessions used back to the system, so an idle
+  // server's RSS returns to its baseline (glibc keeps freed arenas otherwise).
+  if (--ctx_.counters().connections_open == 0) ::malloc_trim(0);
 }
 
 asio::awaitable<void> Session::run() {
