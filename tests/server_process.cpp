@@ -110,6 +110,16 @@ std::string ServerProcess::log() const {
 std::uint64_t ServerProcess::peak_rss_bytes() const { return proc_status_kb(pid_, "VmHWM") * 1024; }
 std::uint64_t ServerProcess::rss_bytes() const { return proc_status_kb(pid_, "VmRSS") * 1024; }
 
+std::string make_model(const TempDir& dir, const std::string& name, const std::array<int, 7>& shape) {
+  const auto path = (dir / name).string();
+  const char* flags[] = {"--dim", "--hidden", "--layers", "--heads", "--kv-heads", "--vocab", "--seq-len"};
+  std::vector<std::string> argv{(bin_dir() / "llamawire-mkmodel").string(), path};
+  for (std::size_t i = 0; i < shape.size(); ++i) argv.insert(argv.end(), {flags[i], std::to_string(shape[i])});
+  const auto r = run_process(argv);
+  if (r.exit_code != 0) throw std::runtime_error("llamawire-mkmodel failed: " + r.err);
+  return path;
+}
+
 ProcessResult run_client(const ServerProcess& s, std::vector<std::string> args, const std::string& input,
                          int timeout_s) {
   std::vector<std::string> argv{(bin_dir() / "llamawire").string()};

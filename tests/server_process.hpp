@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,10 @@ class ServerProcess {
   int port_ = 0;
   int exit_code_ = -1;
 };
+
+// Writes a random-weight checkpoint with llamawire-mkmodel; shape: dim hidden layers heads
+// kv_heads vocab seq_len. Returns its path.
+std::string make_model(const TempDir& dir, const std::string& name, const std::array<int, 7>& shape);
 
 // Runs the llamawire client binary against the server.
 ProcessResult run_client(const ServerProcess& s, std::vector<std::string> args, const std::string& input = "",

@@ -144,10 +144,7 @@ TEST_CASE("the connection limit refuses clearly", "[net][hostile]") {
 TEST_CASE("SIGTERM during 16 live generations lets them finish, then exits 0", "[net][hostile]") {
   LW_REQUIRE_SHARED();
   t::TempDir dir;
-  const auto model = (dir / "m.bin").string();
-  REQUIRE(t::run_process({(t::bin_dir() / "llamawire-mkmodel").string(), model, "--dim", "256", "--hidden", "512",
-                          "--layers", "4", "--heads", "8", "--kv-heads", "4", "--vocab", "512", "--seq-len", "512"})
-              .exit_code == 0);
+  const auto model = t::make_model(dir, "m.bin", {256, 512, 4, 8, 4, 512, 512});
   t::ServerProcess server({"-c", model, "-z", tok512(), "--drain-timeout", "60"});
 #ifdef LW_SANITIZED
   const std::string steps = "100";  // instrumented builds are 5-15x slower; stay inside the drain timeout
@@ -185,10 +182,7 @@ TEST_CASE("SIGTERM during 16 live generations lets them finish, then exits 0", "
 TEST_CASE("past the drain timeout, remaining sessions are told and the server exits 0", "[net][hostile]") {
   LW_REQUIRE_SHARED();
   t::TempDir dir;
-  const auto model = (dir / "m.bin").string();
-  REQUIRE(t::run_process({(t::bin_dir() / "llamawire-mkmodel").string(), model, "--dim", "512", "--hidden", "1024",
-                          "--layers", "6", "--heads", "8", "--kv-heads", "8", "--vocab", "512", "--seq-len", "2048"})
-              .exit_code == 0);
+  const auto model = t::make_model(dir, "m.bin", {512, 1024, 6, 8, 8, 512, 2048});
   t::ServerProcess server({"-c", model, "-z", tok512(), "--drain-timeout", "0.5"});
   t::RawSocket s(server.port(), 30000);
   REQUIRE(s.handshake());

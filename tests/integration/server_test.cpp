@@ -257,10 +257,7 @@ TEST_CASE("cancel and disconnect mid-generation free the session", "[net]") {
   LW_REQUIRE_SHARED();
   t::TempDir dir;
   // A model big enough that a generation is still running when we act.
-  const auto model = (dir / "m.bin").string();
-  REQUIRE(t::run_process({(t::bin_dir() / "llamawire-mkmodel").string(), model, "--dim", "256", "--hidden", "512",
-                          "--layers", "4", "--heads", "8", "--kv-heads", "4", "--vocab", "512", "--seq-len", "1024"})
-              .exit_code == 0);
+  const auto model = t::make_model(dir, "m.bin", {256, 512, 4, 8, 4, 512, 1024});
   t::ServerProcess server({"-c", model, "-z", tok512()});
   {
     t::RawSocket s(server.port());
@@ -375,10 +372,7 @@ TEST_CASE("SIGTERM with idle clients exits 0 and tells them", "[net]") {
 TEST_CASE("16 sessions on the stories42M shape cost their KV caches and a small constant", "[net]") {
   LW_REQUIRE_SHARED();
   t::TempDir dir;
-  const auto model = (dir / "s42.bin").string();
-  REQUIRE(t::run_process({(t::bin_dir() / "llamawire-mkmodel").string(), model, "--dim", "512", "--hidden", "1376",
-                          "--layers", "8", "--heads", "8", "--kv-heads", "8", "--vocab", "32000", "--seq-len", "1024"})
-              .exit_code == 0);
+  const auto model = t::make_model(dir, "s42.bin", {512, 1376, 8, 8, 8, 32000, 1024});
   const auto weights = std::filesystem::file_size(model);
   const std::uint64_t ctx = 128;
   const std::uint64_t kv_per_session = 2 * 8 * ctx * 512 * 4;  // K and V, layers, positions, kv_dim, float
