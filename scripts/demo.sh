@@ -48,7 +48,16 @@ for _ in $(seq 1 600); do
 done
 port=$(cat "$tmp/port")
 echo "demo: server on 127.0.0.1:$port" >&2
-build/bin/llamawire -a 127.0.0.1 -o "$port" -i "$prompt" -n 128 "$@"
+# -n 128 and the prompt above unless the caller gave their own.
+steps=(-n 128)
+input=(-i "$prompt")
+for a in "$@"; do
+  case "$a" in
+    -n|--steps|--steps=*) steps=() ;;
+    -i|--input_prompt|--input_prompt=*) input=() ;;
+  esac
+done
+build/bin/llamawire -a 127.0.0.1 -o "$port" "${input[@]}" "${steps[@]}" "$@"
 kill -TERM "$server_pid"
 wait "$server_pid"
 server_pid=""
