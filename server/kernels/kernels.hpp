@@ -3,6 +3,7 @@
 // tables must agree with it within a tolerance scaled by the magnitudes summed.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -32,6 +33,13 @@ struct KernelTable {
   // across threads.
   void (*matmul)(float* out, const float* x, const float* w, int n, int d, int batch, int row_begin,
                  int row_end);
+  // The same product with w in panel layout (see pack_panels). Each output is the plain
+  // sequential sum over j of w[i][j] * x[b][j] (fused multiply-adds on SIMD tables), so its
+  // bits depend on neither the batch nor the row range: batching is free of numeric effects
+  // and the kernel can block rows and activations in registers. Ranges that start or end
+  // inside a panel are correct, only slower; callers split at multiples of kPanelRows.
+  void (*matmul_panels)(float* out, const float* x, const float* w, int n, int d, int batch, int row_begin,
+                        int row_end);
   // Same with Q8_0 weights and Q8_0 activations (integer dot per group, float across groups).
   void (*matmul_q8)(float* out, const Q8Vector& x, const Q8Matrix& w, int n, int d, int batch,
                     int row_begin, int row_end);
@@ -44,6 +52,28 @@ struct KernelTable {
   void (*rmsnorm)(float* o, const float* x, const float* w, int n);
   void (*softmax)(float* x, int n);
 };
+
+// Panel layout of a [d][n] float matrix: each block of kPanelRows consecutive rows is
+// stored k-major ([n][kPanelRows], one 64-byte line per column), so a GEMM micro-kernel
+// reads 16 rows' weights for one column in one load; the last d % kPanelRows rows stay
+// row-major after the panels. Same size as the row-major matrix, so packing is in place.
+inline constexpr int kPanelRows = 16;
+
+inline std::size_t panel_index(int i, int j, int n, int d) {
+  const int full = d / kPanelRows * kPanelRows;
+  const auto N = static_cast<std::size_t>(n);
+  if (i < full) {
+    return static_cast<std::size_t>(i / kPanelRows) * kPanelRows * N + static_cast<std::size_t>(j) * kPanelRows +
+           static_cast<std::size_t>(i % kPanelRows);
+  }
+  return static_cast<std::size_t>(i) * N + static_cast<std::size_t>(j);
+}
+
+// Rewrites a row-major [d][n] matrix into panel layout in place; `scratch` holds
+// kPanelRows * n floats.
+void pack_panels(float* w, int n, int d, float* scratch);
+// Row i of a panel-layout matrix, into out[0, n).
+void panel_row(const float* w, int n, int d, int i, float* out);
 
 const KernelTable& scalar_table();
 // The AVX2+FMA table, or nullptr when it was not built.

@@ -2,6 +2,7 @@
 // every SIMD table.
 #include "server/kernels/kernels.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 namespace llamawire::kernels {
@@ -16,6 +17,19 @@ void matmul(float* out, const float* x, const float* w, int n, int d, int batch,
       const float* wi = w + static_cast<std::size_t>(i) * n;
       float val = 0.0f;
       for (int j = 0; j < n; ++j) val += wi[j] * xb[j];
+      ob[i] = val;
+    }
+  }
+}
+
+void matmul_panels(float* out, const float* x, const float* w, int n, int d, int batch, int row_begin,
+                   int row_end) {
+  for (int b = 0; b < batch; ++b) {
+    const float* xb = x + static_cast<std::size_t>(b) * n;
+    float* ob = out + static_cast<std::size_t>(b) * d;
+    for (int i = row_begin; i < row_end; ++i) {
+      float val = 0.0f;
+      for (int j = 0; j < n; ++j) val += w[panel_index(i, j, n, d)] * xb[j];
       ob[i] = val;
     }
   }
@@ -92,8 +106,24 @@ void softmax(float* x, int n) {
 
 }  // namespace
 
+void pack_panels(float* w, int n, int d, float* scratch) {
+  const auto N = static_cast<std::size_t>(n);
+  const std::size_t panel = kPanelRows * N;
+  for (int p = 0; p < d / kPanelRows; ++p) {
+    float* base = w + static_cast<std::size_t>(p) * panel;
+    std::copy_n(base, panel, scratch);
+    for (std::size_t r = 0; r < kPanelRows; ++r) {
+      for (std::size_t j = 0; j < N; ++j) base[j * kPanelRows + r] = scratch[r * N + j];
+    }
+  }
+}
+
+void panel_row(const float* w, int n, int d, int i, float* out) {
+  for (int j = 0; j < n; ++j) out[j] = w[panel_index(i, j, n, d)];
+}
+
 const KernelTable& scalar_table() {
-  static const KernelTable table{"scalar", matmul, matmul_q8, quantize_q8, dot, axpy, rmsnorm, softmax};
+  static const KernelTable table{"scalar", matmul, matmul_panels, matmul_q8, quantize_q8, dot, axpy, rmsnorm, softmax};
   return table;
 }
 

@@ -71,12 +71,17 @@ void Forward::matmul(Parallel& par, const kernels::KernelTable& k, float* out, c
                      int batch) {
   const int d = w.rows;
   const int n = w.cols;
-  const int chunks = n_chunks(d, par.concurrency());
+  // Panel-layout weights split at panel boundaries (the kernel's fast path).
+  const int unit = w.panels ? kernels::kPanelRows : 1;
+  const int units = (d + unit - 1) / unit;
+  const int chunks = std::min(units, n_chunks(d, par.concurrency()));
   par.for_each(chunks, [&](int c, int) {
-    const int begin = static_cast<int>(static_cast<long long>(d) * c / chunks);
-    const int end = static_cast<int>(static_cast<long long>(d) * (c + 1) / chunks);
+    const int begin = static_cast<int>(static_cast<long long>(units) * c / chunks) * unit;
+    const int end = std::min(d, static_cast<int>(static_cast<long long>(units) * (c + 1) / chunks) * unit);
     if (w.quantized()) {
       k.matmul_q8(out, x.q, w.q8, n, d, batch, begin, end);
+    } else if (w.panels) {
+      k.matmul_panels(out, x.f, w.f32, n, d, batch, begin, end);
     } else {
       k.matmul(out, x.f, w.f32, n, d, batch, begin, end);
     }

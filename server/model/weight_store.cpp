@@ -211,7 +211,7 @@ Result<CheckpointHeader> parse_checkpoint_header(std::span<const std::uint8_t> h
 }
 
 WeightStore::~WeightStore() {
-  if (map_ != nullptr) ::munmap(const_cast<std::uint8_t*>(map_), mapped_bytes_);
+  if (map_base_ != nullptr) ::munmap(map_base_, map_len_);
 }
 
 Result<std::shared_ptr<const WeightStore>> WeightStore::load(const std::string& path, Options opts) {
@@ -235,6 +235,8 @@ Result<std::shared_ptr<const WeightStore>> WeightStore::load(const std::string& 
     return header.error();
   }
   void* map = MAP_FAILED;
+  std::uint64_t map_len = file_bytes;
+  std::uint64_t shift = 0;
   if (opts.load == Load::mmap) {
     map = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
@@ -243,33 +245,38 @@ Result<std::shared_ptr<const WeightStore>> WeightStore::load(const std::string& 
     }
   } else {
     // One private copy, read-only once filled: later changes to the file cannot reach it.
-    map = ::mmap(nullptr, file_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    // The file lands `shift` bytes in, so that the tensors after the header start on a
+    // cache line (aligned loads in the matmul kernels).
+    shift = (64 - header->header_bytes % 64) % 64;
+    map_len = file_bytes + shift;
+    map = ::mmap(nullptr, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (map == MAP_FAILED) {
       ::close(fd);
       return bad(path, "cannot allocate " + std::to_string(file_bytes) + " bytes for the weights");
     }
-    ::madvise(map, file_bytes, MADV_HUGEPAGE);
+    ::madvise(map, map_len, MADV_HUGEPAGE);
     std::uint64_t done = 0;
+    auto* dst = static_cast<std::uint8_t*>(map) + shift;
     while (done < file_bytes) {
-      const ssize_t n = ::pread(fd, static_cast<std::uint8_t*>(map) + done,
-                                static_cast<std::size_t>(std::min<std::uint64_t>(file_bytes - done, 1u << 30)),
+      const ssize_t n = ::pread(fd, dst + done, static_cast<std::size_t>(std::min<std::uint64_t>(file_bytes - done, 1u << 30)),
                                 static_cast<off_t>(done));
       if (n <= 0) {
         const std::string why = n < 0 ? std::strerror(errno) : "the file shrank while being read";
-        ::munmap(map, file_bytes);
+        ::munmap(map, map_len);
         ::close(fd);
         return bad(path, "read error: " + why);
       }
       done += static_cast<std::uint64_t>(n);
     }
-    ::mprotect(map, file_bytes, PROT_READ);
   }
   ::close(fd);
 
   std::shared_ptr<WeightStore> store(new WeightStore());
   store->path_ = path;
   store->header_ = *header;
-  store->map_ = static_cast<const std::uint8_t*>(map);
+  store->map_base_ = map;
+  store->map_len_ = map_len;
+  store->map_ = static_cast<const std::uint8_t*>(map) + shift;
   store->mapped_bytes_ = file_bytes;
   store->type_ = header->format == CheckpointFormat::v2_q8 ? WeightType::q8_0 : WeightType::f32;
   store->group_ = header->group_size;
@@ -283,7 +290,10 @@ Result<std::shared_ptr<const WeightStore>> WeightStore::load(const std::string& 
                            std::to_string(c.hidden_dim) + " have no common group size >= 4");
     }
     store->quantize_all(gs);
+  } else if (opts.load == Load::read && store->type_ == WeightType::f32) {
+    store->pack_all();
   }
+  if (opts.load == Load::read) ::mprotect(map, map_len, PROT_READ);
   return std::shared_ptr<const WeightStore>(std::move(store));
 }
 
@@ -405,8 +415,39 @@ void WeightStore::quantize_all(int group) {
   group_ = group;
 }
 
+void WeightStore::pack_all() {
+  // Only the private copy is writable; the matrices are rewritten in place, one panel at a
+  // time. The embedding is packed only when it is also the classifier (lookups then read
+  // one strided row per token, which is cheap).
+  const ModelConfig& c = config();
+  std::vector<float> scratch(static_cast<std::size_t>(kernels::kPanelRows) *
+                             static_cast<std::size_t>(std::max(c.dim, c.hidden_dim)));
+  auto pack = [&](Matrix& m) {
+    kernels::pack_panels(const_cast<float*>(m.f32), m.cols, m.rows, scratch.data());
+    m.panels = true;
+  };
+  for (auto& l : layers_) {
+    for (Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3}) pack(*m);
+  }
+  pack(wcls_);
+  if (c.shared_classifier) embedding_ = wcls_;
+}
+
+void Matrix::copy_row(int i, float* out) const {
+  LW_ASSERT(f32 != nullptr && i >= 0 && i < rows);
+  if (panels) {
+    kernels::panel_row(f32, cols, rows, i, out);
+  } else {
+    std::copy_n(f32 + static_cast<std::size_t>(i) * static_cast<std::size_t>(cols), cols, out);
+  }
+}
+
 const float* WeightStore::embedding_row(int token, float* scratch) const {
   const int D = config().dim;
+  if (embedding_.panels) {
+    embedding_.copy_row(token, scratch);
+    return scratch;
+  }
   if (!embedding_.quantized()) return embedding_.f32 + static_cast<std::size_t>(token) * static_cast<std::size_t>(D);
   const std::int8_t* q = embedding_.q8.q + static_cast<std::size_t>(token) * static_cast<std::size_t>(D);
   const int gs = embedding_.q8.group;

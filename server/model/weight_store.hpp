@@ -31,13 +31,17 @@ struct CheckpointHeader {
 Result<CheckpointHeader> parse_checkpoint_header(std::span<const std::uint8_t> head,
                                                  std::uint64_t file_bytes, const std::string& name);
 
-// One weight matrix [rows][cols]: float32, or Q8_0 (int8 + a scale per group).
+// One weight matrix [rows][cols]: float32 (row-major, or in the kernels' panel layout),
+// or Q8_0 (int8 + a scale per group).
 struct Matrix {
   const float* f32 = nullptr;
   kernels::Q8Matrix q8;
   int rows = 0;
   int cols = 0;
+  bool panels = false;  // f32 in kernels::pack_panels layout
   bool quantized() const { return q8.q != nullptr; }
+  // Row i as floats (f32 only), whatever the layout.
+  void copy_row(int i, float* out) const;
 };
 
 struct LayerWeights {
@@ -56,6 +60,8 @@ class WeightStore {
  public:
   // read: the file is read once into private, read-only memory (huge pages when the kernel
   //       offers them); the running server is immune to the file changing or shrinking.
+  //       Float32 matrices are rearranged in place into the kernels' panel layout, which
+  //       the batched (many sessions, prompt) forward runs about twice as fast on.
   // mmap: tensors are views into a private read-only mapping of the file (no copy, pages
   //       shared with the page cache); truncating the file under a running server makes
   //       the next access to a lost page fault (SIGBUS): use it only for files nobody edits.
@@ -100,7 +106,11 @@ class WeightStore {
   CheckpointHeader header_;
   WeightType type_ = WeightType::f32;
   int group_ = 0;
-  const std::uint8_t* map_ = nullptr;
+  void pack_all();
+
+  const std::uint8_t* map_ = nullptr;  // the file's first byte
+  void* map_base_ = nullptr;           // what to munmap
+  std::uint64_t map_len_ = 0;
   std::uint64_t mapped_bytes_ = 0;
   std::vector<std::uint8_t> owned_;  // quantized-at-load copy (one, shared)
   Matrix embedding_;                 // [vocab][dim]

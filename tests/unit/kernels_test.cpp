@@ -208,3 +208,123 @@ TEST_CASE("a row's result does not depend on the rest of the batch (bit for bit)
     }
   }
 }
+
+namespace {
+
+// A row-major [d][n] matrix and its panel-layout copy.
+struct Panels {
+  std::vector<float> rows;
+  std::vector<float> packed;
+};
+
+Panels make_panels(int n, int d, std::mt19937& rng) {
+  Panels p;
+  p.rows = random_vec(static_cast<std::size_t>(n) * static_cast<std::size_t>(d), rng);
+  p.packed = p.rows;
+  std::vector<float> scratch(static_cast<std::size_t>(k::kPanelRows) * static_cast<std::size_t>(n));
+  k::pack_panels(p.packed.data(), n, d, scratch.data());
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("panel layout packs in place and reads back every row", "[kernels]") {
+  std::mt19937 rng(23);
+  for (int d : {1, 15, 16, 17, 48, 53}) {
+    for (int n : {1, 7, 64}) {
+      INFO("d=" << d << " n=" << n);
+      const Panels p = make_panels(n, d, rng);
+      std::vector<float> row(static_cast<std::size_t>(n));
+      for (int i = 0; i < d; ++i) {
+        k::panel_row(p.packed.data(), n, d, i, row.data());
+        REQUIRE(std::equal(row.begin(), row.end(), p.rows.begin() + static_cast<std::ptrdiff_t>(i) * n));
+      }
+      if (d >= 16 && n > 1) CHECK(p.packed != p.rows);  // whole panels really moved
+    }
+  }
+}
+
+TEST_CASE("panel matmul matches the row-major scalar reference", "[kernels]") {
+  const auto& ref = k::scalar_table();
+  std::mt19937 rng(29);
+  std::vector<const k::KernelTable*> tables = simd_tables();
+  tables.push_back(&ref);
+  for (const auto* t : tables) {
+    for (int n : {1, 7, 64, 255}) {
+      for (int d : {3, 16, 33, 80}) {
+        for (int batch : {1, 2, 3, 4, 5, 6, 7, 13, 16}) {
+          INFO(t->name << " n=" << n << " d=" << d << " batch=" << batch);
+          const Panels w = make_panels(n, d, rng);
+          const auto x = random_vec(static_cast<std::size_t>(n * batch), rng);
+          std::vector<float> o1(static_cast<std::size_t>(d * batch), -1.0f), o2 = o1;
+          const int r0 = d > 2 ? 1 : 0;  // a range starting inside the first panel
+          t->matmul_panels(o1.data(), x.data(), w.packed.data(), n, d, batch, r0, d);
+          ref.matmul(o2.data(), x.data(), w.rows.data(), n, d, batch, r0, d);
+          for (int b = 0; b < batch; ++b) {
+            for (int i = 0; i < d; ++i) {
+              const auto u = static_cast<std::size_t>(b * d + i);
+              if (i < r0) {
+                CHECK(o1[u] == -1.0f);
+                continue;
+              }
+              float mag = 0;
+              for (int j = 0; j < n; ++j) {
+                mag += std::abs(w.rows[static_cast<std::size_t>(i * n + j)] * x[static_cast<std::size_t>(b * n + j)]);
+              }
+              check_close(o1[u], o2[u], mag);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("panel matmul: each output is the sequential fused sum, whatever the batch and range", "[kernels]") {
+  // The property continuous batching relies on: a session's logits have the same bits
+  // alone, in any batch, at any position in it, and whichever thread's range holds a row.
+  std::mt19937 rng(31);
+  for (const auto* t : simd_tables()) {
+    for (int n : {5, 64, 777}) {
+      const int d = 53;  // three whole panels and a 5-row tail
+      const Panels w = make_panels(n, d, rng);
+      const int max_batch = 17;
+      const auto x = random_vec(static_cast<std::size_t>(n * max_batch), rng);
+      // Reference: one row at a time, sum = fma(w, x, sum) from j = 0.
+      std::vector<float> expect(static_cast<std::size_t>(d * max_batch));
+      for (int b = 0; b < max_batch; ++b) {
+        for (int i = 0; i < d; ++i) {
+          float s = 0.0f;
+          for (int j = 0; j < n; ++j) s = std::fma(w.rows[static_cast<std::size_t>(i * n + j)], x[static_cast<std::size_t>(b * n + j)], s);
+          expect[static_cast<std::size_t>(b * d + i)] = s;
+        }
+      }
+      for (int batch = 1; batch <= max_batch; ++batch) {
+        for (int off = 0; off + batch <= max_batch; off += 5) {
+          for (auto [r0, r1] : {std::pair{0, d}, std::pair{16, 32}, std::pair{7, 50}, std::pair{48, 53}}) {
+            INFO(t->name << " n=" << n << " batch=" << batch << " offset=" << off << " rows " << r0 << ".." << r1);
+            std::vector<float> out(static_cast<std::size_t>(d * batch));
+            t->matmul_panels(out.data(), x.data() + off * n, w.packed.data(), n, d, batch, r0, r1);
+            for (int b = 0; b < batch; ++b) {
+              for (int i = r0; i < r1; ++i) {
+                REQUIRE(out[static_cast<std::size_t>(b * d + i)] == expect[static_cast<std::size_t>((off + b) * d + i)]);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  // The scalar table's panel sum is unfused but likewise independent of the batch.
+  const auto& s = k::scalar_table();
+  const int n = 64, d = 21;
+  const Panels w = make_panels(n, d, rng);
+  const auto x = random_vec(static_cast<std::size_t>(n * 5), rng);
+  std::vector<float> all(static_cast<std::size_t>(d * 5));
+  s.matmul_panels(all.data(), x.data(), w.packed.data(), n, d, 5, 0, d);
+  for (int b = 0; b < 5; ++b) {
+    std::vector<float> one(static_cast<std::size_t>(d));
+    s.matmul_panels(one.data(), x.data() + b * n, w.packed.data(), n, d, 1, 0, d);
+    for (int i = 0; i < d; ++i) REQUIRE(one[static_cast<std::size_t>(i)] == all[static_cast<std::size_t>(b * d + i)]);
+  }
+}
