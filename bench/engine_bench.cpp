@@ -1,7 +1,8 @@
 // llamawire-bench-engine: single-stream decode and prompt-processing speed of the engine,
 // with the machine's read bandwidth measured in the same process, as one JSON line.
 //   llamawire-bench-engine CHECKPOINT [--weights f32|q8_0] [--kernels scalar|avx2]
-//                          [--threads N] [--decode N] [--prompt N] [--bandwidth-mib N]
+//                          [--threads N] [--decode N] [--prompt N] [--batch B]
+//                          [--load read|mmap] [--bandwidth-mib N]
 #include "server/kernels/kernels.hpp"
 #include "server/model/forward.hpp"
 #include "server/model/parallel.hpp"
@@ -63,15 +64,17 @@ double read_bandwidth_gbs(lw::ThreadParallel& par, std::size_t mib) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  std::string checkpoint, weights = "f32", kernels;
+  std::string checkpoint, weights = "f32", kernels, load = "read";
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  int decode = 64, prompt = 128;
+  int decode = 64, prompt = 128, batch = 0;
   std::size_t bw_mib = 1024;
   po::options_description opts("Usage: llamawire-bench-engine CHECKPOINT [options]");
   opts.add_options()("help,h", "show this help")("weights", po::value(&weights), "f32 | q8_0")
       ("kernels", po::value(&kernels), "scalar | avx2")("threads", po::value(&threads), "compute threads")
       ("decode", po::value(&decode), "tokens decoded one at a time")
       ("prompt", po::value(&prompt), "prompt tokens processed in one batch")
+      ("batch", po::value(&batch), "also decode B sessions together, one position each per forward (0: skip)")
+      ("load", po::value(&load), "read (private copy, f32 in panel layout) | mmap (row-major mapping)")
       ("bandwidth-mib", po::value(&bw_mib), "buffer for the bandwidth measurement (0: skip)");
   po::options_description hidden;
   hidden.add_options()("checkpoint", po::value(&checkpoint));
@@ -92,6 +95,7 @@ int main(int argc, char** argv) try {
   }
   lw::WeightStore::Options wo;
   wo.weights = weights == "q8_0" ? lw::WeightType::q8_0 : lw::WeightType::f32;
+  wo.load = load == "mmap" ? lw::WeightStore::Load::mmap : lw::WeightStore::Load::read;
   auto store = lw::WeightStore::load(checkpoint, wo);
   if (!store) {
     std::cerr << store.error().message << "\n";
@@ -102,7 +106,8 @@ int main(int argc, char** argv) try {
   const double bw = bw_mib > 0 ? read_bandwidth_gbs(par, bw_mib) : 0.0;
   prompt = std::min(prompt, cfg.seq_len / 2);
   decode = std::min(decode, cfg.seq_len / 2);
-  lw::Forward fwd(**store, std::max(prompt, 1), threads);
+  batch = std::max(0, batch);
+  lw::Forward fwd(**store, std::max({prompt, batch, 1}), threads);
   // Tokens away from BOS/EOS so random models do not degenerate.
   auto token_at = [&](int i) { return 3 + (i * 7919) % (cfg.vocab_size - 3); };
 
@@ -129,15 +134,44 @@ int main(int argc, char** argv) try {
   fwd.run(rows, par);
   const double prompt_tps = prompt / seconds(t0, clock_type::now());
 
+  // Batched decode: `batch` sessions, each one position per forward, all in one pass (what
+  // the scheduler runs with that many clients decoding), after a 16-position prompt each.
+  double batch_tps = 0.0;
+  if (batch > 0) {
+    std::vector<std::unique_ptr<lw::KvCache>> caches;
+    const int start = 16, steps = std::min(32, cfg.seq_len - start - 1);
+    for (int b = 0; b < batch; ++b) {
+      caches.push_back(std::make_unique<lw::KvCache>(cfg, cfg.seq_len));
+      caches.back()->reserve(start + steps + 1);
+      std::vector<lw::BatchRow> pr;
+      for (int p = 0; p < start; ++p) pr.push_back({token_at(p + b), p, caches.back().get(), false});
+      fwd.run(pr, par);
+    }
+    std::vector<lw::BatchRow> step(static_cast<std::size_t>(batch));
+    auto fill = [&](int p) {
+      for (int b = 0; b < batch; ++b) step[static_cast<std::size_t>(b)] = {token_at(p + b), p, caches[static_cast<std::size_t>(b)].get(), true};
+    };
+    fill(start);
+    fwd.run(step, par);  // warm-up
+    t0 = clock_type::now();
+    for (int p = start + 1; p <= start + steps; ++p) {
+      fill(p);
+      fwd.run(step, par);
+    }
+    batch_tps = static_cast<double>(batch) * steps / seconds(t0, clock_type::now());
+  }
+
   const double bytes = static_cast<double>((*store)->bytes_per_token());
   const double bound = bw > 0 ? bw * 1e9 / bytes : 0.0;
   std::printf(
       "{\"checkpoint\":\"%s\",\"weights\":\"%s\",\"kernels\":\"%s\",\"threads\":%d,\"bytes_per_token\":%.0f,"
       "\"bandwidth_gbs\":%.2f,\"bound_tok_s\":%.2f,\"decode_tok_s\":%.2f,\"fraction_of_bound\":%.3f,"
-      "\"prompt_tokens\":%d,\"prompt_tok_s\":%.2f,\"prompt_speedup\":%.2f}\n",
+      "\"prompt_tokens\":%d,\"prompt_tok_s\":%.2f,\"prompt_speedup\":%.2f,\"layout\":\"%s\",\"batch\":%d,"
+      "\"batch_decode_tok_s\":%.2f,\"batch_speedup\":%.2f}\n",
       checkpoint.c_str(), (*store)->weight_type() == lw::WeightType::q8_0 ? "q8_0" : "f32",
       std::string(lw::kernels::active().name).c_str(), threads, bytes, bw, bound, decode_tps,
-      bound > 0 ? decode_tps / bound : 0.0, prompt, prompt_tps, prompt_tps / decode_tps);
+      bound > 0 ? decode_tps / bound : 0.0, prompt, prompt_tps, prompt_tps / decode_tps,
+      (*store)->layer(0).wq.panels ? "panels" : "rows", batch, batch_tps, batch_tps / decode_tps);
   return 0;
 } catch (const std::exception& e) {
   std::cerr << "llamawire-bench-engine: " << e.what() << "\n";

@@ -248,6 +248,34 @@ void axpy(float* y, float a, const float* x, int n) {
   for (; j < n; ++j) y[j] += a * x[j];
 }
 
+void attn_scores(float* att, const float* q, const float* k, std::size_t stride, int count, int n, float divisor) {
+  // dot() inlined: consecutive positions overlap in the pipeline instead of each paying a
+  // call and a dependent reduction.
+  for (int t = 0; t < count; ++t) att[t] = dot(q, k + static_cast<std::size_t>(t) * stride, n) / divisor;
+}
+
+void attn_values(float* out, const float* att, const float* v, std::size_t stride, int count, int n) {
+  // The output slice lives in registers across the positions, 64 floats at a time; each
+  // element still gets out = fma(att[t], v[t], out) in position order, as axpy() does.
+  int j = 0;
+  for (; j + 64 <= n; j += 64) {
+    __m256 o[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; ++r) o[r] = _mm256_loadu_ps(out + j + 8 * r);
+    for (int t = 0; t < count; ++t) {
+      const __m256 a = _mm256_set1_ps(att[t]);
+      const float* vt = v + static_cast<std::size_t>(t) * stride + j;
+#pragma GCC unroll 8
+      for (int r = 0; r < 8; ++r) o[r] = _mm256_fmadd_ps(a, _mm256_loadu_ps(vt + 8 * r), o[r]);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; ++r) _mm256_storeu_ps(out + j + 8 * r, o[r]);
+  }
+  if (j < n) {
+    for (int t = 0; t < count; ++t) axpy(out + j, att[t], v + static_cast<std::size_t>(t) * stride + j, n - j);
+  }
+}
+
 void rmsnorm(float* o, const float* x, const float* w, int n) {
   float ss = dot(x, x, n);
   ss /= static_cast<float>(n);
@@ -284,7 +312,7 @@ void softmax(float* x, int n) {
 }  // namespace
 
 const KernelTable* avx2_table() {
-  static const KernelTable table{"avx2", matmul, matmul_panels, matmul_q8, scalar_table().quantize_q8, dot, axpy, rmsnorm, softmax};
+  static const KernelTable table{"avx2", matmul, matmul_panels, matmul_q8, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
   return &table;
 }
 

@@ -46,6 +46,11 @@ struct KernelTable {
   // Quantize `n` floats (n % group == 0) into q/s.
   void (*quantize_q8)(std::int8_t* q, float* s, const float* x, int n, int group);
   float (*dot)(const float* a, const float* b, int n);
+  // Attention over `count` consecutive cached positions whose rows are `stride` floats
+  // apart (one KV block): att[t] = dot(q, k + t*stride, n) / divisor, each dot in dot()'s
+  // order; and out += att[t] * (v + t*stride) for t in order, as repeated axpy() would.
+  void (*attn_scores)(float* att, const float* q, const float* k, std::size_t stride, int count, int n, float divisor);
+  void (*attn_values)(float* out, const float* att, const float* v, std::size_t stride, int count, int n);
   // y += a * x
   void (*axpy)(float* y, float a, const float* x, int n);
   // o = w * (x / rms(x)), eps 1e-5

@@ -84,6 +84,14 @@ void axpy(float* y, float a, const float* x, int n) {
   for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+void attn_scores(float* att, const float* q, const float* k, std::size_t stride, int count, int n, float divisor) {
+  for (int t = 0; t < count; ++t) att[t] = dot(q, k + static_cast<std::size_t>(t) * stride, n) / divisor;
+}
+
+void attn_values(float* out, const float* att, const float* v, std::size_t stride, int count, int n) {
+  for (int t = 0; t < count; ++t) axpy(out, att[t], v + static_cast<std::size_t>(t) * stride, n);
+}
+
 void rmsnorm(float* o, const float* x, const float* w, int n) {
   float ss = 0.0f;
   for (int j = 0; j < n; ++j) ss += x[j] * x[j];
@@ -123,7 +131,7 @@ void panel_row(const float* w, int n, int d, int i, float* out) {
 }
 
 const KernelTable& scalar_table() {
-  static const KernelTable table{"scalar", matmul, matmul_panels, matmul_q8, quantize_q8, dot, axpy, rmsnorm, softmax};
+  static const KernelTable table{"scalar", matmul, matmul_panels, matmul_q8, quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
   return table;
 }
 

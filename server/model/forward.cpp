@@ -152,14 +152,17 @@ std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, con
       const float* q = q_.data() + sz(b) * sz(D) + sz(h) * sz(HS);
       float* att = att_.data() + sz(thread) * sz(c.seq_len);
       const int koff = (h / kv_mul) * HS;
-      for (int t = 0; t <= r.pos; ++t) {
-        float score = k.dot(q, r.kv->key(l, t) + koff, HS);
-        att[t] = score / sqrt_hs;
+      // One KV block (consecutive positions, kv_dim apart) per kernel call.
+      constexpr int kBlk = KvCache::kBlockPositions;
+      for (int t0 = 0; t0 <= r.pos; t0 += kBlk) {
+        k.attn_scores(att + t0, q, r.kv->key(l, t0) + koff, sz(KV), std::min(kBlk, r.pos + 1 - t0), HS, sqrt_hs);
       }
       k.softmax(att, r.pos + 1);
       float* out = xb_.data() + sz(b) * sz(D) + sz(h) * sz(HS);
       std::fill_n(out, HS, 0.0f);
-      for (int t = 0; t <= r.pos; ++t) k.axpy(out, att[t], r.kv->value(l, t) + koff, HS);
+      for (int t0 = 0; t0 <= r.pos; t0 += kBlk) {
+        k.attn_values(out, att + t0, r.kv->value(l, t0) + koff, sz(KV), std::min(kBlk, r.pos + 1 - t0), HS);
+      }
     });
 
     const Act att_out = prepare(par, k, xb_.data(), D, B, xq_, xs_);

@@ -328,3 +328,27 @@ TEST_CASE("panel matmul: each output is the sequential fused sum, whatever the b
     for (int i = 0; i < d; ++i) REQUIRE(one[static_cast<std::size_t>(i)] == all[static_cast<std::size_t>(b * d + i)]);
   }
 }
+
+TEST_CASE("attention block kernels equal their dot/axpy loops bit for bit", "[kernels]") {
+  std::mt19937 rng(37);
+  std::vector<const k::KernelTable*> tables = simd_tables();
+  tables.push_back(&k::scalar_table());
+  for (const auto* t : tables) {
+    for (int n : {8, 48, 64, 72, 128}) {
+      for (int count : {1, 5, 16}) {
+        INFO(t->name << " n=" << n << " count=" << count);
+        const std::size_t stride = static_cast<std::size_t>(n) * 3 + 5;
+        const auto q = random_vec(static_cast<std::size_t>(n), rng);
+        const auto kv = random_vec(stride * static_cast<std::size_t>(count), rng);
+        std::vector<float> att(static_cast<std::size_t>(count)), ref_att(att.size());
+        t->attn_scores(att.data(), q.data(), kv.data(), stride, count, n, 8.0f);
+        for (int i = 0; i < count; ++i) ref_att[static_cast<std::size_t>(i)] = t->dot(q.data(), kv.data() + static_cast<std::size_t>(i) * stride, n) / 8.0f;
+        REQUIRE(att == ref_att);
+        std::vector<float> out = random_vec(static_cast<std::size_t>(n), rng), ref_out = out;
+        t->attn_values(out.data(), att.data(), kv.data(), stride, count, n);
+        for (int i = 0; i < count; ++i) t->axpy(ref_out.data(), att[static_cast<std::size_t>(i)], kv.data() + static_cast<std::size_t>(i) * stride, n);
+        REQUIRE(out == ref_out);
+      }
+    }
+  }
+}

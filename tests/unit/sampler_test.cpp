@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace lw = llamawire;
@@ -57,6 +58,25 @@ TEST_CASE("sample_mult and softmax reference", "[sampler]") {
   CHECK(x[2] > x[1]);
   CHECK(lw::resolve_seed(5) == 5);
   CHECK(lw::resolve_seed(0) != 0);
+}
+
+TEST_CASE("softmax skips exp only where expf is exactly zero", "[sampler]") {
+  // The same bits as llama2.c's plain loop, across the underflow edge (-103.97).
+  std::vector<float> x;
+  for (float d = 0.0f; d > -130.0f; d -= 0.013f) x.push_back(d);
+  for (float d : {-103.9f, -103.95f, -103.97f, -103.98f, -104.0f, -104.01f, -87.0f, -88.8f}) x.push_back(d);
+  std::vector<float> ref = x;
+  float mx = ref[0];
+  for (float v : ref) mx = std::max(mx, v);
+  float sum = 0.0f;
+  for (float& v : ref) {
+    v = std::exp(v - mx);
+    sum += v;
+  }
+  for (float& v : ref) v /= sum;
+  lw::softmax_reference(x);
+  for (std::size_t i = 0; i < x.size(); ++i) REQUIRE(x[i] == ref[i]);
+  CHECK(std::exp(-104.0f) == 0.0f);
 }
 
 namespace {
