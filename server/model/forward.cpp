@@ -3,6 +3,7 @@
 #include "common/error.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 namespace llamawire {
@@ -67,23 +68,46 @@ Forward::Act Forward::prepare(Parallel& par, const kernels::KernelTable& k, cons
   return a;
 }
 
-void Forward::matmul(Parallel& par, const kernels::KernelTable& k, float* out, const Act& x, const Matrix& w,
-                     int batch) {
-  const int d = w.rows;
-  const int n = w.cols;
-  // Panel-layout weights split at panel boundaries (the kernel's fast path).
-  const int unit = w.panels ? kernels::kPanelRows : 1;
-  const int units = (d + unit - 1) / unit;
-  const int chunks = std::min(units, n_chunks(d, par.concurrency()));
-  par.for_each(chunks, [&](int c, int) {
-    const int begin = static_cast<int>(static_cast<long long>(units) * c / chunks) * unit;
-    const int end = std::min(d, static_cast<int>(static_cast<long long>(units) * (c + 1) / chunks) * unit);
+void Forward::matmul(Parallel& par, const kernels::KernelTable& k, std::initializer_list<MatmulOut> outs,
+                     const Act& x, int batch) {
+  // Each matrix is cut into chunks (at panel boundaries for panel-layout weights); the
+  // tasks of all of them form one for_each.
+  struct Part {
+    float* out;
+    const Matrix* w;
+    int unit;
+    int units;
+    int chunks;
+    int first_task;
+  };
+  std::array<Part, 3> parts{};
+  LW_ASSERT(outs.size() <= parts.size());
+  int n_parts = 0;
+  int tasks = 0;
+  for (const auto& o : outs) {
+    const Matrix& w = *o.w;
+    const int unit = w.panels ? kernels::kPanelRows : 1;
+    const int units = (w.rows + unit - 1) / unit;
+    const int chunks = std::min(units, n_chunks(w.rows, par.concurrency()));
+    parts[sz(n_parts++)] = Part{o.out, &w, unit, units, chunks, tasks};
+    tasks += chunks;
+  }
+  par.for_each(tasks, [&](int task, int) {
+    int i = n_parts - 1;
+    while (parts[sz(i)].first_task > task) --i;
+    const Part& p = parts[sz(i)];
+    const Matrix& w = *p.w;
+    const int c = task - p.first_task;
+    const int d = w.rows;
+    const int n = w.cols;
+    const int begin = static_cast<int>(static_cast<long long>(p.units) * c / p.chunks) * p.unit;
+    const int end = std::min(d, static_cast<int>(static_cast<long long>(p.units) * (c + 1) / p.chunks) * p.unit);
     if (w.quantized()) {
-      k.matmul_q8(out, x.q, w.q8, n, d, batch, begin, end);
+      k.matmul_q8(p.out, x.q, w.q8, n, d, batch, begin, end);
     } else if (w.panels) {
-      k.matmul_panels(out, x.f, w.f32, n, d, batch, begin, end);
+      k.matmul_panels(p.out, x.f, w.f32, n, d, batch, begin, end);
     } else {
-      k.matmul(out, x.f, w.f32, n, d, batch, begin, end);
+      k.matmul(p.out, x.f, w.f32, n, d, batch, begin, end);
     }
   });
 }
@@ -119,9 +143,7 @@ std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, con
       k.rmsnorm(xb_.data() + sz(b) * sz(D), x_.data() + sz(b) * sz(D), lw.rms_att, D);
     });
     const Act xb = prepare(par, k, xb_.data(), D, B, xq_, xs_);
-    matmul(par, k, q_.data(), xb, lw.wq, B);
-    matmul(par, k, k_.data(), xb, lw.wk, B);
-    matmul(par, k, v_.data(), xb, lw.wv, B);
+    matmul(par, k, {{q_.data(), &lw.wq}, {k_.data(), &lw.wk}, {v_.data(), &lw.wv}}, xb, B);
 
     // RoPE on q (all heads) and k (kv heads), then store k and v in each row's cache.
     par.for_each(B, [&](int b, int) {
@@ -174,8 +196,7 @@ std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, con
       k.rmsnorm(xb_.data() + sz(b) * sz(D), x, lw.rms_ffn, D);
     });
     const Act xf = prepare(par, k, xb_.data(), D, B, xq_, xs_);
-    matmul(par, k, hb_.data(), xf, lw.w1, B);
-    matmul(par, k, hb2_.data(), xf, lw.w3, B);
+    matmul(par, k, {{hb_.data(), &lw.w1}, {hb2_.data(), &lw.w3}}, xf, B);
     par.for_each(B, [&](int b, int) {
       float* h1 = hb_.data() + sz(b) * sz(H);
       const float* h3 = hb2_.data() + sz(b) * sz(H);

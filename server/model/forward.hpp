@@ -8,6 +8,7 @@
 #include "server/model/parallel.hpp"
 #include "server/model/weight_store.hpp"
 
+#include <initializer_list>
 #include <span>
 #include <vector>
 
@@ -39,7 +40,17 @@ class Forward {
 
  private:
   struct Act;
-  void matmul(Parallel& par, const kernels::KernelTable& k, float* out, const Act& x, const Matrix& w, int batch);
+  // out = x * w^T for up to three matrices sharing one input, as one parallel region (the
+  // threads meet once, not once per matrix).
+  struct MatmulOut {
+    float* out;
+    const Matrix* w;
+  };
+  void matmul(Parallel& par, const kernels::KernelTable& k, std::initializer_list<MatmulOut> outs, const Act& x,
+              int batch);
+  void matmul(Parallel& par, const kernels::KernelTable& k, float* out, const Act& x, const Matrix& w, int batch) {
+    matmul(par, k, {MatmulOut{out, &w}}, x, batch);
+  }
   Act prepare(Parallel& par, const kernels::KernelTable& k, const float* x, int n, int batch, std::vector<std::int8_t>& q,
               std::vector<float>& s);
 
