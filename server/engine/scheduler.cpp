@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <chrono>
 
 namespace llamawire {
 
@@ -53,9 +52,10 @@ int Scheduler::queued() const {
   return static_cast<int>(incoming_.size());
 }
 
-void Scheduler::submit(KvCache& kv, std::span<const int> tokens, int start_pos, std::vector<float>& logits,
-                       bool expect_more, std::function<void(boost::system::error_code)> complete_fn) {
-  auto job = std::make_unique<Job>(Job{&kv, tokens, start_pos, 0, &logits, expect_more, std::move(complete_fn)});
+void Scheduler::submit(KvCache& kv, std::span<const int> tokens, int start_pos, Output out, bool expect_more,
+                       std::function<void(boost::system::error_code)> complete_fn) {
+  LW_ASSERT(out.logits != nullptr || (out.sampler != nullptr && out.token != nullptr));
+  auto job = std::make_unique<Job>(Job{&kv, tokens, start_pos, 0, out, expect_more, std::move(complete_fn)});
   {
     std::lock_guard lock(mutex_);
     if (!stop_) {
@@ -84,6 +84,11 @@ void Scheduler::loop() {
   };
   std::vector<Slice> slices;
   std::vector<const KvCache*> expected;  // sessions of the last batch that said they would be back
+  struct Draw {
+    Job* job;
+    std::span<float> logits;
+  };
+  std::vector<Draw> draws;
   for (;;) {
     {
       std::unique_lock lock(mutex_);
@@ -139,20 +144,31 @@ void Scheduler::loop() {
     }
     const auto t0 = std::chrono::steady_clock::now();
     const auto logits = forward_.run(rows, parallel_);
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     int logit_index = 0;
     int decode_rows = 0;
+    draws.clear();
     for (const auto& s : slices) {
       if (static_cast<int>(s.job->tokens.size()) - s.job->done == 1) ++decode_rows;
       s.job->done += s.count;
       if (s.last) {
         const auto row = logits.subspan(static_cast<std::size_t>(logit_index) * static_cast<std::size_t>(V),
                                         static_cast<std::size_t>(V));
-        s.job->logits->assign(row.begin(), row.end());
+        if (s.job->out.sampler != nullptr) {
+          draws.push_back({s.job, row});
+        } else {
+          s.job->out.logits->assign(row.begin(), row.end());
+        }
         ++logit_index;
       }
     }
+    // Server-side sampling right here, a row per task: each session's sampler is its own
+    // and only this step of it is in flight.
+    parallel_.for_each(static_cast<int>(draws.size()), [&](int i, int) {
+      const Draw& d = draws[static_cast<std::size_t>(i)];
+      *d.job->out.token = d.job->out.sampler->sample(d.logits);
+    });
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     {
       std::lock_guard lock(mutex_);
       ++stats_.batches;

@@ -8,6 +8,7 @@
 
 #include "common/asio.hpp"
 #include "common/error.hpp"
+#include "common/sampler.hpp"
 #include "server/model/forward.hpp"
 #include "server/model/kv_cache.hpp"
 #include "server/model/parallel.hpp"
@@ -59,24 +60,39 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
+  // Where a step's result goes: the last position's logits copied into `logits`, or, with
+  // a sampler, the token it draws from them (on the compute threads, in parallel across the
+  // batch, with no copy) in `*token`.
+  struct Output {
+    std::vector<float>* logits = nullptr;
+    Sampler* sampler = nullptr;
+    int* token = nullptr;
+  };
+
   // Runs `tokens` at positions [start_pos, start_pos + n) of `kv` (reserved by the caller)
-  // and fills `logits` with the last position's logits. Completes on the handler's
-  // executor with an error_code (shutting_down when the scheduler stops). `kv`, `tokens`
-  // and `logits` must stay alive until completion. `expect_more`: the session will most
+  // and delivers the last position's result to `out`. Completes on the handler's executor
+  // with an error_code (shutting_down when the scheduler stops). `kv`, `tokens` and what
+  // `out` points to must stay alive until completion. `expect_more`: the session will most
   // likely submit its next step right after this one (a generation that goes on).
   template <class CompletionToken>
-  auto async_step(KvCache& kv, std::span<const int> tokens, int start_pos, std::vector<float>& logits,
-                  bool expect_more, CompletionToken&& token) {
+  auto async_step(KvCache& kv, std::span<const int> tokens, int start_pos, Output out, bool expect_more,
+                  CompletionToken&& token) {
     return asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
-        [this, &kv, tokens, start_pos, &logits, expect_more](auto handler) {
+        [this, &kv, tokens, start_pos, out, expect_more](auto handler) {
           // Resume on the handler's own executor (the session's strand), never on ours.
           auto ex = asio::get_associated_executor(handler);
           auto h = std::make_shared<decltype(handler)>(std::move(handler));
-          submit(kv, tokens, start_pos, logits, expect_more, [ex, h](boost::system::error_code ec) {
+          submit(kv, tokens, start_pos, out, expect_more, [ex, h](boost::system::error_code ec) {
             asio::post(ex, [h, ec]() mutable { std::move(*h)(ec); });
           });
         },
         token);
+  }
+  template <class CompletionToken>
+  auto async_step(KvCache& kv, std::span<const int> tokens, int start_pos, std::vector<float>& logits,
+                  bool expect_more, CompletionToken&& token) {
+    return async_step(kv, tokens, start_pos, Output{&logits, nullptr, nullptr}, expect_more,
+                      std::forward<CompletionToken>(token));
   }
 
   // Stops the thread; pending steps complete with shutting_down.
@@ -92,12 +108,12 @@ class Scheduler {
     std::span<const int> tokens;
     int start_pos;
     int done = 0;  // rows already computed
-    std::vector<float>* logits;
+    Output out;
     bool expect_more;
     std::function<void(boost::system::error_code)> complete;  // posts to the session
   };
 
-  void submit(KvCache& kv, std::span<const int> tokens, int start_pos, std::vector<float>& logits, bool expect_more,
+  void submit(KvCache& kv, std::span<const int> tokens, int start_pos, Output out, bool expect_more,
               std::function<void(boost::system::error_code)> complete);
   void loop();
   static void complete(std::unique_ptr<Job> job, boost::system::error_code ec);

@@ -248,10 +248,45 @@ void axpy(float* y, float a, const float* x, int n) {
   for (; j < n; ++j) y[j] += a * x[j];
 }
 
+// dot(q, k_t) for T positions at once, each in exactly dot()'s order (two accumulators over
+// 16 floats, one 8-float step, hsum, scalar tail): the T dependency chains overlap.
+template <int T>
+inline void dot_multi(const float* q, const float* k, std::size_t stride, int n, float* out) {
+  __m256 a0[T], a1[T];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
+  int j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m256 q0 = _mm256_loadu_ps(q + j), q1 = _mm256_loadu_ps(q + j + 8);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const float* kt = k + static_cast<std::size_t>(t) * stride + j;
+      a0[t] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(kt), a0[t]);
+      a1[t] = _mm256_fmadd_ps(q1, _mm256_loadu_ps(kt + 8), a1[t]);
+    }
+  }
+  if (j + 8 <= n) {
+    const __m256 q0 = _mm256_loadu_ps(q + j);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) a0[t] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(k + static_cast<std::size_t>(t) * stride + j), a0[t]);
+    j += 8;
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) {
+    const float* kt = k + static_cast<std::size_t>(t) * stride;
+    float s = hsum(_mm256_add_ps(a0[t], a1[t]));
+    for (int r = j; r < n; ++r) s += q[r] * kt[r];
+    out[t] = s;
+  }
+}
+
 void attn_scores(float* att, const float* q, const float* k, std::size_t stride, int count, int n, float divisor) {
-  // dot() inlined: consecutive positions overlap in the pipeline instead of each paying a
-  // call and a dependent reduction.
-  for (int t = 0; t < count; ++t) att[t] = dot(q, k + static_cast<std::size_t>(t) * stride, n) / divisor;
+  int t = 0;
+  for (; t + 4 <= count; t += 4) {
+    dot_multi<4>(q, k + static_cast<std::size_t>(t) * stride, stride, n, att + t);
+    for (int i = t; i < t + 4; ++i) att[i] /= divisor;
+  }
+  for (; t < count; ++t) att[t] = dot(q, k + static_cast<std::size_t>(t) * stride, n) / divisor;
 }
 
 void attn_values(float* out, const float* att, const float* v, std::size_t stride, int count, int n) {

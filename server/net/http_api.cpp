@@ -244,7 +244,7 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r, unsigned ver
   const std::uint64_t seed = r.seed != 0 ? r.seed : resolve_seed(0) + g_request_counter.fetch_add(1);
   Sampler sampler(cfg.vocab_size, {r.temperature, r.top_p, seed});
   KvCache kv(cfg, context, &ctx_.kv_budget());
-  std::vector<float> logits;
+  int sampled = 0;  // drawn by `sampler` on the compute threads after each step
   const std::string id = std::string(r.chat ? "chatcmpl-" : "cmpl-") + std::to_string(g_request_counter.fetch_add(1));
   const auto created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   ctx_.counters().http_active++;
@@ -289,7 +289,8 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r, unsigned ver
       }
     }
     boost::system::error_code ec;
-    co_await ctx_.scheduler().async_step(kv, tokens, start, logits, true, asio::redirect_error(asio::use_awaitable, ec));
+    const Scheduler::Output out{nullptr, &sampler, &sampled};
+    co_await ctx_.scheduler().async_step(kv, tokens, start, out, true, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) failure = HttpError{http::status::service_unavailable, "server shutting down", "server_error"};
     co_return !ec;
   };
@@ -323,7 +324,7 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r, unsigned ver
   int prev = r.prompt.empty() ? kBosToken : r.prompt.back();
   auto last_at = t0;
   while (ok && generated < max_new) {
-    const int next = sampler.sample(logits);
+    const int next = sampled;
     if (next == kBosToken || (r.chat && next == kEosToken)) {
       finish = "stop";
       break;

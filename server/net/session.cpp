@@ -350,7 +350,8 @@ asio::awaitable<void> Session::generator() {
   outbox_event_.notify();
 }
 
-asio::awaitable<bool> Session::step(const std::vector<int>& tokens, int start, std::uint32_t rid, bool expect_more) {
+asio::awaitable<bool> Session::step(const std::vector<int>& tokens, int start, std::uint32_t rid, bool expect_more,
+                                    Sampler* sampler) {
   kv_.release_from(start);
   const int need = start + static_cast<int>(tokens.size());
   if (!kv_.reserve(need)) {
@@ -377,7 +378,9 @@ asio::awaitable<bool> Session::step(const std::vector<int>& tokens, int start, s
   }
   pos_ = start;
   boost::system::error_code ec;
-  co_await ctx_.scheduler().async_step(kv_, tokens, start, logits_, expect_more,
+  // Built before the co_await (g++ 12 and temporaries in co_await expressions).
+  const Scheduler::Output out{sampler == nullptr ? &logits_ : nullptr, sampler, sampler == nullptr ? nullptr : &sampled_};
+  co_await ctx_.scheduler().async_step(kv_, tokens, start, out, expect_more,
                                        asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
     send_error(errc::shutting_down, "server shutting down", true, rid);
@@ -408,7 +411,7 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
   const std::vector<int> prompt(g.tokens.begin(), g.tokens.end());
   Sampler sampler(ctx_.weights().config().vocab_size, {g.temperature, g.topp, g.seed});
   if (!co_await step(prompt, static_cast<int>(g.start_pos), job.request_id,
-                     static_cast<int>(g.start_pos) + static_cast<int>(prompt.size()) < limit)) {
+                     static_cast<int>(g.start_pos) + static_cast<int>(prompt.size()) < limit, &sampler)) {
     co_return;
   }
   tokens_prompt_ += prompt.size();
@@ -418,7 +421,7 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
   std::vector<int> one(1);
   auto last_token_at = job.received;
   for (;;) {
-    const int next = sampler.sample(logits_);
+    const int next = sampled_;  // drawn by `sampler` with the step's logits
     end.last_token = static_cast<std::uint32_t>(next);
     if (next == kBosToken) {
       end.reason = StopReason::bos;
@@ -452,7 +455,7 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
     co_await wait_outbox_room();
     if (closing_) co_return;
     one[0] = next;
-    if (!co_await step(one, pos_, job.request_id, pos_ + 1 < limit)) co_return;
+    if (!co_await step(one, pos_, job.request_id, pos_ + 1 < limit, &sampler)) co_return;
   }
   end.position = static_cast<std::uint32_t>(pos_);
   send(end, job.request_id);

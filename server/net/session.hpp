@@ -6,6 +6,7 @@
 //   watchdog   enforces the handshake, idle and write timeouts
 #pragma once
 
+#include "common/sampler.hpp"
 #include "common/asio.hpp"
 
 #include <boost/asio/ssl.hpp>
@@ -66,9 +67,11 @@ class Session {
   bool validate_tokens(const std::vector<std::uint32_t>& tokens, std::uint32_t start_pos, std::uint32_t rid);
   asio::awaitable<void> run_forward(const Job& job);
   asio::awaitable<void> run_generate(const Job& job);
-  // Runs tokens from start through the scheduler into logits_; false on failure (reported).
+  // Runs tokens from start through the scheduler into logits_, or with a sampler into
+  // sampled_ (drawn on the compute threads); false on failure (reported).
   // expect_more: a generation that will submit its next step right after this one.
-  asio::awaitable<bool> step(const std::vector<int>& tokens, int start, std::uint32_t rid, bool expect_more);
+  asio::awaitable<bool> step(const std::vector<int>& tokens, int start, std::uint32_t rid, bool expect_more,
+                             Sampler* sampler = nullptr);
   asio::awaitable<void> wait_outbox_room();
 
   void send(const Message& m, std::uint32_t request_id);
@@ -90,6 +93,7 @@ class Session {
   KvCache kv_;
   int pos_ = 0;  // positions cached
   std::vector<float> logits_;
+  int sampled_ = 0;
 
   bool hello_done_ = false;
   bool closing_ = false;
