@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Many clients at once: aggregate tokens/s and latencies at 1, 4, 16 and 64 concurrent
 # clients (llamawire bench) on the stories42M and 110M shapes, f32 and Q8_0, with the
-# server's peak RSS. A fresh server per configuration, so each peak is its own.
+# server's peak RSS. A fresh server per configuration, so each peak is its own. The whole
+# grid runs ROUNDS times in turn (A B C ... A B C ...); the table shows medians, and the
+# N-clients / 1-client ratios are taken within each round, then their median is reported.
 #   bench/serving.sh [CLIENT_COUNTS...]      (default: 1 4 16 64)
+#   LW_ROUNDS=3 (default)  LW_MODELS="stories42M stories110M"  LW_WEIGHTS="f32 q8_0"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=build/bin
 [ -x $bin/llamawire-server ] || { cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null; cmake --build build; }
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1 4 16 64)
+rounds=${LW_ROUNDS:-3}
+read -r -a model_list <<<"${LW_MODELS:-stories42M stories110M}"
+read -r -a weight_list <<<"${LW_WEIGHTS:-f32 q8_0}"
 models=${LW_BENCH_MODELS:-/tmp/llamawire-bench-models}
 mkdir -p "$models"
 mk() {
@@ -21,33 +27,58 @@ tok=${LW_TOKENIZER:-../shared/models/tokenizer.bin}
 [ -f "$tok" ] || tok=models/tokenizer.bin
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-echo "| model | weights | clients | requests | completed | errors | tokens | wall s | aggregate tok/s | TTFT p50/p90/p99 ms | ITL p50/p99 ms | E2E p50/p99 ms | peak RSS MiB | weights MiB |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-for m in stories42M stories110M; do
-  for w in f32 q8_0; do
-    for c in "${counts[@]}"; do
-      requests=$(( c < 4 ? 4 : c ))
-      rm -f "$tmp/port"
-      $bin/llamawire-server -c "$models/$m.bin" -z "$tok" -o 0 --port-file "$tmp/port" --weights "$w" \
-        --ctx 256 --max-sessions 128 2>"$tmp/server.log" &
-      pid=$!
-      for _ in $(seq 1 600); do [ -s "$tmp/port" ] && break; sleep 0.05; done
-      json=$($bin/llamawire bench -o "$(cat "$tmp/port")" --clients "$c" --requests "$requests" -n 64 \
-        --prompt-tokens 16 -t 0.8 --duration 120 --json || true)
-      rss_kb=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
-      kill -TERM $pid; wait $pid || true
-      python3 - "$m" "$w" "$rss_kb" "$models/$m.bin" "$json" <<'PY'
-import json, os, sys
-m, w, rss_kb, path, js = sys.argv[1:6]
-j = json.loads(js)
-size = os.path.getsize(path) / 2**20
-if w == "q8_0":
-    size = size / 4 * 1.0625  # int8 values plus a float scale per 64
-print(f"| {m} | {w} | {j['clients']} | {j['requests']} | {j['completed']} | {j['errors']} | {j['generated_tokens']} | "
-      f"{j['wall_s']:.1f} | {j['aggregate_tok_s']:.1f} | {j['ttft_ms']['p50']:.0f}/{j['ttft_ms']['p90']:.0f}/{j['ttft_ms']['p99']:.0f} | "
-      f"{j['itl_ms']['p50']:.1f}/{j['itl_ms']['p99']:.1f} | {j['e2e_ms']['p50']:.0f}/{j['e2e_ms']['p99']:.0f} | "
-      f"{int(rss_kb)/1024:.0f} | {size:.0f} |")
-PY
+for r in $(seq 1 "$rounds"); do
+  for m in "${model_list[@]}"; do
+    for w in "${weight_list[@]}"; do
+      for c in "${counts[@]}"; do
+        requests=$(( c < 4 ? 4 : c ))
+        rm -f "$tmp/port"
+        $bin/llamawire-server -c "$models/$m.bin" -z "$tok" -o 0 --port-file "$tmp/port" --weights "$w" \
+          --ctx 256 --max-sessions 128 2>"$tmp/server.log" &
+        pid=$!
+        for _ in $(seq 1 600); do [ -s "$tmp/port" ] && break; sleep 0.05; done
+        json=$($bin/llamawire bench -o "$(cat "$tmp/port")" --clients "$c" --requests "$requests" -n 64 \
+          --prompt-tokens 16 -t 0.8 --duration 120 --json || echo '{}')
+        rss_kb=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+        kill -TERM $pid; wait $pid || true
+        echo "{\"round\":$r,\"model\":\"$m\",\"weights\":\"$w\",\"rss_kb\":$rss_kb,\"file_bytes\":$(stat -c %s "$models/$m.bin"),\"bench\":$json}" >> "$tmp/runs.jsonl"
+        echo "round $r: $m $w $c clients done" >&2
+      done
     done
   done
 done
+python3 - "$tmp/runs.jsonl" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+med = statistics.median
+groups = {}
+for r in runs:
+    groups.setdefault((r["model"], r["weights"], r["bench"].get("clients", 0)), []).append(r)
+print("| model | weights | clients | requests | completed | errors | tokens | wall s | aggregate tok/s | "
+      "TTFT p50/p90/p99 ms | ITL p50/p99 ms | E2E p50/p99 ms | peak RSS MiB | weights MiB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for (m, w, c), rs in groups.items():
+    b = [r["bench"] for r in rs]
+    size = rs[0]["file_bytes"] / 2**20
+    if w == "q8_0":
+        size = size / 4 * 1.0625  # int8 values plus a float scale per 64
+    g = lambda k, s=None: med(x[k][s] if s else x[k] for x in b)
+    print(f"| {m} | {w} | {c} | {b[0]['requests']} | {min(x['completed'] for x in b)} | {max(x['errors'] for x in b)} | "
+          f"{g('generated_tokens'):.0f} | {g('wall_s'):.2f} | {g('aggregate_tok_s'):.1f} | "
+          f"{g('ttft_ms','p50'):.0f}/{g('ttft_ms','p90'):.0f}/{g('ttft_ms','p99'):.0f} | "
+          f"{g('itl_ms','p50'):.1f}/{g('itl_ms','p99'):.1f} | {g('e2e_ms','p50'):.0f}/{g('e2e_ms','p99'):.0f} | "
+          f"{med(r['rss_kb'] for r in rs)/1024:.0f} (max {max(r['rss_kb'] for r in rs)/1024:.0f}) | {size:.0f} |")
+print(f"\n{len(set(r['round'] for r in runs))} rounds; values are medians (completed: the least, errors: the most).")
+for m, w in sorted({(k[0], k[1]) for k in groups}):
+    for c in sorted({k[2] for k in groups if k[0] == m and k[1] == w}):
+        if c == 1:
+            continue
+        ratios = []
+        for rnd in sorted({r["round"] for r in runs}):
+            one = [r for r in runs if r["round"] == rnd and r["model"] == m and r["weights"] == w and r["bench"].get("clients") == 1]
+            many = [r for r in runs if r["round"] == rnd and r["model"] == m and r["weights"] == w and r["bench"].get("clients") == c]
+            if one and many and one[0]["bench"]["aggregate_tok_s"] > 0:
+                ratios.append(many[0]["bench"]["aggregate_tok_s"] / one[0]["bench"]["aggregate_tok_s"])
+        if ratios:
+            print(f"{m} {w}: {c} clients / 1 client = {med(ratios):.2f}x (per round: {', '.join(f'{x:.2f}' for x in ratios)})")
+PY
