@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Single-stream decode and 128-token prompt speed on the stories15M/42M/110M shapes with
-# the scalar kernels, AVX2 f32 and AVX2 Q8_0, each against the read bandwidth measured in
-# the same process. Runs the configurations in turn (A B C A B C ...) and reports medians.
+# Single-stream decode, 128-token prompt and 16-session batched decode speed on the
+# stories15M/42M/110M shapes with the scalar kernels, AVX2 f32 (panel layout, the default;
+# and row-major, as mapped with --load mmap) and AVX2 Q8_0, each against the read bandwidth
+# measured in the same process. Runs the configurations in turn (A B C A B C ...) and
+# reports medians.
 #   bench/engine.sh [REPEATS]      (default 3; models are made in $LW_BENCH_MODELS or /tmp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +23,9 @@ out=$(mktemp)
 for r in $(seq 1 "$repeats"); do
   for m in stories15M stories42M stories110M; do
     $bin/llamawire-bench-engine "$models/$m.bin" --kernels scalar --decode 16 --prompt 128 --bandwidth-mib 512 | sed "s/^{/{\"model\":\"$m\",\"config\":\"scalar f32\",/" >> "$out"
-    $bin/llamawire-bench-engine "$models/$m.bin" --kernels avx2 --decode 64 --prompt 128 --bandwidth-mib 512 | sed "s/^{/{\"model\":\"$m\",\"config\":\"avx2 f32\",/" >> "$out"
-    $bin/llamawire-bench-engine "$models/$m.bin" --kernels avx2 --weights q8_0 --decode 64 --prompt 128 --bandwidth-mib 512 | sed "s/^{/{\"model\":\"$m\",\"config\":\"avx2 q8_0\",/" >> "$out"
+    $bin/llamawire-bench-engine "$models/$m.bin" --kernels avx2 --decode 64 --prompt 128 --batch 16 --bandwidth-mib 512 | sed "s/^{/{\"model\":\"$m\",\"config\":\"avx2 f32\",/" >> "$out"
+    $bin/llamawire-bench-engine "$models/$m.bin" --kernels avx2 --load mmap --decode 64 --prompt 128 --batch 16 --bandwidth-mib 512 | sed "s/^{/{\"model\":\"$m\",\"config\":\"avx2 f32 rows\",/" >> "$out"
+    $bin/llamawire-bench-engine "$models/$m.bin" --kernels avx2 --weights q8_0 --decode 64 --prompt 128 --batch 16 --bandwidth-mib 512 | sed "s/^{/{\"model\":\"$m\",\"config\":\"avx2 q8_0\",/" >> "$out"
   done
 done
 python3 - "$out" <<'PY'
@@ -31,12 +34,13 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 groups = {}
 for r in rows:
     groups.setdefault((r["model"], r["config"]), []).append(r)
-print("| model | kernels, weights | decode tok/s | read GB/s | bound tok/s | fraction of bound | 128-token prompt tok/s | prompt / decode |")
-print("|---|---|---|---|---|---|---|---|")
+print("| model | kernels, weights | decode tok/s | read GB/s | bound tok/s | fraction of bound | 128-token prompt tok/s | prompt / decode | 16 sessions tok/s | 16 sessions / decode |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 med = lambda rs, k: statistics.median(x[k] for x in rs)
 for (m, c), rs in groups.items():
     print(f"| {m} | {c} | {med(rs,'decode_tok_s'):.1f} | {med(rs,'bandwidth_gbs'):.1f} | {med(rs,'bound_tok_s'):.1f} | "
-          f"{med(rs,'fraction_of_bound'):.2f} | {med(rs,'prompt_tok_s'):.1f} | {med(rs,'prompt_speedup'):.1f} |")
+          f"{med(rs,'fraction_of_bound'):.2f} | {med(rs,'prompt_tok_s'):.1f} | {med(rs,'prompt_speedup'):.1f} | "
+          + (f"{med(rs,'batch_decode_tok_s'):.1f} | {med(rs,'batch_speedup'):.1f} |" if rs[0].get('batch') else "- | - |"))
 for m in ["stories15M", "stories42M", "stories110M"]:
     f = groups.get((m, "avx2 f32")); q = groups.get((m, "avx2 q8_0")); s = groups.get((m, "scalar f32"))
     if f and q and s:

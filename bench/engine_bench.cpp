@@ -18,9 +18,6 @@
 #include <thread>
 #include <vector>
 
-#ifndef LWSTEPS
-#define LWSTEPS 32
-#endif
 namespace po = boost::program_options;
 namespace lw = llamawire;
 using clock_type = std::chrono::steady_clock;
@@ -142,7 +139,7 @@ int main(int argc, char** argv) try {
   double batch_tps = 0.0;
   if (batch > 0) {
     std::vector<std::unique_ptr<lw::KvCache>> caches;
-    const int start = 16, steps = std::min(LWSTEPS, cfg.seq_len - start - 1);
+    const int start = 16, steps = std::min(32, cfg.seq_len - start - 1);
     for (int b = 0; b < batch; ++b) {
       caches.push_back(std::make_unique<lw::KvCache>(cfg, cfg.seq_len));
       caches.back()->reserve(start + steps + 1);

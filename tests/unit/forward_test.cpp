@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 namespace lw = llamawire;
 namespace t = llamawire::test;
@@ -80,7 +81,12 @@ TEST_CASE("forward matches golden logits at all 24 positions", "[model]") {
     const std::string ckpt(c.at("checkpoint").as_string());
     INFO(ckpt);
     const auto ref = read_f32(t::golden_dir() / std::string(c.at("logits").as_string()));
-    const auto store = lw::WeightStore::load((t::models_dir() / ckpt).string()).value();
+    // Read (f32 in panel layout, the panel kernel) and mapped (row-major, the row kernel).
+    for (const auto load : {lw::WeightStore::Load::read, lw::WeightStore::Load::mmap}) {
+    lw::WeightStore::Options opts;
+    opts.load = load;
+    const auto store = lw::WeightStore::load((t::models_dir() / ckpt).string(), opts).value();
+    INFO("layout " << (store->layer(0).wq.panels ? "panels" : "rows"));
     const int V = store->config().vocab_size;
     REQUIRE(ref.size() == tokens.size() * static_cast<std::size_t>(V));
 
@@ -111,6 +117,7 @@ TEST_CASE("forward matches golden logits at all 24 positions", "[model]") {
                   std::span(ref).subspan(static_cast<std::size_t>(p * V), static_cast<std::size_t>(V)), p);
       }
     }
+    }
   }
 }
 
@@ -134,6 +141,51 @@ TEST_CASE("a batch mixing two sessions gives each its solo logits", "[model]") {
   rows = {{98, 1, &b, true}, {13, 3, &a, true}};
   const auto l = fwd.run(rows, par);
   for (int i = 0; i < V; ++i) REQUIRE(l[static_cast<std::size_t>(V + i)] == solo_logits[static_cast<std::size_t>(i)]);
+}
+
+TEST_CASE("13 sessions decoding in one batch each get their solo logits, bit for bit", "[model]") {
+  // Several tile shapes of the panel kernel (6 + 6 + 1 rows), two threads, a model whose
+  // hidden size (172) leaves a 12-row tail outside the panels, and both weight layouts.
+  LW_REQUIRE_SHARED();
+  for (const auto load : {lw::WeightStore::Load::read, lw::WeightStore::Load::mmap}) {
+    lw::WeightStore::Options opts;
+    opts.load = load;
+    const auto store = lw::WeightStore::load((t::models_dir() / "aidreams260K.bin").string(), opts).value();
+    REQUIRE(store->config().hidden_dim % lw::kernels::kPanelRows != 0);
+    const int V = store->config().vocab_size;
+    constexpr int kSessions = 13, kSteps = 5;
+    lw::ThreadParallel par(2);
+    lw::Forward fwd(*store, kSessions, 2);
+    auto token = [](int s, int p) { return 1 + (s * 31 + p * 17) % 400; };
+    // Solo runs.
+    std::vector<std::vector<float>> solo(kSessions);
+    for (int s = 0; s < kSessions; ++s) {
+      lw::KvCache kv(store->config(), 32);
+      REQUIRE(kv.reserve(kSteps));
+      for (int p = 0; p < kSteps; ++p) {
+        const lw::BatchRow r{token(s, p), p, &kv, true};
+        const auto l = fwd.run(std::span(&r, 1), par);
+        if (p == kSteps - 1) solo[static_cast<std::size_t>(s)].assign(l.begin(), l.end());
+      }
+    }
+    // All together, one row each per step.
+    std::vector<std::unique_ptr<lw::KvCache>> caches;
+    for (int s = 0; s < kSessions; ++s) {
+      caches.push_back(std::make_unique<lw::KvCache>(store->config(), 32));
+      REQUIRE(caches.back()->reserve(kSteps));
+    }
+    std::span<float> last;
+    for (int p = 0; p < kSteps; ++p) {
+      std::vector<lw::BatchRow> rows;
+      for (int s = 0; s < kSessions; ++s) rows.push_back({token(s, p), p, caches[static_cast<std::size_t>(s)].get(), true});
+      last = fwd.run(rows, par);
+    }
+    for (int s = 0; s < kSessions; ++s) {
+      INFO("session " << s << (load == lw::WeightStore::Load::read ? " (panels)" : " (rows)"));
+      const auto row = last.subspan(static_cast<std::size_t>(s) * static_cast<std::size_t>(V), static_cast<std::size_t>(V));
+      REQUIRE(std::equal(row.begin(), row.end(), solo[static_cast<std::size_t>(s)].begin()));
+    }
+  }
 }
 
 TEST_CASE("version 1 export gives exactly the legacy file's logits", "[model]") {
