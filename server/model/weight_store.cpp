@@ -237,7 +237,11 @@ Result<std::shared_ptr<const WeightStore>> WeightStore::load(const std::string& 
   void* map = MAP_FAILED;
   std::uint64_t map_len = file_bytes;
   std::uint64_t shift = 0;
-  if (opts.load == Load::mmap) {
+  // Quantizing at load reads the float32 file once and keeps only the Q8_0 copy (plus the
+  // small norm vectors): the file is mapped for that pass and unmapped after it, so the
+  // load's peak is the Q8_0 copy plus one tensor, not the whole float32 file as well.
+  const bool quantize = opts.weights == WeightType::q8_0 && header->format != CheckpointFormat::v2_q8;
+  if (opts.load == Load::mmap || quantize) {
     map = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
       ::close(fd);
@@ -290,10 +294,15 @@ Result<std::shared_ptr<const WeightStore>> WeightStore::load(const std::string& 
                            std::to_string(c.hidden_dim) + " have no common group size >= 4");
     }
     store->quantize_all(gs);
+    store->own_norms();
+    ::munmap(store->map_base_, store->map_len_);
+    store->map_base_ = nullptr;
+    store->map_ = nullptr;
+    store->mapped_bytes_ = 0;
   } else if (opts.load == Load::read && store->type_ == WeightType::f32) {
     store->pack_all();
   }
-  if (opts.load == Load::read) ::mprotect(map, map_len, PROT_READ);
+  if (opts.load == Load::read && !quantize) ::mprotect(map, map_len, PROT_READ);
   return std::shared_ptr<const WeightStore>(std::move(store));
 }
 
@@ -413,6 +422,23 @@ void WeightStore::quantize_all(int group) {
   if (c.shared_classifier) wcls_ = embedding_;
   type_ = WeightType::q8_0;
   group_ = group;
+}
+
+void WeightStore::own_norms() {
+  // The RMSNorm weights, copied out of the source so it can be unmapped.
+  const auto D = static_cast<std::size_t>(config().dim);
+  norms_.resize((2 * layers_.size() + 1) * D);
+  float* p = norms_.data();
+  auto take = [&](const float*& v) {
+    std::copy_n(v, D, p);
+    v = p;
+    p += D;
+  };
+  for (auto& l : layers_) {
+    take(l.rms_att);
+    take(l.rms_ffn);
+  }
+  take(rms_final_);
 }
 
 void WeightStore::pack_all() {

@@ -95,7 +95,7 @@ class WeightStore {
   // Bytes of weights read per decoded token (for bandwidth figures).
   std::uint64_t bytes_per_token() const;
   // Bytes mapped or allocated for the weights.
-  std::uint64_t resident_bytes() const { return mapped_bytes_ + owned_.size(); }
+  std::uint64_t resident_bytes() const { return mapped_bytes_ + owned_.size() + norms_.size() * sizeof(float); }
 
  private:
   WeightStore() = default;
@@ -107,12 +107,14 @@ class WeightStore {
   WeightType type_ = WeightType::f32;
   int group_ = 0;
   void pack_all();
+  void own_norms();
 
   const std::uint8_t* map_ = nullptr;  // the file's first byte
   void* map_base_ = nullptr;           // what to munmap
   std::uint64_t map_len_ = 0;
   std::uint64_t mapped_bytes_ = 0;
   std::vector<std::uint8_t> owned_;  // quantized-at-load copy (one, shared)
+  std::vector<float> norms_;         // RMSNorm weights, when the source is unmapped
   Matrix embedding_;                 // [vocab][dim]
   std::vector<LayerWeights> layers_;
   const float* rms_final_ = nullptr;

@@ -105,6 +105,11 @@ TEST_CASE("weight store quantizes f32 files at load into one Q8_0 copy", "[model
   CHECK(q->weight_type() == lw::WeightType::q8_0);
   CHECK(q->group_size() == 32);  // 64 does not divide dim 96
   const auto f = lw::WeightStore::load((t::models_dir() / "tiny_gqa.bin").string()).value();
+  // Only the Q8_0 copy and the norm vectors stay: the float32 source is gone after load.
+  CHECK(q->resident_bytes() < f->resident_bytes() / 3);
+  const int D = f->config().dim;
+  CHECK(std::memcmp(q->rms_final(), f->rms_final(), sizeof(float) * static_cast<std::size_t>(D)) == 0);
+  CHECK(std::memcmp(q->layer(1).rms_ffn, f->layer(1).rms_ffn, sizeof(float) * static_cast<std::size_t>(D)) == 0);
   // Dequantized values are within half a step of the originals.
   const auto& m = q->layer(0).wq;
   const auto& mf = f->layer(0).wq;
