@@ -17,7 +17,8 @@ namespace {
 
 std::size_t sz(int v) { return static_cast<std::size_t>(v); }
 
-// Splits [0, d) into chunks for threads: a few per thread, rows a multiple of 8.
+// How many chunks to split d rows into for the threads: a few per thread (so a slow start
+// on one core evens out), at least 32 rows each.
 int n_chunks(int d, int threads) {
   const int by_threads = threads * 4;
   const int by_rows = std::max(1, d / 32);

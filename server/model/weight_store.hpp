@@ -1,6 +1,7 @@
-// A llama2.c checkpoint, validated and memory-mapped read-only. Tensors are views into the
-// mapping (float32 files) or into one quantized copy made at load; either way the store is
-// immutable after load and shared as `const` by every session.
+// A llama2.c checkpoint, validated and loaded once: read into private memory (float32
+// matrices rearranged into the kernels' panel layout), or mapped read-only, or quantized at
+// load into one Q8_0 copy (the file is mapped for that one pass, then unmapped). The store
+// is immutable after load and shared as `const` by every session.
 #pragma once
 
 #include "common/error.hpp"
@@ -65,6 +66,9 @@ class WeightStore {
   // mmap: tensors are views into a private read-only mapping of the file (no copy, pages
   //       shared with the page cache); truncating the file under a running server makes
   //       the next access to a lost page fault (SIGBUS): use it only for files nobody edits.
+  // With weights = q8_0 and a float32 file, either way the file is mapped only while it is
+  // quantized (so truncating it during those seconds of startup would fault too); the
+  // running server then holds no reference to it.
   enum class Load { read, mmap };
   struct Options {
     WeightType weights = WeightType::f32;  // q8_0: quantize f32 files at load
