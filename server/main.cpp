@@ -41,9 +41,12 @@ struct Flags {
   lw::ServerOptions server;
 };
 
-// After a stop signal: once every session has ended, cancel what keeps io.run() going.
+// After a stop signal: once every session has ended (both acceptors are closed by then),
+// cancel what keeps io.run() going, and then stop the io_context outright, so that no
+// leftover operation can keep the process alive (an exit that hung for 30 s was seen once
+// in a loaded test run; its cause was not found).
 awaitable<void> wait_for_sessions(lw::ServerContext& ctx, lw::asio::steady_timer& drain_timer,
-                                  lw::asio::signal_set& signals) {
+                                  lw::asio::signal_set& signals, lw::asio::io_context& io) {
   lw::asio::steady_timer t(co_await lw::asio::this_coro::executor);
   while (ctx.open_sessions() > 0) {
     t.expires_after(std::chrono::milliseconds(20));
@@ -51,6 +54,10 @@ awaitable<void> wait_for_sessions(lw::ServerContext& ctx, lw::asio::steady_timer
   }
   drain_timer.cancel();
   signals.cancel();
+  // A moment for the last sessions' final writes and closes to run, then stop.
+  t.expires_after(std::chrono::milliseconds(50));
+  co_await t.async_wait(lw::asio::use_awaitable);
+  io.stop();
 }
 
 int usage_error(const std::string& what, const po::options_description& opts) {
@@ -269,7 +276,7 @@ int main(int argc, char** argv) try {
       }
     });
     signals.async_wait(on_signal);
-    lw::asio::co_spawn(control, wait_for_sessions(ctx, drain_timer, signals), lw::log_session_end);
+    lw::asio::co_spawn(control, wait_for_sessions(ctx, drain_timer, signals, io), lw::log_session_end);
   };
   signals.async_wait(on_signal);
 

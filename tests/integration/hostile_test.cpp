@@ -202,7 +202,9 @@ TEST_CASE("past the drain timeout, remaining sessions are told and the server ex
   }
   CHECK(ended);
   CHECK(told);
-  CHECK(server.stop(30) == 0);
+  const int rc = server.stop(30);
+  INFO(server.log());
+  CHECK(rc == 0);
 }
 
 TEST_CASE("SIGHUP reopens the log file", "[net][hostile]") {
