@@ -1,6 +1,7 @@
 #include "common/sampler.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <ctime>
 
@@ -27,9 +28,27 @@ int sample_mult(std::span<const float> probs, float coin) {
   return static_cast<int>(probs.size()) - 1;  // rounding errors
 }
 
-void softmax_reference(std::span<float> x) {
+// The largest value, as llama2.c's loop `max = x[i] > max ? x[i] : max` finds it. Eight
+// running maxima (each the same select, which compiles to a packed max) and then the
+// same select across them: the same value for any input, NaNs included (a NaN in x[0]
+// wins, any later NaN loses), except that between +0 and -0 either may come out, which
+// no caller can see (v - max and the exponent do not depend on the sign of a zero max).
+float max_reference(std::span<const float> x) {
+  constexpr std::size_t kLanes = 8;
+  std::array<float, kLanes> m;
+  m.fill(x[0]);
+  std::size_t i = 0;
+  for (; i + kLanes <= x.size(); i += kLanes) {
+    for (std::size_t l = 0; l < kLanes; ++l) m[l] = x[i + l] > m[l] ? x[i + l] : m[l];
+  }
   float max_val = x[0];
-  for (std::size_t i = 1; i < x.size(); ++i) max_val = x[i] > max_val ? x[i] : max_val;
+  for (const float v : m) max_val = v > max_val ? v : max_val;
+  for (; i < x.size(); ++i) max_val = x[i] > max_val ? x[i] : max_val;
+  return max_val;
+}
+
+void softmax_reference(std::span<float> x) {
+  const float max_val = max_reference(x);
   float sum = 0.0f;
   for (float& v : x) {
     // expf is exactly 0 below ln(2^-150) ~ -103.97; skipping the call there avoids libm's
@@ -39,7 +58,7 @@ void softmax_reference(std::span<float> x) {
     v = d < -104.0f ? 0.0f : std::exp(d);
     sum += v;
   }
-  for (float& v : x) v /= sum;
+  for (float& v : x) v /= sum;  // sum is a local: this loop is vectorized
 }
 
 std::uint64_t resolve_seed(std::uint64_t seed) {
@@ -111,7 +130,10 @@ int Sampler::sample(std::span<float> logits) {
   const auto n = static_cast<std::size_t>(vocab_size_);
   logits = logits.first(std::min(n, logits.size()));
   if (params_.temperature == 0.0f) return sample_argmax(logits);
-  for (float& v : logits) v /= params_.temperature;
+  // A local copy: through the member the compiler must reload it for every element (it
+  // could alias the logits) and cannot vectorize the division. Same quotients either way.
+  const float temperature = params_.temperature;
+  for (float& v : logits) v /= temperature;
   softmax_reference(logits);
   const float coin = random_f32();
   if (params_.topp <= 0.0f || params_.topp >= 1.0f) return sample_mult(logits, coin);

@@ -44,6 +44,8 @@ class Sampler {
 int sample_argmax(std::span<const float> values);
 int sample_mult(std::span<const float> probs, float coin);
 void softmax_reference(std::span<float> x);
+// The largest element as llama2.c's sequential loop picks it (NaN rules included).
+float max_reference(std::span<const float> x);
 
 // A seed of 0 means "from the clock", as llama2.c's run does.
 std::uint64_t resolve_seed(std::uint64_t seed);

@@ -79,6 +79,51 @@ TEST_CASE("softmax skips exp only where expf is exactly zero", "[sampler]") {
   CHECK(std::exp(-104.0f) == 0.0f);
 }
 
+TEST_CASE("max_reference agrees with llama2.c's sequential loop", "[sampler]") {
+  const auto sequential = [](const std::vector<float>& x) {
+    float m = x[0];
+    for (std::size_t i = 1; i < x.size(); ++i) m = x[i] > m ? x[i] : m;
+    return m;
+  };
+  const float nan = std::nanf("");
+  const float inf = INFINITY;
+  std::uint32_t state = 12345;
+  const auto next = [&] {
+    state = state * 1664525u + 1013904223u;
+    return static_cast<float>(state >> 8) / 16777216.0f * 40.0f - 20.0f;
+  };
+  for (std::size_t n : {1, 2, 7, 8, 9, 15, 16, 17, 63, 100, 32000}) {
+    for (int where = 0; where < 5; ++where) {
+      std::vector<float> x(n);
+      for (auto& v : x) v = next();
+      const std::size_t at = static_cast<std::size_t>(next() + 20.0f) % n;
+      if (where == 1) x[at] = 1000.0f;          // one clear maximum anywhere, tails included
+      if (where == 2) x[at] = nan;              // a NaN: ignored unless it is first
+      if (where == 3) x[0] = nan;               // first NaN wins, as in the loop
+      if (where == 4) x[at] = -inf, x[0] = inf;  // infinities
+      const float want = sequential(x);
+      const float got = lw::max_reference(x);
+      if (std::isnan(want)) {
+        REQUIRE(std::isnan(got));
+      } else {
+        REQUIRE(got == want);
+      }
+    }
+  }
+  // Zeros of both signs tie: either may come out, and softmax does not see the difference.
+  std::vector<float> z{-0.0f, -1.0f, 0.0f, -2.0f, -0.0f, -3.0f, -4.0f, -5.0f, 0.0f, -6.0f};
+  CHECK(lw::max_reference(z) == 0.0f);
+  std::vector<float> a = z, b = z;
+  lw::softmax_reference(a);
+  float sum = 0.0f;
+  for (float& v : b) {
+    v = std::exp(v - 0.0f);
+    sum += v;
+  }
+  for (float& v : b) v /= sum;
+  for (std::size_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == b[i]);
+}
+
 namespace {
 
 // llama2.c's sample_topp written out plainly (full stable sort), as the oracle.
