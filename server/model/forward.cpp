@@ -42,7 +42,7 @@ Forward::Forward(const WeightStore& weights, int max_batch, int max_threads, int
   v_.resize(B * sz(c.kv_dim()));
   hb_.resize(B * sz(c.hidden_dim));
   hb2_.resize(B * sz(c.hidden_dim));
-  att_.resize(sz(max_threads_) * sz(c.seq_len));
+  att_.resize(sz(max_threads_) * sz(c.n_heads) * sz(c.seq_len));
   rope_.resize(B * sz(c.head_size()));
   xcls_.resize(sz(max_logit_rows_) * sz(c.dim));
   logits_.resize(sz(max_logit_rows_) * sz(c.vocab_size));
@@ -167,24 +167,40 @@ std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, con
       std::copy_n(v_.data() + sz(b) * sz(KV), KV, r.kv->value(l, r.pos));
     });
 
-    // Attention, one task per (row, head).
-    par.for_each(B * c.n_heads, [&](int task, int thread) {
-      const int b = task / c.n_heads;
-      const int h = task % c.n_heads;
+    // Attention. A task is one row and a group of its heads; within it, each KV block is
+    // read once for all the group's heads (its rows are contiguous), which streams from
+    // memory better than a sweep per head. Groups are whole heads, as many as it takes to
+    // give every thread work when the batch is small. Each head's sums run in the same
+    // order as before (dot() per position, then positions in order), so the bits do not
+    // depend on the grouping.
+    const int groups = std::clamp(4 * par.concurrency() / B, 1, c.n_heads);
+    par.for_each(B * groups, [&](int task, int thread) {
+      const int b = task / groups;
+      const int g = task % groups;
+      const int h0 = c.n_heads * g / groups;
+      const int h1 = c.n_heads * (g + 1) / groups;
       const BatchRow& r = rows[sz(b)];
-      const float* q = q_.data() + sz(b) * sz(D) + sz(h) * sz(HS);
-      float* att = att_.data() + sz(thread) * sz(c.seq_len);
-      const int koff = (h / kv_mul) * HS;
-      // One KV block (consecutive positions, kv_dim apart) per kernel call.
+      const int n_pos = r.pos + 1;
+      float* att = att_.data() + sz(thread) * sz(c.n_heads) * sz(c.seq_len);
+      auto head_att = [&](int h) { return att + sz(h - h0) * sz(c.seq_len); };
       constexpr int kBlk = KvCache::kBlockPositions;
-      for (int t0 = 0; t0 <= r.pos; t0 += kBlk) {
-        k.attn_scores(att + t0, q, r.kv->key(l, t0) + koff, sz(KV), std::min(kBlk, r.pos + 1 - t0), HS, sqrt_hs);
+      for (int t0 = 0; t0 < n_pos; t0 += kBlk) {
+        const float* kblock = r.kv->key(l, t0);
+        for (int h = h0; h < h1; ++h) {
+          const float* q = q_.data() + sz(b) * sz(D) + sz(h) * sz(HS);
+          k.attn_scores(head_att(h) + t0, q, kblock + sz(h / kv_mul) * sz(HS), sz(KV), std::min(kBlk, n_pos - t0), HS,
+                        sqrt_hs);
+        }
       }
-      k.softmax(att, r.pos + 1);
-      float* out = xb_.data() + sz(b) * sz(D) + sz(h) * sz(HS);
-      std::fill_n(out, HS, 0.0f);
-      for (int t0 = 0; t0 <= r.pos; t0 += kBlk) {
-        k.attn_values(out, att + t0, r.kv->value(l, t0) + koff, sz(KV), std::min(kBlk, r.pos + 1 - t0), HS);
+      for (int h = h0; h < h1; ++h) k.softmax(head_att(h), n_pos);
+      float* out = xb_.data() + sz(b) * sz(D);
+      std::fill(out + sz(h0) * sz(HS), out + sz(h1) * sz(HS), 0.0f);
+      for (int t0 = 0; t0 < n_pos; t0 += kBlk) {
+        const float* vblock = r.kv->value(l, t0);
+        for (int h = h0; h < h1; ++h) {
+          k.attn_values(out + sz(h) * sz(HS), head_att(h) + t0, vblock + sz(h / kv_mul) * sz(HS), sz(KV),
+                        std::min(kBlk, n_pos - t0), HS);
+        }
       }
     });
 
