@@ -236,13 +236,44 @@ void matmul_panels(float* out, const float* x, const float* w, int n, int d, int
   }
 }
 
-// Exact int32 dot of 32 int8 pairs: |w| as unsigned times x with w's sign, pairwise to
-// int16 (|127*127*2| fits), then to int32.
-inline __m256i dot32_i8(__m256i xq, __m256i wq) {
-  const __m256i aw = _mm256_sign_epi8(wq, wq);
-  const __m256i sx = _mm256_sign_epi8(xq, wq);
-  const __m256i p16 = _mm256_maddubs_epi16(aw, sx);
-  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+// Q8_0: one row against R batch items at once. Each 32-value step is an exact int32 dot:
+// |w| as unsigned times x with w's sign, pairwise to int16 (|127*127*2| fits), then to
+// int32. Each (row, item) pair runs exactly the
+// operations of the one-pair loop, in the same order (exact integer sums per group, then
+// one fused scale-and-add per group into float lanes, then hsum), so its bits do not
+// depend on R; interleaving the R pairs shares the weight load and |w| and overlaps their
+// dependency chains.
+template <int R>
+inline void q8_row(float* out, std::size_t out_stride, const Q8Vector& x, const std::int8_t* wq, const float* ws,
+                   std::size_t n, int groups, int gs) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int g = 0; g < groups; ++g) {
+    __m256i isum[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
+    for (int k = 0; k < gs; k += 32) {
+      const auto off = static_cast<std::size_t>(g * gs + k);
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + off));
+      const __m256i aw = _mm256_sign_epi8(wv, wv);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const __m256i xv =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + static_cast<std::size_t>(r) * n + off));
+        const __m256i p16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv));
+        isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p16, ones));
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const float xs = x.s[static_cast<std::size_t>(r) * static_cast<std::size_t>(groups) + static_cast<std::size_t>(g)];
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_set1_ps(ws[g] * xs), acc[r]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) out[static_cast<std::size_t>(r) * out_stride] = hsum(acc[r]);
 }
 
 void matmul_q8(float* out, const Q8Vector& x, const Q8Matrix& w, int n, int d, int batch, int row_begin,
@@ -254,26 +285,23 @@ void matmul_q8(float* out, const Q8Vector& x, const Q8Matrix& w, int n, int d, i
   }
   const int groups = n / gs;
   const auto N = static_cast<std::size_t>(n);
+  const auto D = static_cast<std::size_t>(d);
   for (int i = row_begin; i < row_end; ++i) {
     const std::int8_t* wq = w.q + static_cast<std::size_t>(i) * N;
     const float* ws = w.s + static_cast<std::size_t>(i) * static_cast<std::size_t>(groups);
-    // The row stays in L1 while every batch item passes over it.
-    for (int b = 0; b < batch; ++b) {
-      const std::int8_t* xq = x.q + static_cast<std::size_t>(b) * N;
-      const float* xs = x.s + static_cast<std::size_t>(b) * static_cast<std::size_t>(groups);
-      // Each group's integer sum is exact; groups are scaled and summed in float lanes
-      // (a reordering of the reference's sequential float sum).
-      __m256 acc = _mm256_setzero_ps();
-      for (int g = 0; g < groups; ++g) {
-        __m256i isum = _mm256_setzero_si256();
-        for (int k = 0; k < gs; k += 32) {
-          const auto off = static_cast<std::size_t>(g * gs + k);
-          isum = _mm256_add_epi32(isum, dot32_i8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + off)),
-                                                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + off))));
-        }
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(ws[g] * xs[g]), acc);
-      }
-      out[static_cast<std::size_t>(b) * static_cast<std::size_t>(d) + static_cast<std::size_t>(i)] = hsum(acc);
+    // The row stays in L1 while the batch passes over it, four items at a time.
+    int b = 0;
+    const auto items = [&](int first) {
+      return Q8Vector{x.q + static_cast<std::size_t>(first) * N,
+                      x.s + static_cast<std::size_t>(first) * static_cast<std::size_t>(groups), x.group};
+    };
+    float* o = out + static_cast<std::size_t>(i);
+    for (; b + 4 <= batch; b += 4) q8_row<4>(o + static_cast<std::size_t>(b) * D, D, items(b), wq, ws, N, groups, gs);
+    switch (batch - b) {
+      case 3: q8_row<3>(o + static_cast<std::size_t>(b) * D, D, items(b), wq, ws, N, groups, gs); break;
+      case 2: q8_row<2>(o + static_cast<std::size_t>(b) * D, D, items(b), wq, ws, N, groups, gs); break;
+      case 1: q8_row<1>(o + static_cast<std::size_t>(b) * D, D, items(b), wq, ws, N, groups, gs); break;
+      default: break;
     }
   }
 }

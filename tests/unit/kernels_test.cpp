@@ -121,7 +121,7 @@ TEST_CASE("SIMD Q8_0 matmul matches the scalar reference", "[kernels]") {
     for (int gs : {32, 64}) {
       for (int n : {gs, 3 * gs, 4096}) {
         for (int d : {1, 7, 33}) {
-          for (int batch : {1, 3}) {
+          for (int batch : {1, 3, 6}) {
             INFO(t->name << " gs=" << gs << " n=" << n << " d=" << d << " batch=" << batch);
             const auto wf = random_vec(static_cast<std::size_t>(n * d), rng);
             const auto xf = random_vec(static_cast<std::size_t>(n * batch), rng);
@@ -191,20 +191,31 @@ TEST_CASE("a row's result does not depend on the rest of the batch (bit for bit)
         for (int i = 0; i < d; ++i) REQUIRE(one[static_cast<std::size_t>(i)] == all[static_cast<std::size_t>(b * d + i)]);
       }
     }
-    const int n = 128, d = 5, gs = 32;
-    const auto wf = random_vec(static_cast<std::size_t>(n * d), rng);
-    const auto xf = random_vec(static_cast<std::size_t>(n * 3), rng);
-    std::vector<std::int8_t> wq(wf.size()), xq(xf.size());
-    std::vector<float> ws(wf.size() / gs), xs(xf.size() / gs);
-    for (int i = 0; i < d; ++i) t->quantize_q8(wq.data() + i * n, ws.data() + i * (n / gs), wf.data() + i * n, n, gs);
-    for (int b = 0; b < 3; ++b) t->quantize_q8(xq.data() + b * n, xs.data() + b * (n / gs), xf.data() + b * n, n, gs);
-    std::vector<float> all(static_cast<std::size_t>(d * 3));
-    t->matmul_q8(all.data(), {xq.data(), xs.data(), gs}, {wq.data(), ws.data(), gs}, n, d, 3, 0, d);
-    for (int b = 0; b < 3; ++b) {
-      std::vector<float> one(static_cast<std::size_t>(d));
-      t->matmul_q8(one.data(), {xq.data() + b * n, xs.data() + b * (n / gs), gs}, {wq.data(), ws.data(), gs}, n, d, 1,
-                   0, d);
-      for (int i = 0; i < d; ++i) REQUIRE(one[static_cast<std::size_t>(i)] == all[static_cast<std::size_t>(b * d + i)]);
+    // Q8_0: every batch size (the AVX2 kernel takes items four at a time, then the rest)
+    // gives each item the bits it gets alone.
+    for (const int gs : {32, 64}) {
+      for (const int batch : {2, 3, 4, 5, 9}) {
+        INFO(t->name << " q8 gs=" << gs << " batch=" << batch);
+        const int n = 3 * gs, d = 5;
+        const auto wf = random_vec(static_cast<std::size_t>(n * d), rng);
+        const auto xf = random_vec(static_cast<std::size_t>(n * batch), rng);
+        std::vector<std::int8_t> wq(wf.size()), xq(xf.size());
+        std::vector<float> ws(wf.size() / static_cast<std::size_t>(gs)), xs(xf.size() / static_cast<std::size_t>(gs));
+        for (int i = 0; i < d; ++i) t->quantize_q8(wq.data() + i * n, ws.data() + i * (n / gs), wf.data() + i * n, n, gs);
+        for (int b = 0; b < batch; ++b) {
+          t->quantize_q8(xq.data() + b * n, xs.data() + b * (n / gs), xf.data() + b * n, n, gs);
+        }
+        std::vector<float> all(static_cast<std::size_t>(d * batch));
+        t->matmul_q8(all.data(), {xq.data(), xs.data(), gs}, {wq.data(), ws.data(), gs}, n, d, batch, 0, d);
+        for (int b = 0; b < batch; ++b) {
+          std::vector<float> one(static_cast<std::size_t>(d));
+          t->matmul_q8(one.data(), {xq.data() + b * n, xs.data() + b * (n / gs), gs}, {wq.data(), ws.data(), gs}, n, d,
+                       1, 0, d);
+          for (int i = 0; i < d; ++i) {
+            REQUIRE(one[static_cast<std::size_t>(i)] == all[static_cast<std::size_t>(b * d + i)]);
+          }
+        }
+      }
     }
   }
 }
