@@ -238,10 +238,10 @@ void matmul_panels(float* out, const float* x, const float* w, int n, int d, int
 
 // Q8_0: one row against R batch items at once. Each 32-value step is an exact int32 dot:
 // |w| as unsigned times x with w's sign, pairwise to int16 (|127*127*2| fits), then to
-// int32. Each (row, item) pair runs exactly the
-// operations of the one-pair loop, in the same order (exact integer sums per group, then
-// one fused scale-and-add per group into float lanes, then hsum), so its bits do not
-// depend on R; interleaving the R pairs shares the weight load and |w| and overlaps their
+// int32. Each (row, item) pair runs the same operations in the same order whatever R is
+// (exact integer sums per group, one fused scale-and-add per group into float lanes, then
+// hsum: a reordering of the reference's sequential float sum), so its bits do not depend
+// on the batch; interleaving the R pairs shares the weight load and |w| and overlaps their
 // dependency chains.
 template <int R>
 inline void q8_row(float* out, std::size_t out_stride, const Q8Vector& x, const std::int8_t* wq, const float* ws,
