@@ -93,6 +93,14 @@ int main(int argc, char** argv) try {
     std::cerr << "kernels " << kernels << " not available\n";
     return 2;
   }
+  if (threads < 1 || threads > 1024 || decode < 0 || prompt < 0 || batch < 0) {
+    std::cerr << "--threads must be 1-1024; --decode, --prompt and --batch must not be negative\n";
+    return 2;
+  }
+  if ((weights != "f32" && weights != "q8_0") || (load != "read" && load != "mmap")) {
+    std::cerr << "--weights is f32 or q8_0, --load is read or mmap\n";
+    return 2;
+  }
   lw::WeightStore::Options wo;
   wo.weights = weights == "q8_0" ? lw::WeightType::q8_0 : lw::WeightType::f32;
   wo.load = load == "mmap" ? lw::WeightStore::Load::mmap : lw::WeightStore::Load::read;
@@ -104,10 +112,13 @@ int main(int argc, char** argv) try {
   const auto& cfg = (*store)->config();
   lw::ThreadParallel par(threads);
   const double bw = bw_mib > 0 ? read_bandwidth_gbs(par, bw_mib) : 0.0;
+  // The batched phase first runs a 16-position prompt per session in one forward.
+  constexpr int kBatchPrompt = 16;
   prompt = std::min(prompt, cfg.seq_len / 2);
   decode = std::min(decode, cfg.seq_len / 2);
   batch = std::max(0, batch);
-  lw::Forward fwd(**store, std::max({prompt, batch, 1}), threads);
+  if (cfg.seq_len < kBatchPrompt + 2) batch = 0;  // no room for the batched phase
+  lw::Forward fwd(**store, std::max({prompt, batch, batch > 0 ? kBatchPrompt : 1, 1}), threads);
   // Tokens away from BOS/EOS so random models do not degenerate.
   auto token_at = [&](int i) { return 3 + (i * 7919) % (cfg.vocab_size - 3); };
 
@@ -123,23 +134,26 @@ int main(int argc, char** argv) try {
     const lw::BatchRow r{token_at(p), p, &kv, true};
     fwd.run(std::span(&r, 1), par);
   }
-  const double decode_tps = decode / seconds(t0, clock_type::now());
+  const double decode_tps = decode > 0 ? decode / seconds(t0, clock_type::now()) : 0.0;
 
   // Prompt processing: `prompt` positions in one batched forward (one request).
   lw::KvCache kv2(cfg, cfg.seq_len);
   kv2.reserve(prompt);
   std::vector<lw::BatchRow> rows;
   for (int p = 0; p < prompt; ++p) rows.push_back({token_at(p), p, &kv2, p == prompt - 1});
-  t0 = clock_type::now();
-  fwd.run(rows, par);
-  const double prompt_tps = prompt / seconds(t0, clock_type::now());
+  double prompt_tps = 0.0;
+  if (prompt > 0) {
+    t0 = clock_type::now();
+    fwd.run(rows, par);
+    prompt_tps = prompt / seconds(t0, clock_type::now());
+  }
 
   // Batched decode: `batch` sessions, each one position per forward, all in one pass (what
   // the scheduler runs with that many clients decoding), after a 16-position prompt each.
   double batch_tps = 0.0;
   if (batch > 0) {
     std::vector<std::unique_ptr<lw::KvCache>> caches;
-    const int start = 16, steps = std::min(32, cfg.seq_len - start - 1);
+    const int start = kBatchPrompt, steps = std::min(32, cfg.seq_len - start - 1);
     for (int b = 0; b < batch; ++b) {
       caches.push_back(std::make_unique<lw::KvCache>(cfg, cfg.seq_len));
       caches.back()->reserve(start + steps + 1);
@@ -170,8 +184,8 @@ int main(int argc, char** argv) try {
       "\"batch_decode_tok_s\":%.2f,\"batch_speedup\":%.2f}\n",
       checkpoint.c_str(), (*store)->weight_type() == lw::WeightType::q8_0 ? "q8_0" : "f32",
       std::string(lw::kernels::active().name).c_str(), threads, bytes, bw, bound, decode_tps,
-      bound > 0 ? decode_tps / bound : 0.0, prompt, prompt_tps, prompt_tps / decode_tps,
-      (*store)->layer(0).wq.panels ? "panels" : "rows", batch, batch_tps, batch_tps / decode_tps);
+      bound > 0 ? decode_tps / bound : 0.0, prompt, prompt_tps, decode_tps > 0 ? prompt_tps / decode_tps : 0.0,
+      (*store)->layer(0).wq.panels ? "panels" : "rows", batch, batch_tps, decode_tps > 0 ? batch_tps / decode_tps : 0.0);
   return 0;
 } catch (const std::exception& e) {
   std::cerr << "llamawire-bench-engine: " << e.what() << "\n";
