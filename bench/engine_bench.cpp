@@ -2,13 +2,17 @@
 // with the machine's read bandwidth measured in the same process, as one JSON line.
 //   llamawire-bench-engine CHECKPOINT [--weights f32|q8_0] [--kernels scalar|avx2]
 //                          [--threads N] [--decode N] [--prompt N] [--batch B]
-//                          [--load read|mmap] [--bandwidth-mib N]
+//                          [--load read|mmap] [--bandwidth-mib N] [--compute]
 #include "server/kernels/kernels.hpp"
 #include "server/model/forward.hpp"
 #include "server/model/parallel.hpp"
 #include "server/model/weight_store.hpp"
 
 #include <boost/program_options.hpp>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -61,6 +65,49 @@ double read_bandwidth_gbs(lw::ThreadParallel& par, std::size_t mib) {
   return passes[passes.size() / 2];
 }
 
+// Arithmetic throughput the machine gives both threads right now: twelve independent
+// chains of 8-wide fused multiply-adds per thread (enough to cover the latency on current
+// x86 cores), GFLOP/s, median of 9 passes. On a shared host this halves when the two vCPUs
+// land on the two hyperthreads of one core, which is what moves batched decode (bound by
+// arithmetic) between runs while single-stream decode (bound by memory) stays put.
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) float fma_chains(long iters, float seed) {
+  __m256 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(seed + static_cast<float>(i) * 1e-7f);
+  const __m256 m = _mm256_set1_ps(0.9999999f), c = _mm256_set1_ps(1e-7f);
+  for (long k = 0; k < iters; ++k) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], m, c);
+  }
+  float s = 0.0f;
+  for (int i = 0; i < 12; ++i) s += _mm256_cvtss_f32(acc[i]);
+  return s;
+}
+#endif
+
+double compute_gflops(lw::ThreadParallel& par) {
+#if defined(__x86_64__)
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0.0;
+  constexpr long kIters = 2'000'000;  // 384 MFLOP per thread per pass
+  const int threads = par.concurrency();
+  std::vector<float> sink(static_cast<std::size_t>(threads) * 16);
+  std::vector<double> passes;
+  for (int pass = 0; pass < 9; ++pass) {
+    const auto t0 = clock_type::now();
+    par.for_each(threads, [&](int task, int) {
+      sink[static_cast<std::size_t>(task) * 16] = fma_chains(kIters, 1.0f + static_cast<float>(task));
+    });
+    passes.push_back(static_cast<double>(kIters) * 12 * 16 * threads / seconds(t0, clock_type::now()) / 1e9);
+  }
+  if (sink[0] == 42.0f) std::fprintf(stderr, " ");
+  std::sort(passes.begin(), passes.end());
+  return passes[passes.size() / 2];
+#else
+  (void)par;
+  return 0.0;
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -68,6 +115,7 @@ int main(int argc, char** argv) try {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int decode = 64, prompt = 128, batch = 0;
   std::size_t bw_mib = 1024;
+  bool compute = false;
   po::options_description opts("Usage: llamawire-bench-engine CHECKPOINT [options]");
   opts.add_options()("help,h", "show this help")("weights", po::value(&weights), "f32 | q8_0")
       ("kernels", po::value(&kernels), "scalar | avx2")("threads", po::value(&threads), "compute threads")
@@ -75,7 +123,8 @@ int main(int argc, char** argv) try {
       ("prompt", po::value(&prompt), "prompt tokens processed in one batch")
       ("batch", po::value(&batch), "also decode B sessions together, one position each per forward (0: skip)")
       ("load", po::value(&load), "read (private copy, f32 in panel layout) | mmap (row-major mapping)")
-      ("bandwidth-mib", po::value(&bw_mib), "buffer for the bandwidth measurement (0: skip)");
+      ("bandwidth-mib", po::value(&bw_mib), "buffer for the bandwidth measurement (0: skip)")
+      ("compute", po::bool_switch(&compute), "also measure the threads' arithmetic throughput (compute_gflops)");
   po::options_description hidden;
   hidden.add_options()("checkpoint", po::value(&checkpoint));
   po::options_description all;
@@ -112,6 +161,7 @@ int main(int argc, char** argv) try {
   const auto& cfg = (*store)->config();
   lw::ThreadParallel par(threads);
   const double bw = bw_mib > 0 ? read_bandwidth_gbs(par, bw_mib) : 0.0;
+  const double gflops = compute ? compute_gflops(par) : 0.0;
   // The batched phase first runs a 16-position prompt per session in one forward.
   constexpr int kBatchPrompt = 16;
   prompt = std::min(prompt, cfg.seq_len / 2);
@@ -179,11 +229,11 @@ int main(int argc, char** argv) try {
   const double bound = bw > 0 ? bw * 1e9 / bytes : 0.0;
   std::printf(
       "{\"checkpoint\":\"%s\",\"weights\":\"%s\",\"kernels\":\"%s\",\"threads\":%d,\"bytes_per_token\":%.0f,"
-      "\"bandwidth_gbs\":%.2f,\"bound_tok_s\":%.2f,\"decode_tok_s\":%.2f,\"fraction_of_bound\":%.3f,"
+      "\"bandwidth_gbs\":%.2f,\"compute_gflops\":%.1f,\"bound_tok_s\":%.2f,\"decode_tok_s\":%.2f,\"fraction_of_bound\":%.3f,"
       "\"prompt_tokens\":%d,\"prompt_tok_s\":%.2f,\"prompt_speedup\":%.2f,\"layout\":\"%s\",\"batch\":%d,"
       "\"batch_decode_tok_s\":%.2f,\"batch_speedup\":%.2f}\n",
       checkpoint.c_str(), (*store)->weight_type() == lw::WeightType::q8_0 ? "q8_0" : "f32",
-      std::string(lw::kernels::active().name).c_str(), threads, bytes, bw, bound, decode_tps,
+      std::string(lw::kernels::active().name).c_str(), threads, bytes, bw, gflops, bound, decode_tps,
       bound > 0 ? decode_tps / bound : 0.0, prompt, prompt_tps, decode_tps > 0 ? prompt_tps / decode_tps : 0.0,
       (*store)->layer(0).wq.panels ? "panels" : "rows", batch, batch_tps, decode_tps > 0 ? batch_tps / decode_tps : 0.0);
   return 0;

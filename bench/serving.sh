@@ -3,7 +3,9 @@
 # clients (llamawire bench) on the stories42M and 110M shapes, f32 and Q8_0, with the
 # server's peak RSS. A fresh server per configuration, so each peak is its own. The whole
 # grid runs ROUNDS times in turn (A B C ... A B C ...); the table shows medians, and the
-# N-clients / 1-client ratios are taken within each round, then their median is reported.
+# N-clients / 1-client ratios are taken within each round, then their median is reported;
+# each round also probes the host's read bandwidth and two-thread FMA throughput, which move
+# between runs on a shared machine (see bench/README.md).
 #   bench/serving.sh [CLIENT_COUNTS...]      (default: 1 4 16 64)
 #   LW_ROUNDS=3 (default)  LW_MODELS="stories42M stories110M"  LW_WEIGHTS="f32 q8_0"
 set -euo pipefail
@@ -23,6 +25,7 @@ mk() {
 }
 mk stories42M 512 1376 8 8 8 32000 1024
 mk stories110M 768 2048 12 12 12 32000 1024
+mk stories15M 288 768 6 6 6 32000 256
 tok=${LW_TOKENIZER:-../shared/models/tokenizer.bin}
 [ -f "$tok" ] || tok=models/tokenizer.bin
 tmp=$(mktemp -d)
@@ -30,6 +33,12 @@ trap 'rm -rf "$tmp"' EXIT
 for r in $(seq 1 "$rounds"); do
   for m in "${model_list[@]}"; do
     for w in "${weight_list[@]}"; do
+      # The host right now: read bandwidth (single-client decode follows it) and two-thread
+      # FMA throughput (batched decode follows it; it halves when a shared host puts both
+      # vCPUs on one core). Printed next to each round's ratios.
+      probe=$($bin/llamawire-bench-engine "$models/stories15M.bin" --decode 0 --prompt 0 --bandwidth-mib 512 --compute |
+        python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["bandwidth_gbs"], d["compute_gflops"])' || echo 0 0)
+      read -r bw gflops <<<"$probe"
       for c in "${counts[@]}"; do
         requests=$(( c < 4 ? 4 : c ))
         rm -f "$tmp/port"
@@ -41,7 +50,7 @@ for r in $(seq 1 "$rounds"); do
           --prompt-tokens 16 -t 0.8 --duration 120 --json || echo '{}')
         rss_kb=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
         kill -TERM $pid; wait $pid || true
-        echo "{\"round\":$r,\"model\":\"$m\",\"weights\":\"$w\",\"rss_kb\":$rss_kb,\"file_bytes\":$(stat -c %s "$models/$m.bin"),\"bench\":$json}" >> "$tmp/runs.jsonl"
+        echo "{\"round\":$r,\"model\":\"$m\",\"weights\":\"$w\",\"rss_kb\":$rss_kb,\"bandwidth_gbs\":$bw,\"compute_gflops\":$gflops,\"file_bytes\":$(stat -c %s "$models/$m.bin"),\"bench\":$json}" >> "$tmp/runs.jsonl"
         echo "round $r: $m $w $c clients done" >&2
       done
     done
@@ -74,11 +83,17 @@ for m, w in sorted({(k[0], k[1]) for k in groups}):
         if c == 1:
             continue
         ratios = []
+        rounds_txt = []
         for rnd in sorted({r["round"] for r in runs}):
             one = [r for r in runs if r["round"] == rnd and r["model"] == m and r["weights"] == w and r["bench"].get("clients") == 1]
             many = [r for r in runs if r["round"] == rnd and r["model"] == m and r["weights"] == w and r["bench"].get("clients") == c]
             if one and many and one[0]["bench"]["aggregate_tok_s"] > 0:
-                ratios.append(many[0]["bench"]["aggregate_tok_s"] / one[0]["bench"]["aggregate_tok_s"])
+                a, z = one[0]["bench"]["aggregate_tok_s"], many[0]["bench"]["aggregate_tok_s"]
+                ratios.append(z / a)
+                rounds_txt.append(f"{z / a:.2f} ({a:.0f} -> {z:.0f} tok/s; host {one[0].get('bandwidth_gbs', 0):.0f} GB/s, "
+                                  f"{one[0].get('compute_gflops', 0):.0f} GFLOP/s)")
         if ratios:
-            print(f"{m} {w}: {c} clients / 1 client = {med(ratios):.2f}x (per round: {', '.join(f'{x:.2f}' for x in ratios)})")
+            print(f"{m} {w}: {c} clients / 1 client = {med(ratios):.2f}x; per round:")
+            for t in rounds_txt:
+                print(f"  {t}")
 PY
