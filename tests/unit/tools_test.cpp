@@ -124,3 +124,39 @@ TEST_CASE("llamawire-mkmodel writes a loadable checkpoint of the asked shape", "
   if (!t::shared_dir().empty()) CHECK(r.exit_code != 0);  // vocab 300 vs tok512: refused clearly
   CHECK(t::run_process({bin("llamawire-mkmodel"), out, "--dim", "48"}).exit_code == 2);
 }
+
+TEST_CASE("llamawire-bench-engine measures each phase it is asked for and rejects bad options", "[tools]") {
+  t::TempDir dir;
+  const auto model = (dir / "m.bin").string();
+  REQUIRE(t::run_process({bin("llamawire-mkmodel"), model, "--dim", "48", "--hidden", "96", "--layers", "2",
+                          "--heads", "4", "--kv-heads", "2", "--vocab", "300", "--seq-len", "64"})
+              .exit_code == 0);
+  auto measure = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {bin("llamawire-bench-engine"), model, "--threads", "2"});
+    const auto r = t::run_process(args);
+    INFO("stderr: " << r.err);
+    REQUIRE(r.exit_code == 0);
+    return boost::json::parse(r.out).as_object();
+  };
+  // Every phase, with the host probes.
+  auto j = measure({"--decode", "4", "--prompt", "8", "--batch", "3", "--bandwidth-mib", "8", "--compute"});
+  CHECK(j.at("decode_tok_s").to_number<double>() > 0);
+  CHECK(j.at("prompt_tok_s").to_number<double>() > 0);
+  CHECK(j.at("batch_decode_tok_s").to_number<double>() > 0);
+  CHECK(j.at("bandwidth_gbs").to_number<double>() > 0);
+  CHECK(j.at("compute_gflops").to_number<double>() >= 0);  // 0 only without AVX2+FMA
+  // Phases left out report 0 (no prompt: the batched phase's own 16-position prompts
+  // still fit; no decode: no speedups to divide by).
+  j = measure({"--decode", "0", "--prompt", "0", "--batch", "2", "--bandwidth-mib", "0"});
+  CHECK(j.at("decode_tok_s").to_number<double>() == 0);
+  CHECK(j.at("prompt_tok_s").to_number<double>() == 0);
+  CHECK(j.at("batch_decode_tok_s").to_number<double>() > 0);
+  CHECK(j.at("batch_speedup").to_number<double>() == 0);
+  CHECK(j.at("bandwidth_gbs").to_number<double>() == 0);
+  for (const char* bad : {"--threads=0", "--decode=-1", "--batch=-2", "--weights=q4", "--load=disk"}) {
+    const auto r = t::run_process({bin("llamawire-bench-engine"), model, bad});
+    INFO(bad << " stderr: " << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(!r.err.empty());
+  }
+}
