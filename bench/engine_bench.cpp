@@ -166,7 +166,6 @@ int main(int argc, char** argv) try {
   constexpr int kBatchPrompt = 16;
   prompt = std::min(prompt, cfg.seq_len / 2);
   decode = std::min(decode, cfg.seq_len / 2);
-  batch = std::max(0, batch);
   if (cfg.seq_len < kBatchPrompt + 2) batch = 0;  // no room for the batched phase
   lw::Forward fwd(**store, std::max({prompt, batch, batch > 0 ? kBatchPrompt : 1, 1}), threads);
   // Tokens away from BOS/EOS so random models do not degenerate.
