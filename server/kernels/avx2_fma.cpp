@@ -238,72 +238,105 @@ void matmul_panels(float* out, const float* x, const float* w, int n, int d, int
 
 // Q8_0: one row against R batch items at once. Each 32-value step is an exact int32 dot:
 // |w| as unsigned times x with w's sign, pairwise to int16 (|127*127*2| fits), then to
-// int32. Each (row, item) pair runs the same operations in the same order whatever R is
-// (exact integer sums per group, one fused scale-and-add per group into float lanes, then
-// hsum: a reordering of the reference's sequential float sum), so its bits do not depend
-// on the batch; interleaving the R pairs shares the weight load and |w| and overlaps their
-// dependency chains.
-template <int R>
+// int32. Each (row, item) pair runs the same float operations in the same order whatever R
+// is (exact integer sums per group, one fused scale-and-add per group into float lanes,
+// then hsum: a reordering of the reference's sequential float sum), so its bits do not
+// depend on the batch; interleaving the R pairs shares the weight load and |w| and overlaps
+// their dependency chains.
+//
+// The kernel is bound by instruction count (four vector operations per 32 products per
+// pair), so the per-group work is kept small: S = gs / 32 steps are unrolled and the first
+// one starts the group's sum (no zeroing), and the group scales w_s * x_s are multiplied
+// ahead, a block of groups at a time, so each group's fused add broadcasts its scale
+// straight from memory. The products are the same float multiplies as before.
+template <int R, int S>
 inline void q8_row(float* out, std::size_t out_stride, const Q8Vector& x, const std::int8_t* wq, const float* ws,
                    std::size_t n, int groups, int gs) {
+  constexpr int kBlock = 32;  // groups whose scales are ready at once
   const __m256i ones = _mm256_set1_epi16(1);
+  const int steps = S > 0 ? S : gs / 32;
   __m256 acc[R];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  for (int g = 0; g < groups; ++g) {
-    __m256i isum[R];
+  alignas(32) float scale[R][kBlock];
+  for (int g0 = 0; g0 < groups; g0 += kBlock) {
+    const int gn = std::min(kBlock, groups - g0);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const float* xs = x.s + static_cast<std::size_t>(r) * static_cast<std::size_t>(groups) + g0;
+      for (int j = 0; j < gn; ++j) scale[r][j] = ws[g0 + j] * xs[j];
+    }
+    for (int j = 0; j < gn; ++j) {
+      const std::size_t base = static_cast<std::size_t>(g0 + j) * static_cast<std::size_t>(gs);
+      __m256i isum[R];
+      auto step = [&](int k, bool first) {
+        const std::size_t off = base + static_cast<std::size_t>(k) * 32;
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + off));
+        const __m256i aw = _mm256_sign_epi8(wv, wv);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const __m256i xv =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + static_cast<std::size_t>(r) * n + off));
+          const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv)), ones);
+          isum[r] = first ? p32 : _mm256_add_epi32(isum[r], p32);
+        }
+      };
+      step(0, true);
+      if constexpr (S > 0) {
 #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
-    for (int k = 0; k < gs; k += 32) {
-      const auto off = static_cast<std::size_t>(g * gs + k);
-      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + off));
-      const __m256i aw = _mm256_sign_epi8(wv, wv);
-#pragma GCC unroll 4
+        for (int k = 1; k < S; ++k) step(k, false);
+      } else {
+        for (int k = 1; k < steps; ++k) step(k, false);
+      }
+#pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        const __m256i xv =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + static_cast<std::size_t>(r) * n + off));
-        const __m256i p16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv));
-        isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p16, ones));
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_broadcast_ss(&scale[r][j]), acc[r]);
       }
     }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const float xs = x.s[static_cast<std::size_t>(r) * static_cast<std::size_t>(groups) + static_cast<std::size_t>(g)];
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_set1_ps(ws[g] * xs), acc[r]);
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) out[static_cast<std::size_t>(r) * out_stride] = hsum(acc[r]);
+}
+
+// All rows of [row_begin, row_end) against the batch, R items at a time (the row stays in
+// L1 while the batch passes over it), with S steps per group (0: any multiple of 32).
+template <int S>
+void q8_rows(float* out, const Q8Vector& x, const Q8Matrix& w, int n, int d, int batch, int row_begin, int row_end) {
+  const int gs = w.group;
+  const int groups = n / gs;
+  const auto N = static_cast<std::size_t>(n);
+  const auto D = static_cast<std::size_t>(d);
+  const auto items = [&](int first) {
+    return Q8Vector{x.q + static_cast<std::size_t>(first) * N,
+                    x.s + static_cast<std::size_t>(first) * static_cast<std::size_t>(groups), x.group};
+  };
+  for (int i = row_begin; i < row_end; ++i) {
+    const std::int8_t* wq = w.q + static_cast<std::size_t>(i) * N;
+    const float* ws = w.s + static_cast<std::size_t>(i) * static_cast<std::size_t>(groups);
+    float* o = out + static_cast<std::size_t>(i);
+    int b = 0;
+    for (; b + 4 <= batch; b += 4) q8_row<4, S>(o + static_cast<std::size_t>(b) * D, D, items(b), wq, ws, N, groups, gs);
+    switch (batch - b) {
+      case 3: q8_row<3, S>(o + static_cast<std::size_t>(b) * D, D, items(b), wq, ws, N, groups, gs); break;
+      case 2: q8_row<2, S>(o + static_cast<std::size_t>(b) * D, D, items(b), wq, ws, N, groups, gs); break;
+      case 1: q8_row<1, S>(o + static_cast<std::size_t>(b) * D, D, items(b), wq, ws, N, groups, gs); break;
+      default: break;
     }
   }
-#pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) out[static_cast<std::size_t>(r) * out_stride] = hsum(acc[r]);
 }
 
 void matmul_q8(float* out, const Q8Vector& x, const Q8Matrix& w, int n, int d, int batch, int row_begin,
                int row_end) {
-  const int gs = w.group;
-  if (gs % 32 != 0) {  // small groups (tests, tiny exports): the reference is fast enough
+  switch (w.group) {
+    case 32: q8_rows<1>(out, x, w, n, d, batch, row_begin, row_end); return;
+    case 64: q8_rows<2>(out, x, w, n, d, batch, row_begin, row_end); return;
+    default: break;
+  }
+  if (w.group % 32 != 0) {  // small groups (tests, tiny exports): the reference is fast enough
     scalar_table().matmul_q8(out, x, w, n, d, batch, row_begin, row_end);
     return;
   }
-  const int groups = n / gs;
-  const auto N = static_cast<std::size_t>(n);
-  const auto D = static_cast<std::size_t>(d);
-  for (int i = row_begin; i < row_end; ++i) {
-    const std::int8_t* wq = w.q + static_cast<std::size_t>(i) * N;
-    const float* ws = w.s + static_cast<std::size_t>(i) * static_cast<std::size_t>(groups);
-    // The row stays in L1 while the batch passes over it, four items at a time.
-    int b = 0;
-    const auto items = [&](int first) {
-      return Q8Vector{x.q + static_cast<std::size_t>(first) * N,
-                      x.s + static_cast<std::size_t>(first) * static_cast<std::size_t>(groups), x.group};
-    };
-    float* o = out + static_cast<std::size_t>(i);
-    for (; b + 4 <= batch; b += 4) q8_row<4>(o + static_cast<std::size_t>(b) * D, D, items(b), wq, ws, N, groups, gs);
-    switch (batch - b) {
-      case 3: q8_row<3>(o + static_cast<std::size_t>(b) * D, D, items(b), wq, ws, N, groups, gs); break;
-      case 2: q8_row<2>(o + static_cast<std::size_t>(b) * D, D, items(b), wq, ws, N, groups, gs); break;
-      case 1: q8_row<1>(o + static_cast<std::size_t>(b) * D, D, items(b), wq, ws, N, groups, gs); break;
-      default: break;
-    }
-  }
+  q8_rows<0>(out, x, w, n, d, batch, row_begin, row_end);
 }
 
 void axpy(float* y, float a, const float* x, int n) {

@@ -118,8 +118,8 @@ TEST_CASE("SIMD Q8_0 matmul matches the scalar reference", "[kernels]") {
   const auto& ref = k::scalar_table();
   std::mt19937 rng(13);
   for (const auto* t : simd_tables()) {
-    for (int gs : {32, 64}) {
-      for (int n : {gs, 3 * gs, 4096}) {
+    for (int gs : {32, 64, 96}) {  // 96: the kernel's path for any multiple of 32
+      for (int n : {gs, 3 * gs, 4096 / gs * gs}) {
         for (int d : {1, 7, 33}) {
           for (int batch : {1, 3, 6}) {
             INFO(t->name << " gs=" << gs << " n=" << n << " d=" << d << " batch=" << batch);
@@ -192,11 +192,12 @@ TEST_CASE("a row's result does not depend on the rest of the batch (bit for bit)
       }
     }
     // Q8_0: every batch size (the AVX2 kernel takes items four at a time, then the rest)
-    // gives each item the bits it gets alone.
-    for (const int gs : {32, 64}) {
+    // gives each item the bits it gets alone; 41 groups cross the kernel's block of 32
+    // group scales, 96 and 128 take its path for any multiple of 32.
+    for (const int gs : {32, 64, 96, 128}) {
       for (const int batch : {2, 3, 4, 5, 9}) {
         INFO(t->name << " q8 gs=" << gs << " batch=" << batch);
-        const int n = 3 * gs, d = 5;
+        const int n = (gs == 32 ? 41 : 3) * gs, d = 5;
         const auto wf = random_vec(static_cast<std::size_t>(n * d), rng);
         const auto xf = random_vec(static_cast<std::size_t>(n * batch), rng);
         std::vector<std::int8_t> wq(wf.size()), xq(xf.size());
