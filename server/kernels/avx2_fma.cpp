@@ -245,53 +245,46 @@ void matmul_panels(float* out, const float* x, const float* w, int n, int d, int
 // their dependency chains.
 //
 // The kernel is bound by instruction count (four vector operations per 32 products per
-// pair), so the per-group work is kept small: S = gs / 32 steps are unrolled and the first
-// one starts the group's sum (no zeroing), and the group scales w_s * x_s are multiplied
-// ahead, a block of groups at a time, so each group's fused add broadcasts its scale
-// straight from memory. The products are the same float multiplies as before.
+// pair), so the per-group work is kept small: S = gs / 32 steps are unrolled, the first
+// one starts the group's sum (no zeroing), and the group scale w_s * x_s is one vector
+// multiply of two broadcasts (the same float product in every lane).
 template <int R, int S>
 inline void q8_row(float* out, std::size_t out_stride, const Q8Vector& x, const std::int8_t* wq, const float* ws,
                    std::size_t n, int groups, int gs) {
-  constexpr int kBlock = 32;  // groups whose scales are ready at once
   const __m256i ones = _mm256_set1_epi16(1);
   const int steps = S > 0 ? S : gs / 32;
   __m256 acc[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  alignas(32) float scale[R][kBlock];
-  for (int g0 = 0; g0 < groups; g0 += kBlock) {
-    const int gn = std::min(kBlock, groups - g0);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const float* xs = x.s + static_cast<std::size_t>(r) * static_cast<std::size_t>(groups) + g0;
-      for (int j = 0; j < gn; ++j) scale[r][j] = ws[g0 + j] * xs[j];
-    }
-    for (int j = 0; j < gn; ++j) {
-      const std::size_t base = static_cast<std::size_t>(g0 + j) * static_cast<std::size_t>(gs);
-      __m256i isum[R];
-      auto step = [&](int k, bool first) {
-        const std::size_t off = base + static_cast<std::size_t>(k) * 32;
-        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + off));
-        const __m256i aw = _mm256_sign_epi8(wv, wv);
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) {
-          const __m256i xv =
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + static_cast<std::size_t>(r) * n + off));
-          const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv)), ones);
-          isum[r] = first ? p32 : _mm256_add_epi32(isum[r], p32);
-        }
-      };
-      step(0, true);
-      if constexpr (S > 0) {
-#pragma GCC unroll 4
-        for (int k = 1; k < S; ++k) step(k, false);
-      } else {
-        for (int k = 1; k < steps; ++k) step(k, false);
-      }
+  for (int g = 0; g < groups; ++g) {
+    const std::size_t base = static_cast<std::size_t>(g) * static_cast<std::size_t>(gs);
+    __m256i isum[R];
+    auto step = [&](int k, bool first) {
+      const std::size_t off = base + static_cast<std::size_t>(k) * 32;
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + off));
+      const __m256i aw = _mm256_sign_epi8(wv, wv);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_broadcast_ss(&scale[r][j]), acc[r]);
+        const __m256i xv =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + static_cast<std::size_t>(r) * n + off));
+        const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv)), ones);
+        isum[r] = first ? p32 : _mm256_add_epi32(isum[r], p32);
       }
+    };
+    step(0, true);
+    if constexpr (S > 0) {
+#pragma GCC unroll 4
+      for (int k = 1; k < S; ++k) step(k, false);
+    } else {
+      for (int k = 1; k < steps; ++k) step(k, false);
+    }
+    // The group scale w_s * x_s, multiplied in every lane (the same float product).
+    const __m256 wsv = _mm256_broadcast_ss(ws + g);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m256 sc = _mm256_mul_ps(
+          wsv, _mm256_broadcast_ss(x.s + static_cast<std::size_t>(r) * static_cast<std::size_t>(groups) + g));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), sc, acc[r]);
     }
   }
 #pragma GCC unroll 8
