@@ -252,7 +252,6 @@ template <int R, int S>
 inline void q8_row(float* out, std::size_t out_stride, const Q8Vector& x, const std::int8_t* wq, const float* ws,
                    std::size_t n, int groups, int gs) {
   const __m256i ones = _mm256_set1_epi16(1);
-  const int steps = S > 0 ? S : gs / 32;
   __m256 acc[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
@@ -276,7 +275,7 @@ inline void q8_row(float* out, std::size_t out_stride, const Q8Vector& x, const 
 #pragma GCC unroll 4
       for (int k = 1; k < S; ++k) step(k, false);
     } else {
-      for (int k = 1; k < steps; ++k) step(k, false);
+      for (int k = 1; k < gs / 32; ++k) step(k, false);
     }
     // The group scale w_s * x_s, multiplied in every lane (the same float product).
     const __m256 wsv = _mm256_broadcast_ss(ws + g);
