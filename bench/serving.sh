@@ -63,9 +63,9 @@ med = statistics.median
 groups = {}
 for r in runs:
     groups.setdefault((r["model"], r["weights"], r["bench"].get("clients", 0)), []).append(r)
-print("| model | weights | clients | requests | completed | errors | tokens | wall s | aggregate tok/s | "
+print("| model | weights | clients | requests | completed | errors | tokens | wall s | aggregate tok/s | decode tok/s | "
       "TTFT p50/p90/p99 ms | ITL p50/p99 ms | E2E p50/p99 ms | peak RSS MiB | weights MiB |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for (m, w, c), rs in groups.items():
     b = [r["bench"] for r in rs]
     size = rs[0]["file_bytes"] / 2**20
@@ -73,7 +73,7 @@ for (m, w, c), rs in groups.items():
         size = size / 4 * 1.0625  # int8 values plus a float scale per 64
     g = lambda k, s=None: med(x[k][s] if s else x[k] for x in b)
     print(f"| {m} | {w} | {c} | {b[0]['requests']} | {min(x['completed'] for x in b)} | {max(x['errors'] for x in b)} | "
-          f"{g('generated_tokens'):.0f} | {g('wall_s'):.2f} | {g('aggregate_tok_s'):.1f} | "
+          f"{g('generated_tokens'):.0f} | {g('wall_s'):.2f} | {g('aggregate_tok_s'):.1f} | {g('decode_tok_s'):.1f} | "
           f"{g('ttft_ms','p50'):.0f}/{g('ttft_ms','p90'):.0f}/{g('ttft_ms','p99'):.0f} | "
           f"{g('itl_ms','p50'):.1f}/{g('itl_ms','p99'):.1f} | {g('e2e_ms','p50'):.0f}/{g('e2e_ms','p99'):.0f} | "
           f"{med(r['rss_kb'] for r in rs)/1024:.0f} (max {max(r['rss_kb'] for r in rs)/1024:.0f}) | {size:.0f} |")
@@ -82,18 +82,22 @@ for m, w in sorted({(k[0], k[1]) for k in groups}):
     for c in sorted({k[2] for k in groups if k[0] == m and k[1] == w}):
         if c == 1:
             continue
-        ratios = []
-        rounds_txt = []
+        # Two rates per round: aggregate (generated tokens over the whole run, prompts
+        # included) and decode (the generation phase alone; see llamawire bench).
+        ratios, decode_ratios, rounds_txt = [], [], []
         for rnd in sorted({r["round"] for r in runs}):
             one = [r for r in runs if r["round"] == rnd and r["model"] == m and r["weights"] == w and r["bench"].get("clients") == 1]
             many = [r for r in runs if r["round"] == rnd and r["model"] == m and r["weights"] == w and r["bench"].get("clients") == c]
-            if one and many and one[0]["bench"]["aggregate_tok_s"] > 0:
+            if one and many and one[0]["bench"]["aggregate_tok_s"] > 0 and one[0]["bench"].get("decode_tok_s", 0) > 0:
                 a, z = one[0]["bench"]["aggregate_tok_s"], many[0]["bench"]["aggregate_tok_s"]
+                da, dz = one[0]["bench"]["decode_tok_s"], many[0]["bench"].get("decode_tok_s", 0)
                 ratios.append(z / a)
-                rounds_txt.append(f"{z / a:.2f} ({a:.0f} -> {z:.0f} tok/s; host {one[0].get('bandwidth_gbs', 0):.0f} GB/s, "
-                                  f"{one[0].get('compute_gflops', 0):.0f} GFLOP/s)")
+                decode_ratios.append(dz / da)
+                rounds_txt.append(f"{z / a:.2f} ({a:.0f} -> {z:.0f} tok/s), decode {dz / da:.2f} ({da:.0f} -> {dz:.0f}); "
+                                  f"host {one[0].get('bandwidth_gbs', 0):.0f} GB/s, {one[0].get('compute_gflops', 0):.0f} GFLOP/s")
         if ratios:
-            print(f"{m} {w}: {c} clients / 1 client = {med(ratios):.2f}x; per round:")
+            print(f"{m} {w}: {c} clients / 1 client = {med(ratios):.2f}x aggregate, {med(decode_ratios):.2f}x decode "
+                  f"(medians of {len(ratios)} rounds; min {min(ratios):.2f}x, {min(decode_ratios):.2f}x); per round:")
             for t in rounds_txt:
                 print(f"  {t}")
 PY

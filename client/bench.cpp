@@ -1,6 +1,7 @@
 // llamawire bench: the load tester. N concurrent connections share R requests; each request
 // is a GENERATE (or, with --client-sampling, FORWARD steps) from position 0. Bounded in
 // count (--requests) and time (--duration, then a hard stop).
+#include "client/bench_stats.hpp"
 #include "client/cli.hpp"
 #include "client/connection.hpp"
 #include "client/exit_codes.hpp"
@@ -52,6 +53,7 @@ struct RequestStats {
   double e2e_ms = 0;
   std::vector<double> itl_ms;
   int tokens = 0;
+  DecodeSpan span;  // first and last token, seconds since the run started
 };
 
 struct Shared {
@@ -69,13 +71,6 @@ struct Shared {
   int context = 0;
   bool prompt_ready = false;
 };
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const auto rank = static_cast<std::size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
-  return v[std::min(v.size() - 1, rank == 0 ? 0 : rank - 1)];
-}
 
 void record_error(Shared& s, const std::string& what) {
   ++s.errors;
@@ -137,13 +132,17 @@ asio::awaitable<void> worker(Shared& s, int id) {
     auto last = t0;
     auto on_token = [&] {
       const auto now = clock::now();
+      const double since_start = std::chrono::duration<double>(now - s.start).count();
       if (st.tokens == 0) {
         st.ttft_ms = std::chrono::duration<double, std::milli>(now - t0).count();
+        st.span.first_s = since_start;
       } else {
         st.itl_ms.push_back(std::chrono::duration<double, std::milli>(now - last).count());
       }
+      st.span.last_s = since_start;
       last = now;
       ++st.tokens;
+      st.span.tokens = st.tokens;
     };
     bool ok = true;
     if (!s.o.client_sampling) {
@@ -291,12 +290,15 @@ int bench_main(int argc, char** argv) try {
   const double wall = std::chrono::duration<double>(clock::now() - s.start).count();
 
   std::vector<double> ttft, itl, e2e;
+  std::vector<DecodeSpan> spans;
   for (const auto& r : s.stats) {
     if (r.tokens > 0) ttft.push_back(r.ttft_ms);
     itl.insert(itl.end(), r.itl_ms.begin(), r.itl_ms.end());
     e2e.push_back(r.e2e_ms);
+    spans.push_back(r.span);
   }
   const double agg = wall > 0 ? static_cast<double>(s.generated) / wall : 0.0;
+  const double decode = decode_tokens_per_second(spans);
   if (o.json) {
     boost::json::object j{{"clients", o.clients},
                           {"requests", o.requests},
@@ -306,6 +308,7 @@ int bench_main(int argc, char** argv) try {
                           {"prompt_tokens", s.prompt.size()},
                           {"wall_s", wall},
                           {"aggregate_tok_s", agg},
+                          {"decode_tok_s", decode},
                           {"ttft_ms", {{"p50", percentile(ttft, 50)}, {"p90", percentile(ttft, 90)}, {"p99", percentile(ttft, 99)}}},
                           {"itl_ms", {{"p50", percentile(itl, 50)}, {"p99", percentile(itl, 99)}}},
                           {"e2e_ms", {{"p50", percentile(e2e, 50)}, {"p99", percentile(e2e, 99)}}}};
@@ -318,6 +321,7 @@ int bench_main(int argc, char** argv) try {
     std::printf("generated tokens        %llu\n", static_cast<unsigned long long>(s.generated));
     std::printf("wall time               %.2f s\n", wall);
     std::printf("aggregate tokens/s      %.1f\n", agg);
+    std::printf("decode tokens/s         %.1f\n", decode);
     std::printf("time to first token ms  p50 %.1f  p90 %.1f  p99 %.1f\n", percentile(ttft, 50), percentile(ttft, 90),
                 percentile(ttft, 99));
     std::printf("inter-token latency ms  p50 %.2f  p99 %.2f\n", percentile(itl, 50), percentile(itl, 99));

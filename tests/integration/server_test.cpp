@@ -448,13 +448,14 @@ TEST_CASE("llamawire bench drives concurrent sessions and reports the figures", 
   REQUIRE(r.exit_code == 0);
   const auto j = boost::json::parse(r.out).as_object();
   for (const char* key : {"clients", "requests", "completed", "errors", "generated_tokens", "wall_s",
-                          "aggregate_tok_s", "ttft_ms", "itl_ms", "e2e_ms"}) {
+                          "aggregate_tok_s", "decode_tok_s", "ttft_ms", "itl_ms", "e2e_ms"}) {
     CHECK(j.contains(key));
   }
   CHECK(j.at("clients").to_number<int>() == 4);
   CHECK(j.at("completed").to_number<int>() == 10);
   CHECK(j.at("errors").to_number<int>() == 0);
   CHECK(j.at("generated_tokens").to_number<int>() > 0);
+  CHECK(j.at("decode_tok_s").to_number<double>() > 0);
   CHECK(j.at("ttft_ms").as_object().contains("p90"));
   CHECK(j.at("e2e_ms").at("p99").to_number<double>() >= j.at("e2e_ms").at("p50").to_number<double>());
   // Text prompt, client-side sampling, table output, and a duration bound.
@@ -462,6 +463,7 @@ TEST_CASE("llamawire bench drives concurrent sessions and reports the figures", 
                              "--client-sampling", "--duration", "1"});
   CHECK(r.exit_code == 0);
   CHECK(r.out.find("aggregate tokens/s") != std::string::npos);
+  CHECK(r.out.find("decode tokens/s") != std::string::npos);
   CHECK(r.out.find("time to first token ms") != std::string::npos);
   // Bad options: usage, exit 2.
   CHECK(t::run_client(server, {"bench", "--clients", "0"}).exit_code == 2);
