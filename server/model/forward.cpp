@@ -17,12 +17,18 @@ namespace {
 
 std::size_t sz(int v) { return static_cast<std::size_t>(v); }
 
-// How many chunks to split d rows into for the threads: a few per thread (so a slow start
-// on one core evens out), at least 32 rows each.
-int n_chunks(int d, int threads) {
-  const int by_threads = threads * 4;
-  const int by_rows = std::max(1, d / 32);
-  return std::clamp(std::min(by_threads, by_rows), 1, d);
+// Guided chunks for the threads: each takes half of a thread's fair share of what is left
+// (so a core that started late or runs slow evens out), down to `min_units`, so the last
+// chunks are small and no thread waits long at the end of a matrix for another's big one.
+// Appends the chunk ends to `ends` and returns how many.
+int guided_chunks(int units, int threads, int min_units, std::vector<int>& ends) {
+  int n = 0;
+  for (int done = 0; done < units; ++n) {
+    const int left = units - done;
+    done += std::min(left, std::max(min_units, (left + 2 * threads - 1) / (2 * threads)));
+    ends.push_back(done);
+  }
+  return n;
 }
 
 }  // namespace
@@ -77,32 +83,32 @@ void Forward::matmul(Parallel& par, const kernels::KernelTable& k, std::initiali
     float* out;
     const Matrix* w;
     int unit;
-    int units;
-    int chunks;
     int first_task;
   };
   std::array<Part, 3> parts{};
+  std::vector<int>& ends = chunk_ends_;  // each task's end, in units of its matrix
+  ends.clear();
   LW_ASSERT(outs.size() <= parts.size());
   int n_parts = 0;
   int tasks = 0;
   for (const auto& o : outs) {
     const Matrix& w = *o.w;
+    // Panels for panel-layout weights (a chunk never splits one), else rows, 16 at least.
     const int unit = w.panels ? kernels::kPanelRows : 1;
     const int units = (w.rows + unit - 1) / unit;
-    const int chunks = std::min(units, n_chunks(w.rows, par.concurrency()));
-    parts[sz(n_parts++)] = Part{o.out, &w, unit, units, chunks, tasks};
-    tasks += chunks;
+    const int min_units = w.panels ? 1 : 16;
+    parts[sz(n_parts++)] = Part{o.out, &w, unit, tasks};
+    tasks += guided_chunks(units, par.concurrency(), min_units, ends);
   }
   par.for_each(tasks, [&](int task, int) {
     int i = n_parts - 1;
     while (parts[sz(i)].first_task > task) --i;
     const Part& p = parts[sz(i)];
     const Matrix& w = *p.w;
-    const int c = task - p.first_task;
     const int d = w.rows;
     const int n = w.cols;
-    const int begin = static_cast<int>(static_cast<long long>(p.units) * c / p.chunks) * p.unit;
-    const int end = std::min(d, static_cast<int>(static_cast<long long>(p.units) * (c + 1) / p.chunks) * p.unit);
+    const int begin = task == p.first_task ? 0 : ends[sz(task - 1)] * p.unit;
+    const int end = std::min(d, ends[sz(task)] * p.unit);
     if (w.quantized()) {
       k.matmul_q8(p.out, x.q, w.q8, n, d, batch, begin, end);
     } else if (w.panels) {

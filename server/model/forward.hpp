@@ -61,6 +61,7 @@ class Forward {
   std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_, rope_, xcls_;
   std::vector<std::int8_t> xq_, hq_;
   std::vector<float> xs_, hs_;
+  std::vector<int> chunk_ends_;  // matmul's task boundaries (kept to avoid allocating per call)
 };
 
 }  // namespace llamawire
