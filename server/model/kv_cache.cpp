@@ -2,8 +2,12 @@
 
 #include "common/error.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
-#include <new>
+#include <cstdint>
+#include <memory>
 
 namespace llamawire {
 
@@ -22,13 +26,120 @@ bool KvBudget::try_take(std::uint64_t bytes) {
 
 void KvBudget::give_back(std::uint64_t bytes) { used_.fetch_sub(bytes); }
 
+namespace {
+
+constexpr std::uint64_t kHugePage = 2u << 20;
+constexpr std::uint64_t kMappingTarget = 8u << 20;  // about four 2 MiB pages per mapping
+constexpr int kMaxBlocksPerMapping = 64;
+
+std::uint64_t page_size() {
+  static const auto size = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+std::uint64_t round_up(std::uint64_t v, std::uint64_t to) { return (v + to - 1) / to * to; }
+
+}  // namespace
+
+KvBlockPool& KvBlockPool::for_block_bytes(std::uint64_t block_bytes) {
+  static std::mutex mutex;
+  // Never destroyed: caches may outlive any static that would own the pools.
+  static auto* pools = new std::map<std::uint64_t, std::unique_ptr<KvBlockPool>>();
+  std::lock_guard lock(mutex);
+  auto& pool = (*pools)[block_bytes];
+  if (!pool) pool = std::make_unique<KvBlockPool>(block_bytes);
+  return *pool;
+}
+
+KvBlockPool::KvBlockPool(std::uint64_t block_bytes)
+    : block_bytes_(block_bytes),
+      per_mapping_(static_cast<int>(std::clamp<std::uint64_t>(kMappingTarget / std::max<std::uint64_t>(block_bytes, 1), 1,
+                                                              kMaxBlocksPerMapping))),
+      mapping_bytes_(round_up(block_bytes * static_cast<std::uint64_t>(per_mapping_), page_size())) {
+  LW_ASSERT(block_bytes > 0 && block_bytes % sizeof(float) == 0);
+}
+
+KvBlockPool::~KvBlockPool() {
+  for (auto& [base, m] : mappings_) ::munmap(base, mapping_bytes_);
+}
+
+float* KvBlockPool::take() {
+  std::lock_guard lock(mutex_);
+  // The fullest mapping with a free slot, so that the emptier ones can drain and go.
+  auto best = mappings_.end();
+  for (auto it = mappings_.begin(); it != mappings_.end(); ++it) {
+    if (!it->second.free_slots.empty() && (best == mappings_.end() || it->second.in_use > best->second.in_use)) best = it;
+  }
+  if (best == mappings_.end()) {
+    // A new mapping starting on a 2 MiB boundary: map more, then trim both ends.
+    const std::uint64_t span = mapping_bytes_ + kHugePage;
+    void* raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return nullptr;
+    auto* start = static_cast<char*>(raw);
+    auto* base = reinterpret_cast<char*>(round_up(reinterpret_cast<std::uintptr_t>(start), kHugePage));
+    if (base > start) ::munmap(start, static_cast<std::size_t>(base - start));
+    char* end = base + mapping_bytes_;
+    if (start + span > end) ::munmap(end, static_cast<std::size_t>(start + span - end));
+    ::madvise(base, mapping_bytes_, MADV_HUGEPAGE);
+    Mapping m;
+    for (int slot = per_mapping_ - 1; slot >= 0; --slot) m.free_slots.push_back(slot);
+    best = mappings_.emplace(base, std::move(m)).first;
+  }
+  Mapping& m = best->second;
+  const int slot = m.free_slots.back();
+  m.free_slots.pop_back();
+  ++m.in_use;
+  return reinterpret_cast<float*>(best->first + static_cast<std::uint64_t>(slot) * block_bytes_);
+}
+
+void KvBlockPool::give(float* block) {
+  std::lock_guard lock(mutex_);
+  auto* p = reinterpret_cast<char*>(block);
+  auto it = mappings_.upper_bound(p);
+  LW_ASSERT(it != mappings_.begin());
+  --it;
+  char* base = it->first;
+  Mapping& m = it->second;
+  const auto offset = static_cast<std::uint64_t>(p - base);
+  LW_ASSERT(offset < block_bytes_ * static_cast<std::uint64_t>(per_mapping_) && offset % block_bytes_ == 0);
+  if (--m.in_use == 0) {
+    ::munmap(base, mapping_bytes_);
+    mappings_.erase(it);
+    return;
+  }
+  m.free_slots.push_back(static_cast<int>(offset / block_bytes_));
+  if (m.huge) {
+    // With a hole in it, the mapping stays on small pages, or the kernel could fill the
+    // hole back in when it assembles a 2 MiB page.
+    ::madvise(base, mapping_bytes_, MADV_NOHUGEPAGE);
+    m.huge = false;
+  }
+  // Drop the block's whole pages (a 2 MiB page around it is split).
+  const auto first = round_up(reinterpret_cast<std::uintptr_t>(p), page_size());
+  const auto last = (reinterpret_cast<std::uintptr_t>(p) + block_bytes_) / page_size() * page_size();
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
+std::uint64_t KvBlockPool::mapped_bytes() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<std::uint64_t>(mappings_.size()) * mapping_bytes_;
+}
+
+int KvBlockPool::blocks_in_use() const {
+  std::lock_guard lock(mutex_);
+  int n = 0;
+  for (const auto& [base, m] : mappings_) n += m.in_use;
+  return n;
+}
+
 KvCache::KvCache(const ModelConfig& config, int ctx, KvBudget* budget)
     : n_layers_(config.n_layers),
       kv_dim_(config.kv_dim()),
       ctx_(std::clamp(ctx, 1, config.seq_len)),
       budget_(budget),
       block_bytes_(2ull * static_cast<std::uint64_t>(config.n_layers) * kBlockPositions *
-                   static_cast<std::uint64_t>(config.kv_dim()) * sizeof(float)) {}
+                   static_cast<std::uint64_t>(config.kv_dim()) * sizeof(float)),
+      pool_(&KvBlockPool::for_block_bytes(block_bytes_)) {}
 
 KvCache::~KvCache() { release_from(0); }
 
@@ -36,12 +147,12 @@ bool KvCache::reserve(int n_positions) {
   if (n_positions > ctx_) return false;
   while (reserved() < n_positions) {
     if (budget_ != nullptr && !budget_->try_take(block_bytes_)) return false;
-    float* block = new (std::nothrow) float[block_bytes_ / sizeof(float)];
+    float* block = pool_->take();
     if (block == nullptr) {
       if (budget_ != nullptr) budget_->give_back(block_bytes_);
       return false;
     }
-    blocks_.emplace_back(block);
+    blocks_.push_back(block);
   }
   return true;
 }
@@ -49,6 +160,7 @@ bool KvCache::reserve(int n_positions) {
 void KvCache::release_from(int n_positions) {
   const std::size_t keep = static_cast<std::size_t>((std::max(n_positions, 0) + kBlockPositions - 1) / kBlockPositions);
   while (blocks_.size() > keep) {
+    pool_->give(blocks_.back());
     blocks_.pop_back();
     if (budget_ != nullptr) budget_->give_back(block_bytes_);
   }

@@ -1,0 +1,145 @@
+#include "server/model/kv_cache.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace lw = llamawire;
+
+namespace {
+
+std::uint64_t rss_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+void fill(float* block, std::uint64_t bytes, float v) {
+  for (std::uint64_t i = 0; i < bytes / sizeof(float); ++i) block[i] = v;
+}
+
+bool holds(const float* block, std::uint64_t bytes, float v) {
+  for (std::uint64_t i = 0; i < bytes / sizeof(float); ++i) {
+    if (block[i] != v) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("KV block pool hands out disjoint blocks and unmaps what is all given back", "[kv]") {
+  constexpr std::uint64_t kBlock = 512u << 10;  // the 42M shape's block
+  lw::KvBlockPool pool(kBlock);
+  REQUIRE(pool.blocks_per_mapping() == 16);
+  std::vector<float*> blocks;
+  for (int i = 0; i < 40; ++i) {  // three mappings
+    float* b = pool.take();
+    REQUIRE(b != nullptr);
+    fill(b, kBlock, static_cast<float>(i));
+    blocks.push_back(b);
+  }
+  // A fresh mapping starts on a 2 MiB boundary, so its blocks can sit on 2 MiB pages.
+  CHECK(reinterpret_cast<std::uintptr_t>(blocks[0]) % (2u << 20) == 0);
+  CHECK(std::set<float*>(blocks.begin(), blocks.end()).size() == blocks.size());
+  for (int i = 0; i < 40; ++i) CHECK(holds(blocks[static_cast<std::size_t>(i)], kBlock, static_cast<float>(i)));
+  CHECK(pool.blocks_in_use() == 40);
+  CHECK(pool.mapped_bytes() == 3 * 16 * kBlock);
+
+  // Giving back part of a mapping keeps it; the freed slot is reused and the others keep
+  // their contents.
+  pool.give(blocks[3]);
+  CHECK(pool.blocks_in_use() == 39);
+  CHECK(pool.mapped_bytes() == 3 * 16 * kBlock);
+  float* again = pool.take();
+  CHECK(again == blocks[3]);
+  fill(again, kBlock, 3.0f);
+  for (int i = 0; i < 40; ++i) CHECK(holds(blocks[static_cast<std::size_t>(i)], kBlock, static_cast<float>(i)));
+
+  // The third mapping holds blocks 32-39; when they are all back it goes.
+  for (int i = 32; i < 40; ++i) pool.give(blocks[static_cast<std::size_t>(i)]);
+  CHECK(pool.mapped_bytes() == 2 * 16 * kBlock);
+  // New blocks come from the fullest mapping with room: free one in each, the second fuller.
+  pool.give(blocks[0]);
+  pool.give(blocks[1]);
+  pool.give(blocks[16]);
+  CHECK(pool.take() == blocks[16]);
+  for (int i = 2; i < 32; ++i) {
+    if (i != 16) pool.give(blocks[static_cast<std::size_t>(i)]);
+  }
+  CHECK(pool.blocks_in_use() == 1);
+  pool.give(blocks[16]);
+  CHECK(pool.blocks_in_use() == 0);
+  CHECK(pool.mapped_bytes() == 0);
+}
+
+TEST_CASE("KV blocks given back leave resident memory at once", "[kv]") {
+  constexpr std::uint64_t kBlock = 4u << 20;
+  lw::KvBlockPool pool(kBlock);
+  REQUIRE(pool.blocks_per_mapping() == 2);
+  std::vector<float*> blocks;
+  const std::uint64_t before = rss_bytes();
+  for (int i = 0; i < 32; ++i) {  // 128 MiB
+    blocks.push_back(pool.take());
+    REQUIRE(blocks.back() != nullptr);
+    fill(blocks.back(), kBlock, 1.0f);
+  }
+  const std::uint64_t full = rss_bytes();
+  CHECK(full >= before + (120u << 20));
+  // One block of each mapping back: the mappings stay, the blocks' pages go.
+  for (std::size_t i = 0; i < blocks.size(); i += 2) pool.give(blocks[i]);
+  const std::uint64_t half = rss_bytes();
+  CHECK(half + (56u << 20) <= full);
+  CHECK(pool.mapped_bytes() == 32 * kBlock);
+  // The rest back: the mappings go.
+  for (std::size_t i = 1; i < blocks.size(); i += 2) pool.give(blocks[i]);
+  CHECK(rss_bytes() + (56u << 20) <= half);
+  CHECK(pool.mapped_bytes() == 0);
+}
+
+TEST_CASE("KV cache grows by blocks within its budget and returns them", "[kv]") {
+  lw::ModelConfig c;
+  c.dim = 64;
+  c.hidden_dim = 128;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.vocab_size = 32;
+  c.seq_len = 100;
+  const std::uint64_t block = 2ull * 2 * lw::KvCache::kBlockPositions * 32 * sizeof(float);
+  lw::KvBudget budget(3 * block);
+  lw::KvCache a(c, 80, &budget);
+  lw::KvCache b(c, 1000, &budget);
+  CHECK(b.capacity() == 100);  // at most seq_len
+  CHECK(a.block_bytes() == block);
+  CHECK(a.reserved() == 0);
+  REQUIRE(a.reserve(17));
+  CHECK(a.reserved() == 32);
+  CHECK(a.bytes_held() == 2 * block);
+  CHECK_FALSE(a.reserve(81));  // past its context
+  REQUIRE(b.reserve(16));
+  CHECK_FALSE(b.reserve(17));  // the budget is spent
+  CHECK(budget.used() == 3 * block);
+  // Rows of different positions, layers and halves do not overlap.
+  std::set<float*> rows;
+  for (int l = 0; l < 2; ++l) {
+    for (int p = 0; p < 32; ++p) {
+      rows.insert(a.key(l, p));
+      rows.insert(a.value(l, p));
+    }
+  }
+  CHECK(rows.size() == 2 * 2 * 32);
+  CHECK(a.key(1, 16) - a.key(1, 15) != 32);  // a new block: not the next row
+  CHECK(a.key(0, 5) + 32 == a.key(0, 6));
+  a.release_from(5);  // keeps the block holding positions 0-4
+  CHECK(a.reserved() == 16);
+  CHECK(budget.used() == 2 * block);
+  REQUIRE(b.reserve(17));
+  CHECK(budget.peak() == 3 * block);
+}
