@@ -58,6 +58,8 @@ Session::Session(tcp::socket socket, ServerContext& ctx)
 
 Session::~Session() {
   if (registry_id_ != 0) ctx_.unregister_session(registry_id_);
+  // KV blocks first, so that stats never show a session gone while its blocks are held.
+  kv_.release_from(0);
   if (hello_done_) ctx_.counters().sessions_active--;
   // The last client gone: hand the heap the sessions used back to the system, so an idle
   // server's RSS returns to its baseline (glibc keeps freed arenas otherwise).
