@@ -3,9 +3,83 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <ctime>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace llamawire {
+namespace {
+
+// True when every one of p[0..8) minus max_val is below -104 (so its expf term is exactly
+// 0), computing each difference as softmax_reference does. A NaN makes it false.
+bool all_underflow8(const float* p, float max_val) {
+#if defined(__SSE2__)
+  const __m128 m = _mm_set1_ps(max_val), lim = _mm_set1_ps(-104.0f);
+  const __m128 a = _mm_cmplt_ps(_mm_sub_ps(_mm_loadu_ps(p), m), lim);
+  const __m128 b = _mm_cmplt_ps(_mm_sub_ps(_mm_loadu_ps(p + 4), m), lim);
+  return _mm_movemask_ps(_mm_and_ps(a, b)) == 0xF;
+#else
+  for (int l = 0; l < 8; ++l) {
+    if (!(p[l] - max_val < -104.0f)) return false;
+  }
+  return true;
+#endif
+}
+
+// True when none of p[0..8) is >= cutoff (NaNs are not).
+bool none_reach8(const float* p, float cutoff) {
+#if defined(__SSE2__)
+  const __m128 c = _mm_set1_ps(cutoff);
+  return _mm_movemask_ps(_mm_or_ps(_mm_cmpge_ps(_mm_loadu_ps(p), c), _mm_cmpge_ps(_mm_loadu_ps(p + 4), c))) == 0;
+#else
+  for (int l = 0; l < 8; ++l) {
+    if (p[l] >= cutoff) return false;
+  }
+  return true;
+#endif
+}
+
+// Sorts [first, last) by probability descending, then index ascending (the top-p order),
+// as a least-significant-byte-first radix sort of the 64-bit key (~prob bits, index):
+// probabilities here are positive and finite, so their bits order like their values. A
+// byte that all keys share costs no pass. For the flat distributions where the nucleus is
+// most of the vocabulary, this is several times faster than a comparison sort.
+template <class T>
+void radix_sort_top_p(T* first, T* last, std::vector<T>& scratch) {
+  const auto n = static_cast<std::size_t>(last - first);
+  const auto key = [](const T& e) {
+    std::uint32_t bits = 0;
+    static_assert(sizeof(bits) == sizeof(e.prob));
+    std::memcpy(&bits, &e.prob, sizeof(bits));
+    return static_cast<std::uint64_t>(~bits) << 32 | static_cast<std::uint32_t>(e.index);
+  };
+  std::array<std::array<std::size_t, 256>, 8> count{};
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint64_t k = key(first[i]);
+    for (int b = 0; b < 8; ++b) ++count[static_cast<std::size_t>(b)][(k >> (8 * b)) & 0xFF];
+  }
+  scratch.resize(n);
+  T* src = first;
+  T* dst = scratch.data();
+  for (int b = 0; b < 8; ++b) {
+    auto& c = count[static_cast<std::size_t>(b)];
+    if (std::find(c.begin(), c.end(), n) != c.end()) continue;  // one value: already in order
+    std::size_t pos = 0;
+    for (auto& v : c) {
+      const std::size_t here = v;
+      v = pos;
+      pos += here;
+    }
+    for (std::size_t i = 0; i < n; ++i) dst[c[(key(src[i]) >> (8 * b)) & 0xFF]++] = src[i];
+    std::swap(src, dst);
+  }
+  if (src != first) std::copy(src, src + n, first);
+}
+
+}  // namespace
 
 int sample_argmax(std::span<const float> values) {
   int best = 0;
@@ -28,13 +102,13 @@ int sample_mult(std::span<const float> probs, float coin) {
   return static_cast<int>(probs.size()) - 1;  // rounding errors
 }
 
-// The largest value, as llama2.c's loop `max = x[i] > max ? x[i] : max` finds it. Eight
+// The largest value, as llama2.c's loop `max = x[i] > max ? x[i] : max` finds it. 32
 // running maxima (each the same select, which compiles to a packed max) and then the
 // same select across them: the same value for any input, NaNs included (a NaN in x[0]
 // wins, any later NaN loses), except that between +0 and -0 either may come out, which
 // no caller can see (v - max and the exponent do not depend on the sign of a zero max).
 float max_reference(std::span<const float> x) {
-  constexpr std::size_t kLanes = 8;
+  constexpr std::size_t kLanes = 32;
   std::array<float, kLanes> m;
   m.fill(x[0]);
   std::size_t i = 0;
@@ -49,14 +123,33 @@ float max_reference(std::span<const float> x) {
 
 void softmax_reference(std::span<float> x) {
   const float max_val = max_reference(x);
-  float sum = 0.0f;
-  for (float& v : x) {
-    // expf is exactly 0 below ln(2^-150) ~ -103.97; skipping the call there avoids libm's
-    // slow underflow path (errno), which a flat vocabulary of 32000 logits hits thousands
-    // of times per token. Same bits as calling it.
+  // expf is exactly 0 below ln(2^-150) ~ -103.97; skipping the call there avoids libm's
+  // slow underflow path (errno), which a flat vocabulary of 32000 logits hits thousands
+  // of times per token. Same bits as calling it.
+  auto term = [max_val](float v) {
     const float d = v - max_val;
-    v = d < -104.0f ? 0.0f : std::exp(d);
-    sum += v;
+    return d < -104.0f ? 0.0f : std::exp(d);
+  };
+  // The sum is llama2.c's sequential one, a chain of dependent adds. Eight values at a time
+  // whose terms are all exactly 0 are set and skipped whole: adding +0 to a sum of
+  // non-negative terms leaves its bits as they are, so only the chain gets shorter (a
+  // peaked distribution underflows almost everywhere). A NaN is never skipped.
+  constexpr std::size_t kLanes = 8;
+  float sum = 0.0f;
+  std::size_t i = 0;
+  for (; i + kLanes <= x.size(); i += kLanes) {
+    if (all_underflow8(x.data() + i, max_val)) {
+      std::fill_n(x.begin() + static_cast<std::ptrdiff_t>(i), kLanes, 0.0f);
+      continue;
+    }
+    for (std::size_t l = 0; l < kLanes; ++l) {
+      x[i + l] = term(x[i + l]);
+      sum += x[i + l];
+    }
+  }
+  for (; i < x.size(); ++i) {
+    x[i] = term(x[i]);
+    sum += x[i];
   }
   for (float& v : x) v /= sum;  // sum is a local: this loop is vectorized
 }
@@ -84,9 +177,18 @@ int Sampler::sample_topp(std::span<const float> probs, float coin) {
   if (n == 1) return 0;
   const float cutoff = (1.0f - params_.topp) / static_cast<float>(n - 1);
   candidates_.clear();
-  for (int i = 0; i < n; ++i) {
-    if (probs[static_cast<std::size_t>(i)] >= cutoff) candidates_.push_back({probs[static_cast<std::size_t>(i)], i});
+  // In index order, as llama2.c collects them; eight at a time are tested first, since
+  // most of a vocabulary is usually below the cutoff.
+  auto consider = [&](int k) {
+    if (probs[static_cast<std::size_t>(k)] >= cutoff) candidates_.push_back({probs[static_cast<std::size_t>(k)], k});
+  };
+  constexpr int kLanes = 8;
+  int j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    if (none_reach8(probs.data() + j, cutoff)) continue;
+    for (int l = 0; l < kLanes; ++l) consider(j + l);
   }
+  for (; j < n; ++j) consider(j);
   // llama2.c reads past its array here; a degenerate top-p falls back to the most likely.
   if (candidates_.empty()) return sample_argmax(probs);
   // llama2.c sorts every candidate by probability (glibc's qsort: a stable merge sort here,
@@ -102,8 +204,24 @@ int Sampler::sample_topp(std::span<const float> probs, float coin) {
   std::size_t sorted = 0;
   std::size_t k = std::min<std::size_t>(candidates_.size(), 64);
   for (;;) {
-    std::partial_sort(candidates_.begin() + static_cast<std::ptrdiff_t>(sorted),
-                      candidates_.begin() + static_cast<std::ptrdiff_t>(k), candidates_.end(), before);
+    // The next k - sorted in order: select them (linear), then sort only them. The order is
+    // total, so the selected set and its order are the full sort's. (partial_sort's heap
+    // took 7 ms per draw on a flat 32000-token distribution, where the nucleus is most of
+    // the vocabulary.)
+    // When that is most of what is left, everything left is sorted at once, by radix when
+    // it is long.
+    const std::size_t left = candidates_.size() - sorted;
+    if (2 * (k - sorted) >= left) k = candidates_.size();
+    const auto first = candidates_.begin() + static_cast<std::ptrdiff_t>(sorted);
+    const auto nth = candidates_.begin() + static_cast<std::ptrdiff_t>(k);
+    if (nth != candidates_.end()) {
+      std::nth_element(first, nth, candidates_.end(), before);
+      std::sort(first, nth, before);
+    } else if (left >= 2048) {
+      radix_sort_top_p(candidates_.data() + sorted, candidates_.data() + candidates_.size(), scratch_);
+    } else {
+      std::sort(first, nth, before);
+    }
     bool crossed = false;
     for (std::size_t i = sorted; i < k; ++i) {
       cumulative += candidates_[i].prob;
@@ -115,7 +233,9 @@ int Sampler::sample_topp(std::span<const float> probs, float coin) {
     }
     if (crossed || k == candidates_.size()) break;
     sorted = k;
-    k = std::min(candidates_.size(), k * 2);
+    // A flat distribution (the top k hold under a quarter of the nucleus): the nucleus is
+    // likely much of the vocabulary, so sort the rest at once instead of selecting again.
+    k = cumulative < params_.topp / 4 ? candidates_.size() : std::min(candidates_.size(), k * 2);
   }
   const float r = coin * cumulative;
   float cdf = 0.0f;

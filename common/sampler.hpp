@@ -38,6 +38,7 @@ class Sampler {
   SamplingParams params_;
   std::uint64_t state_;
   std::vector<ProbIndex> candidates_;
+  std::vector<ProbIndex> scratch_;  // the radix sort's second buffer
 };
 
 // The stand-alone pieces, for tests and for the kernels' reference.

@@ -191,3 +191,38 @@ TEST_CASE("top-p with a partial sort picks exactly what the full sort picks", "[
     REQUIRE(got == reference_topp(probs, topp, coin));
   }
 }
+
+TEST_CASE("top-p over a flat vocabulary (the radix sort path) picks what the full sort picks", "[sampler]") {
+  // Nearly flat logits over up to 32000 tokens: the nucleus is most of the vocabulary, so the
+  // sampler sorts the candidates at once by radix; exact ties stay in index order.
+  std::uint64_t x = 7;
+  auto next = [&] {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+  };
+  for (int trial = 0; trial < 24; ++trial) {
+    const int n = trial % 3 == 0 ? 32000 : 2048 + static_cast<int>(next() % 30000);
+    const float temp = 0.5f + static_cast<float>(next() % 100) / 50.0f;
+    const float topp = 0.5f + static_cast<float>(next() % 49) / 100.0f;
+    const float spread = trial % 2 == 0 ? 0.5f : 3.0f;  // logits within [0, spread)
+    std::vector<float> logits(static_cast<std::size_t>(n));
+    for (auto& v : logits) v = static_cast<float>(next() % 1000) / 1000.0f * spread;
+    const std::uint64_t seed = 1 + next() % 100000;
+    lw::Sampler s(n, {temp, topp, seed});
+    auto work = logits;
+    const int got = s.sample(work);
+    auto probs = logits;
+    for (auto& v : probs) v /= temp;
+    lw::softmax_reference(probs);
+    std::uint64_t st = seed;
+    st ^= st >> 12;
+    st ^= st << 25;
+    st ^= st >> 27;
+    const auto u = static_cast<std::uint32_t>((st * 0x2545F4914F6CDD1DULL) >> 32);
+    const float coin = static_cast<float>(u >> 8) / 16777216.0f;
+    INFO("trial " << trial << " n " << n << " topp " << topp << " spread " << spread);
+    REQUIRE(got == reference_topp(probs, topp, coin));
+  }
+}
