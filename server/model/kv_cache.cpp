@@ -88,7 +88,11 @@ float* KvBlockPool::take() {
   Mapping& m = best->second;
   const int slot = m.free_slots.back();
   m.free_slots.pop_back();
-  ++m.in_use;
+  if (++m.in_use == per_mapping_ && !m.huge) {
+    // Full again: no hole left, so the kernel may assemble 2 MiB pages here once more.
+    ::madvise(best->first, mapping_bytes_, MADV_HUGEPAGE);
+    m.huge = true;
+  }
   return reinterpret_cast<float*>(best->first + static_cast<std::uint64_t>(slot) * block_bytes_);
 }
 

@@ -25,6 +25,30 @@ void fill(float* block, std::uint64_t bytes, float v) {
   for (std::uint64_t i = 0; i < bytes / sizeof(float); ++i) block[i] = v;
 }
 
+// The VmFlags of the mapping that holds `p` (from /proc/self/smaps): "hg" is advised for
+// huge pages, "nh" advised against them.
+std::string vm_flags(const void* p) {
+  std::ifstream f("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  while (std::getline(f, line)) {
+    const auto dash = line.find('-');
+    const auto space = line.find(' ');
+    if (dash != std::string::npos && space != std::string::npos && dash < space &&
+        line.find_first_not_of("0123456789abcdef") == dash) {
+      const auto lo = std::stoull(line.substr(0, dash), nullptr, 16);
+      const auto hi = std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16);
+      inside = lo <= a && a < hi;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+bool has_flag(const std::string& flags, const char* flag) { return flags.find(std::string(" ") + flag) != std::string::npos; }
+
 bool holds(const float* block, std::uint64_t bytes, float v) {
   for (std::uint64_t i = 0; i < bytes / sizeof(float); ++i) {
     if (block[i] != v) return false;
@@ -76,6 +100,30 @@ TEST_CASE("KV block pool hands out disjoint blocks and unmaps what is all given 
   CHECK(pool.blocks_in_use() == 1);
   pool.give(blocks[16]);
   CHECK(pool.blocks_in_use() == 0);
+  CHECK(pool.mapped_bytes() == 0);
+}
+
+TEST_CASE("KV block mappings are advised for huge pages only while they have no hole", "[kv]") {
+  if (!std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled")) {
+    WARN("this kernel has no transparent huge pages: nothing to advise");
+    return;
+  }
+  constexpr std::uint64_t kBlock = 512u << 10;
+  lw::KvBlockPool pool(kBlock);
+  std::vector<float*> blocks;
+  for (int i = 0; i < 16; ++i) blocks.push_back(pool.take());  // one full mapping
+  std::string flags = vm_flags(blocks[5]);
+  INFO(flags);
+  REQUIRE_FALSE(flags.empty());
+  CHECK(has_flag(flags, "hg"));
+  pool.give(blocks[5]);  // a hole
+  flags = vm_flags(blocks[0]);
+  CHECK(has_flag(flags, "nh"));
+  CHECK_FALSE(has_flag(flags, "hg"));
+  blocks[5] = pool.take();  // full again
+  flags = vm_flags(blocks[0]);
+  CHECK(has_flag(flags, "hg"));
+  for (float* b : blocks) pool.give(b);
   CHECK(pool.mapped_bytes() == 0);
 }
 
