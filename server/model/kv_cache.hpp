@@ -32,7 +32,7 @@ class KvBudget {
 // Where KV blocks come from. Attention reads every cached position on every step, at
 // memory speed, so blocks are carved from mappings the kernel may back with 2 MiB pages: with
 // 4 KiB pages part of that time goes to page walks (16 sessions at positions 300-400 ran
-// 3-8% faster on 2 MiB pages, 1-2% at positions 16-96). Resident memory still follows the
+// 2-8% faster on 2 MiB pages, 0-3% at positions 16-96). Resident memory still follows the
 // blocks in use: a block given back has its pages dropped at once; a mapping with a hole
 // gets no huge pages until it is full again (so the kernel cannot fill the hole back in);
 // a mapping whose blocks are all free is unmapped. New blocks come from the fullest mapping
