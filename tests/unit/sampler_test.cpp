@@ -156,16 +156,35 @@ int reference_topp(const std::vector<float>& probs, float topp, float coin) {
   return c[last].index;
 }
 
-}  // namespace
+// What a fresh Sampler{temp, topp, seed} must pick from `logits` on its first draw: the
+// same division, softmax and coin as the sampler, then the plain full-sort top-p.
+int reference_first_draw(std::vector<float> logits, float temp, float topp, std::uint64_t seed) {
+  for (auto& v : logits) v /= temp;
+  lw::softmax_reference(logits);
+  std::uint64_t st = seed;  // the first coin, as the sampler computes it
+  st ^= st >> 12;
+  st ^= st << 25;
+  st ^= st >> 27;
+  const auto u = static_cast<std::uint32_t>((st * 0x2545F4914F6CDD1DULL) >> 32);
+  const float coin = static_cast<float>(u >> 8) / 16777216.0f;
+  return reference_topp(logits, topp, coin);
+}
 
-TEST_CASE("top-p with a partial sort picks exactly what the full sort picks", "[sampler]") {
-  std::uint64_t x = 99;
-  auto next = [&] {
+// A xorshift64 stream for the randomized cases.
+struct XorShift {
+  std::uint64_t x;
+  std::uint64_t operator()() {
     x ^= x << 13;
     x ^= x >> 7;
     x ^= x << 17;
     return x;
-  };
+  }
+};
+
+}  // namespace
+
+TEST_CASE("top-p with a partial sort picks exactly what the full sort picks", "[sampler]") {
+  XorShift next{99};
   for (int trial = 0; trial < 300; ++trial) {
     const int n = 2 + static_cast<int>(next() % 3000);
     const float temp = 0.2f + static_cast<float>(next() % 100) / 40.0f;
@@ -176,32 +195,15 @@ TEST_CASE("top-p with a partial sort picks exactly what the full sort picks", "[
     lw::Sampler s(n, {temp, topp, seed});
     auto work = logits;
     const int got = s.sample(work);
-    // Replay: same division, softmax and coin as the sampler.
-    auto probs = logits;
-    for (auto& v : probs) v /= temp;
-    lw::softmax_reference(probs);
-    // The first coin for `seed`, computed as the sampler does.
-    std::uint64_t st = seed;
-    st ^= st >> 12;
-    st ^= st << 25;
-    st ^= st >> 27;
-    const auto u = static_cast<std::uint32_t>((st * 0x2545F4914F6CDD1DULL) >> 32);
-    const float coin = static_cast<float>(u >> 8) / 16777216.0f;
     INFO("trial " << trial << " n " << n << " topp " << topp);
-    REQUIRE(got == reference_topp(probs, topp, coin));
+    REQUIRE(got == reference_first_draw(logits, temp, topp, seed));
   }
 }
 
 TEST_CASE("top-p over a flat vocabulary (the radix sort path) picks what the full sort picks", "[sampler]") {
   // Nearly flat logits over up to 32000 tokens: the nucleus is most of the vocabulary, so the
   // sampler sorts the candidates at once by radix; exact ties stay in index order.
-  std::uint64_t x = 7;
-  auto next = [&] {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return x;
-  };
+  XorShift next{7};
   for (int trial = 0; trial < 24; ++trial) {
     const int n = trial % 3 == 0 ? 32000 : 2048 + static_cast<int>(next() % 30000);
     const float temp = 0.5f + static_cast<float>(next() % 100) / 50.0f;
@@ -213,16 +215,7 @@ TEST_CASE("top-p over a flat vocabulary (the radix sort path) picks what the ful
     lw::Sampler s(n, {temp, topp, seed});
     auto work = logits;
     const int got = s.sample(work);
-    auto probs = logits;
-    for (auto& v : probs) v /= temp;
-    lw::softmax_reference(probs);
-    std::uint64_t st = seed;
-    st ^= st >> 12;
-    st ^= st << 25;
-    st ^= st >> 27;
-    const auto u = static_cast<std::uint32_t>((st * 0x2545F4914F6CDD1DULL) >> 32);
-    const float coin = static_cast<float>(u >> 8) / 16777216.0f;
     INFO("trial " << trial << " n " << n << " topp " << topp << " spread " << spread);
-    REQUIRE(got == reference_topp(probs, topp, coin));
+    REQUIRE(got == reference_first_draw(logits, temp, topp, seed));
   }
 }
