@@ -1,6 +1,7 @@
 #include "server/engine/scheduler.hpp"
 
 #include "common/log.hpp"
+#include "common/tokenizer.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -55,6 +56,7 @@ int Scheduler::queued() const {
 void Scheduler::submit(KvCache& kv, std::span<const int> tokens, int start_pos, Output out, bool expect_more,
                        std::function<void(boost::system::error_code)> complete_fn) {
   LW_ASSERT(out.logits != nullptr || (out.sampler != nullptr && out.token != nullptr));
+  LW_ASSERT(out.carry == nullptr || (out.sampler != nullptr && out.carry->hold != nullptr));
   auto job = std::make_unique<Job>(Job{&kv, tokens, start_pos, 0, out, expect_more, std::move(complete_fn)});
   {
     std::lock_guard lock(mutex_);
@@ -168,6 +170,24 @@ void Scheduler::loop() {
       const Draw& d = draws[static_cast<std::size_t>(i)];
       *d.job->out.token = d.job->out.sampler->sample(d.logits);
     });
+    // Generations carried on here: the drawn token is the job's next step, so it stays in
+    // the next batch with no wait. Its KV cache is ours until the job completes.
+    for (const Draw& d : draws) {
+      Job& j = *d.job;
+      const Continuation* c = j.out.carry;
+      if (c == nullptr) continue;
+      const int t = *j.out.token;
+      const int pos = j.start_pos + j.done;  // the next step's position
+      if (t == kBosToken || (c->stop_on_eos && t == kEosToken) || pos >= c->limit_pos ||
+          c->hold->load(std::memory_order_acquire) || !j.kv->reserve(pos + 1)) {
+        continue;
+      }
+      c->deliver(t);
+      j.carried_token = t;
+      j.tokens = std::span<const int>(&j.carried_token, 1);
+      j.start_pos = pos;
+      j.done = 0;
+    }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     {
       std::lock_guard lock(mutex_);
@@ -185,7 +205,8 @@ void Scheduler::loop() {
     std::vector<std::unique_ptr<Job>> still;
     for (auto& j : active) {
       if (j->done == static_cast<int>(j->tokens.size())) {
-        if (j->expect_more) expected.push_back(j->kv);
+        // A carried-on generation that stops here is not coming straight back.
+        if (j->expect_more && j->out.carry == nullptr) expected.push_back(j->kv);
         complete(std::move(j), {});
       } else {
         still.push_back(std::move(j));

@@ -15,6 +15,7 @@
 #include "server/model/weight_store.hpp"
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -60,13 +61,27 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
+  // A generation the scheduler carries on by itself. After each step it feeds the token it
+  // drew straight back in as the next step (no round trip through the session, so the
+  // session never makes the next batch wait), as long as: the token is not BOS (nor EOS
+  // with stop_on_eos), the next position is below limit_pos, `hold` is clear and the KV
+  // cache takes one more position. Each token it carries on past goes to `deliver`, called
+  // on the scheduler thread in order; the step completes with the last token in *token.
+  struct Continuation {
+    int limit_pos = 0;
+    bool stop_on_eos = false;
+    const std::atomic<bool>* hold = nullptr;  // set by the session: stop at the next token
+    std::function<void(int token)> deliver;   // must not block (it posts to the session)
+  };
+
   // Where a step's result goes: the last position's logits copied into `logits`, or, with
   // a sampler, the token it draws from them (on the compute threads, in parallel across the
-  // batch, with no copy) in `*token`.
+  // batch, with no copy) in `*token`, optionally carried on by `carry`.
   struct Output {
     std::vector<float>* logits = nullptr;
     Sampler* sampler = nullptr;
     int* token = nullptr;
+    const Continuation* carry = nullptr;  // needs sampler; must outlive the step
   };
 
   // Runs `tokens` at positions [start_pos, start_pos + n) of `kv` (reserved by the caller)
@@ -111,6 +126,7 @@ class Scheduler {
     Output out;
     bool expect_more;
     std::function<void(boost::system::error_code)> complete;  // posts to the session
+    int carried_token = 0;  // the input of a step the scheduler carried on (tokens points here)
   };
 
   void submit(KvCache& kv, std::span<const int> tokens, int start_pos, Output out, bool expect_more,

@@ -171,6 +171,7 @@ asio::awaitable<void> Session::reader() {
   reader_done_ = true;
   closing_ = true;
   cancel_requested_ = true;
+  hold_ = true;
   job_event_.notify();
   drained_event_.notify();
   outbox_event_.notify();
@@ -308,7 +309,10 @@ bool Session::handle(const FrameHeader& h, Message m) {
       return true;
     }
     case MsgType::cancel:
-      if (busy_) cancel_requested_ = true;
+      if (busy_) {
+        cancel_requested_ = true;
+        hold_ = true;
+      }
       return true;
     case MsgType::ping:
       send(msg::Pong{std::get<msg::Ping>(m).nonce}, rid);
@@ -353,7 +357,7 @@ asio::awaitable<void> Session::generator() {
 }
 
 asio::awaitable<bool> Session::step(const std::vector<int>& tokens, int start, std::uint32_t rid, bool expect_more,
-                                    Sampler* sampler) {
+                                    Sampler* sampler, const Scheduler::Continuation* carry) {
   kv_.release_from(start);
   const int need = start + static_cast<int>(tokens.size());
   if (!kv_.reserve(need)) {
@@ -381,7 +385,9 @@ asio::awaitable<bool> Session::step(const std::vector<int>& tokens, int start, s
   pos_ = start;
   boost::system::error_code ec;
   // Built before the co_await (g++ 12 and temporaries in co_await expressions).
-  const Scheduler::Output out{sampler == nullptr ? &logits_ : nullptr, sampler, sampler == nullptr ? nullptr : &sampled_};
+  const Scheduler::Output out{sampler == nullptr ? &logits_ : nullptr, sampler, sampler == nullptr ? nullptr : &sampled_,
+                              carry};
+  hold_ = closing_ || cancel_requested_;
   co_await ctx_.scheduler().async_step(kv_, tokens, start, out, expect_more,
                                        asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
@@ -412,17 +418,71 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
   const int limit = static_cast<int>(std::min<std::uint32_t>(g.limit_pos, static_cast<std::uint32_t>(context)));
   const std::vector<int> prompt(g.tokens.begin(), g.tokens.end());
   Sampler sampler(ctx_.weights().config().vocab_size, {g.temperature, g.topp, g.seed});
-  if (!co_await step(prompt, static_cast<int>(g.start_pos), job.request_id,
-                     static_cast<int>(g.start_pos) + static_cast<int>(prompt.size()) < limit, &sampler)) {
-    co_return;
-  }
-  tokens_prompt_ += prompt.size();
-  ctx_.counters().prompt_tokens_total += prompt.size();
   msg::End end;
   end.prompt_tokens = static_cast<std::uint32_t>(prompt.size());
-  std::vector<int> one(1);
   auto last_token_at = job.received;
+  // One drawn token out to the client; false when the generation must stop after it (the
+  // reason is then in `end`, or the session is closing).
+  auto emit = [&](int next) {
+    send(msg::Token{static_cast<std::uint32_t>(next)}, job.request_id);
+    const auto now = clock::now();
+    (end.generated_tokens == 0 ? ctx_.counters().ttft_seconds : ctx_.counters().itl_seconds)
+        .observe(std::chrono::duration<double>(now - last_token_at).count());
+    last_token_at = now;
+    ++end.generated_tokens;
+    ++tokens_generated_;
+    ctx_.counters().generated_tokens_total++;
+    if (closing_) return false;  // the peer is gone or the session is being cut
+    if (cancel_requested_) {
+      end.reason = StopReason::cancelled;
+      return false;
+    }
+    if (ctx_.forced()) {
+      end.reason = StopReason::shutdown;
+      return false;
+    }
+    return true;
+  };
+  // The scheduler carries the generation on by itself while it can. The tokens it carries
+  // on past arrive here in order, on this strand, before the step completes; once one of
+  // them ends the generation, the rest (already computed) are dropped.
+  int base = 0;             // positions cached when the step's own input is done
+  int carried = 0;          // tokens carried on past in this step
+  std::optional<int> halt;  // positions cached when the generation stopped mid-step
+  Scheduler::Continuation carry;
+  carry.limit_pos = limit;
+  carry.stop_on_eos = (g.flags & kGenerateStopOnEos) != 0;
+  carry.hold = &hold_;
+  carry.deliver = [&](int next) {
+    asio::post(ex_, [&, next] {
+      const int cached = base + carried++;
+      if (halt) return;
+      end.last_token = static_cast<std::uint32_t>(next);
+      if (!emit(next)) {
+        halt = cached;
+        hold_ = true;
+      } else if (outbox_bytes_ > ctx_.options().max_outbox_bytes) {
+        hold_ = true;  // let the client catch up: the loop below waits for room
+      }
+    });
+  };
+  auto run = [&](const std::vector<int>& tokens, int start) -> asio::awaitable<bool> {
+    base = start + static_cast<int>(tokens.size());
+    carried = 0;
+    if (!co_await step(tokens, start, job.request_id, base < limit, &sampler, &carry)) co_return false;
+    pos_ = halt ? *halt : base + carried;
+    if (halt) kv_.release_from(pos_);  // what was computed past the stop
+    co_return true;
+  };
+  if (!co_await run(prompt, static_cast<int>(g.start_pos))) co_return;
+  tokens_prompt_ += prompt.size();
+  ctx_.counters().prompt_tokens_total += prompt.size();
+  std::vector<int> one(1);
   for (;;) {
+    if (halt) {
+      if (closing_) co_return;
+      break;
+    }
     const int next = sampled_;  // drawn by `sampler` with the step's logits
     end.last_token = static_cast<std::uint32_t>(next);
     if (next == kBosToken) {
@@ -433,21 +493,8 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
       end.reason = StopReason::eos;
       break;
     }
-    send(msg::Token{static_cast<std::uint32_t>(next)}, job.request_id);
-    const auto now = clock::now();
-    (end.generated_tokens == 0 ? ctx_.counters().ttft_seconds : ctx_.counters().itl_seconds)
-        .observe(std::chrono::duration<double>(now - last_token_at).count());
-    last_token_at = now;
-    ++end.generated_tokens;
-    ++tokens_generated_;
-    ctx_.counters().generated_tokens_total++;
-    if (closing_) co_return;  // the peer is gone or the session is being cut
-    if (cancel_requested_) {
-      end.reason = StopReason::cancelled;
-      break;
-    }
-    if (ctx_.forced()) {
-      end.reason = StopReason::shutdown;
+    if (!emit(next)) {
+      if (closing_) co_return;
       break;
     }
     if (pos_ >= limit) {
@@ -457,7 +504,7 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
     co_await wait_outbox_room();
     if (closing_) co_return;
     one[0] = next;
-    if (!co_await step(one, pos_, job.request_id, pos_ + 1 < limit, &sampler)) co_return;
+    if (!co_await run(one, pos_)) co_return;
   }
   end.position = static_cast<std::uint32_t>(pos_);
   send(end, job.request_id);

@@ -14,6 +14,7 @@
 #include "server/model/kv_cache.hpp"
 #include "server/net/server_context.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <optional>
@@ -70,8 +71,9 @@ class Session {
   // Runs tokens from start through the scheduler into logits_, or with a sampler into
   // sampled_ (drawn on the compute threads); false on failure (reported).
   // expect_more: a generation that will submit its next step right after this one.
+  // carry: let the scheduler carry the generation on past this step (see Scheduler).
   asio::awaitable<bool> step(const std::vector<int>& tokens, int start, std::uint32_t rid, bool expect_more,
-                             Sampler* sampler = nullptr);
+                             Sampler* sampler = nullptr, const Scheduler::Continuation* carry = nullptr);
   asio::awaitable<void> wait_outbox_room();
 
   void send(const Message& m, std::uint32_t request_id);
@@ -101,6 +103,9 @@ class Session {
   bool generator_done_ = false;
   bool writer_done_ = false;
   bool cancel_requested_ = false;
+  // Tells the scheduler to stop carrying the running generation on (cancel, close, a full
+  // outbox); the only session state it reads.
+  std::atomic<bool> hold_{false};
   std::optional<Job> job_;  // the request in flight (one at a time)
   bool busy_ = false;
 

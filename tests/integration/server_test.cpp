@@ -400,7 +400,7 @@ TEST_CASE("16 sessions on the stories42M shape cost their KV caches and a small 
   CHECK(server.stop() == 0);
 }
 
-TEST_CASE("the KV budget is never exceeded; clients past it wait or get busy", "[net]") {
+TEST_CASE("the KV budget is never exceeded: clients past it wait or get busy", "[net]") {
   LW_REQUIRE_SHARED();
   // aidreams260K: one 16-position block is 2 x 4 layers x 16 x 64 floats = 32 KiB, so 1 MiB
   // holds 32 blocks: four full 128-position sessions.
