@@ -30,7 +30,7 @@ namespace {
 
 struct Flags {
   std::string checkpoint, tokenizer, weights = "f32", kernels, port_file, log_format = "text", log_file, load = "read";
-  int threads = 0, io_threads = 2;
+  int threads = 0, io_threads = 1;
   int max_batch = 256;
   double idle_timeout_s = 300, handshake_timeout_s = 10, write_timeout_s = 30, drain_timeout_s = 30,
          queue_timeout_s = 10;
@@ -82,7 +82,7 @@ int main(int argc, char** argv) try {
       ("tls-key", po::value(&f.tls_key), "PEM private key for --tls-cert")
       ("http-max-body", po::value(&f.http_max_body)->default_value(1u << 20), "largest HTTP request body, bytes")
       ("threads", po::value(&f.threads), "compute threads (default: all cores)")
-      ("io-threads", po::value(&f.io_threads)->default_value(2), "network threads")
+      ("io-threads", po::value(&f.io_threads)->default_value(1), "network threads (more only help many TLS or HTTP clients on cores the compute threads do not use)")
       ("max-sessions", po::value(&f.server.max_sessions)->default_value(64), "most sessions past the handshake at once")
       ("max-connections", po::value(&f.server.max_connections)->default_value(1024), "most open connections (idle ones included)")
       ("max-frame-bytes", po::value(&f.server.max_frame_bytes)->default_value(1u << 20), "largest frame accepted from a client")
@@ -201,6 +201,16 @@ int main(int argc, char** argv) try {
   }
 
   lw::asio::io_context io(f.io_threads);
+  scheduler.set_handoff(lw::asio::make_strand(io));
+  // The scheduler's strand must not outlive `io`: on every way out (this is destroyed
+  // before io), the scheduler stops and drops it.
+  struct HandoffGuard {
+    lw::Scheduler& s;
+    ~HandoffGuard() {
+      s.stop();
+      s.set_handoff(std::nullopt);
+    }
+  } handoff_guard{scheduler};
   lw::tcp::acceptor acceptor(io);
   if (auto r = lw::open_acceptor(acceptor, f.server.address, f.server.port); !r) {
     std::cerr << "llamawire-server: " << r.error().message << "\n";

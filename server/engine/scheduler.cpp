@@ -75,6 +75,18 @@ void Scheduler::complete(std::unique_ptr<Job> job, boost::system::error_code ec)
   fn(ec);
 }
 
+void Scheduler::hand_off(std::vector<std::function<void()>>& results) {
+  if (results.empty()) return;
+  if (handoff_) {
+    asio::post(*handoff_, [batch = std::move(results)] {
+      for (const auto& f : batch) f();
+    });
+  } else {
+    for (const auto& f : results) f();
+  }
+  results.clear();
+}
+
 void Scheduler::loop() {
   const int V = weights_->config().vocab_size;
   std::vector<std::unique_ptr<Job>> active;  // in arrival order
@@ -91,6 +103,7 @@ void Scheduler::loop() {
     std::span<float> logits;
   };
   std::vector<Draw> draws;
+  std::vector<std::function<void()>> results;  // tokens handed over, steps completed
   for (;;) {
     {
       std::unique_lock lock(mutex_);
@@ -182,7 +195,7 @@ void Scheduler::loop() {
           c->hold->load(std::memory_order_acquire) || !j.kv->reserve(pos + 1)) {
         continue;
       }
-      c->deliver(t);
+      results.push_back([c, t] { c->deliver(t); });
       j.carried_token = t;
       j.tokens = std::span<const int>(&j.carried_token, 1);
       j.start_pos = pos;
@@ -207,12 +220,15 @@ void Scheduler::loop() {
       if (j->done == static_cast<int>(j->tokens.size())) {
         // A carried-on generation that stops here is not coming straight back.
         if (j->expect_more && j->out.carry == nullptr) expected.push_back(j->kv);
-        complete(std::move(j), {});
+        auto fn = std::move(j->complete);
+        j.reset();
+        results.push_back([fn = std::move(fn)] { fn({}); });
       } else {
         still.push_back(std::move(j));
       }
     }
     active = std::move(still);
+    hand_off(results);
   }
   // Stopping: everything pending ends with shutting_down.
   std::lock_guard lock(mutex_);

@@ -22,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -65,13 +66,15 @@ class Scheduler {
   // drew straight back in as the next step (no round trip through the session, so the
   // session never makes the next batch wait), as long as: the token is not BOS (nor EOS
   // with stop_on_eos), the next position is below limit_pos, `hold` is clear and the KV
-  // cache takes one more position. Each token it carries on past goes to `deliver`, called
-  // on the scheduler thread in order; the step completes with the last token in *token.
+  // cache takes one more position. Each token it carries on past goes to `deliver`; the
+  // step completes with the last token in *token.
   struct Continuation {
     int limit_pos = 0;
     bool stop_on_eos = false;
     const std::atomic<bool>* hold = nullptr;  // set by the session: stop at the next token
-    std::function<void(int token)> deliver;   // must not block (it posts to the session)
+    // Must not block: it dispatches to the session. Called in order, before the step
+    // completes, on the scheduler thread or in the set_handoff() handler.
+    std::function<void(int token)> deliver;
   };
 
   // Where a step's result goes: the last position's logits copied into `logits`, or, with
@@ -98,7 +101,7 @@ class Scheduler {
           auto ex = asio::get_associated_executor(handler);
           auto h = std::make_shared<decltype(handler)>(std::move(handler));
           submit(kv, tokens, start_pos, out, expect_more, [ex, h](boost::system::error_code ec) {
-            asio::post(ex, [h, ec]() mutable { std::move(*h)(ec); });
+            asio::dispatch(ex, [h, ec]() mutable { std::move(*h)(ec); });
           });
         },
         token);
@@ -109,6 +112,15 @@ class Scheduler {
     return async_step(kv, tokens, start_pos, Output{&logits, nullptr, nullptr}, expect_more,
                       std::forward<CompletionToken>(token));
   }
+
+  // Where a batch's results go out: the tokens handed over and the steps completed by one
+  // batch run in order in one handler posted here (a strand, so batches stay in order),
+  // which resumes each session inline where its strand is free. One wake-up of a network
+  // thread per batch instead of one per session: on a machine with no spare core every
+  // wake-up preempts a compute thread and stalls the other at the next barrier. Unset,
+  // each result is posted to its session by itself. Set it before the first step, and
+  // unset it after stop() and before its io_context goes.
+  void set_handoff(std::optional<asio::any_io_executor> ex) { handoff_ = std::move(ex); }
 
   // Stops the thread; pending steps complete with shutting_down.
   void stop();
@@ -133,9 +145,12 @@ class Scheduler {
               std::function<void(boost::system::error_code)> complete);
   void loop();
   static void complete(std::unique_ptr<Job> job, boost::system::error_code ec);
+  // Runs a batch's results in order: in one handler on handoff_, or here.
+  void hand_off(std::vector<std::function<void()>>& results);
 
   std::shared_ptr<const WeightStore> weights_;
   Options opts_;
+  std::optional<asio::any_io_executor> handoff_;
   ThreadParallel parallel_;
   Forward forward_;
   mutable std::mutex mutex_;

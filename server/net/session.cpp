@@ -454,7 +454,7 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
   carry.stop_on_eos = (g.flags & kGenerateStopOnEos) != 0;
   carry.hold = &hold_;
   carry.deliver = [&](int next) {
-    asio::post(ex_, [&, next] {
+    asio::dispatch(ex_, [&, next] {
       const int cached = base + carried++;
       if (halt) return;
       end.last_token = static_cast<std::uint32_t>(next);

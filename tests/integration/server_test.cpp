@@ -82,7 +82,9 @@ TEST_CASE("client reproduces golden/generate_text.jsonl in both sampling modes",
 
 TEST_CASE("16 concurrent clients each get exactly their solo output", "[net]") {
   LW_REQUIRE_SHARED();
-  t::ServerProcess server({"-c", aidreams(), "-z", tok512()});
+  // Three network threads (the default is one): the scheduler's hand-off of each batch's
+  // tokens must keep every session's tokens in order across threads too.
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--io-threads", "3"});
   struct Job {
     std::vector<std::string> args;
     std::string solo;

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <future>
 #include <memory>
+#include <thread>
 #include <vector>
 
 namespace lw = llamawire;
@@ -116,6 +117,27 @@ TEST_CASE("the scheduler carries a generation on with the tokens a step-by-step 
   CHECK(a.tokens() == ref);
   CHECK(b.tokens() == ref2);
   CHECK(s.stats().max_steps_in_batch >= 2);
+
+  // The same through a hand-off strand served by two threads, as in the server: each
+  // batch's tokens and completions go out in one handler, still in order.
+  lw::asio::io_context io(2);
+  auto work = lw::asio::make_work_guard(io);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i) threads.emplace_back([&io] { io.run(); });
+  {
+    lw::Scheduler h(aidreams(), two_threads());
+    h.set_handoff(lw::asio::make_strand(io));
+    Carried ha(h, 11, limit);
+    Carried hb(h, 12, limit);
+    auto fha = ha.start(h);
+    auto fhb = hb.start(h);
+    REQUIRE(!fha.get());
+    REQUIRE(!fhb.get());
+    CHECK(ha.tokens() == ref);
+    CHECK(hb.tokens() == ref2);
+  }
+  work.reset();
+  for (auto& th : threads) th.join();
 }
 
 TEST_CASE("a carried generation stops one step after hold is set, and where the KV budget ends", "[scheduler]") {
