@@ -90,6 +90,18 @@ struct Carried {
 
 bool has_bos(const std::vector<int>& v) { return std::find(v.begin(), v.end(), lw::kBosToken) != v.end(); }
 
+// Two carried generations (seeds 11 and 12) submitted together draw what each draws alone.
+void check_batched_pair(lw::Scheduler& s, int limit, const std::vector<int>& ref11, const std::vector<int>& ref12) {
+  Carried a(s, 11, limit);
+  Carried b(s, 12, limit);
+  auto fa = a.start(s);
+  auto fb = b.start(s);
+  REQUIRE(!fa.get());
+  REQUIRE(!fb.get());
+  CHECK(a.tokens() == ref11);
+  CHECK(b.tokens() == ref12);
+}
+
 }  // namespace
 
 TEST_CASE("the scheduler carries a generation on with the tokens a step-by-step loop draws", "[scheduler]") {
@@ -108,14 +120,7 @@ TEST_CASE("the scheduler carries a generation on with the tokens a step-by-step 
   // Two carried generations batched together draw what each draws alone.
   const auto ref2 = step_by_step(s, 12, n);
   REQUIRE(!has_bos(ref2));
-  Carried a(s, 11, limit);
-  Carried b(s, 12, limit);
-  auto fa = a.start(s);
-  auto fb = b.start(s);
-  REQUIRE(!fa.get());
-  REQUIRE(!fb.get());
-  CHECK(a.tokens() == ref);
-  CHECK(b.tokens() == ref2);
+  check_batched_pair(s, limit, ref, ref2);
   CHECK(s.stats().max_steps_in_batch >= 2);
 
   // The same through a hand-off strand served by two threads, as in the server: each
@@ -127,14 +132,7 @@ TEST_CASE("the scheduler carries a generation on with the tokens a step-by-step 
   {
     lw::Scheduler h(aidreams(), two_threads());
     h.set_handoff(lw::asio::make_strand(io));
-    Carried ha(h, 11, limit);
-    Carried hb(h, 12, limit);
-    auto fha = ha.start(h);
-    auto fhb = hb.start(h);
-    REQUIRE(!fha.get());
-    REQUIRE(!fhb.get());
-    CHECK(ha.tokens() == ref);
-    CHECK(hb.tokens() == ref2);
+    check_batched_pair(h, limit, ref, ref2);
   }
   work.reset();
   for (auto& th : threads) th.join();
