@@ -8,6 +8,7 @@
 # between runs on a shared machine (see bench/README.md).
 #   bench/serving.sh [CLIENT_COUNTS...]      (default: 1 4 16 64)
 #   LW_ROUNDS=3 (default)  LW_MODELS="stories42M stories110M"  LW_WEIGHTS="f32 q8_0"
+#   LW_SERVER_ARGS="..."   extra server options (e.g. to compare one setting against another)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=build/bin
@@ -43,7 +44,7 @@ for r in $(seq 1 "$rounds"); do
         requests=$(( c < 4 ? 4 : c ))
         rm -f "$tmp/port"
         $bin/llamawire-server -c "$models/$m.bin" -z "$tok" -o 0 --port-file "$tmp/port" --weights "$w" \
-          --ctx 256 --max-sessions 128 2>"$tmp/server.log" &
+          --ctx 256 --max-sessions 128 ${LW_SERVER_ARGS:-} 2>"$tmp/server.log" &
         pid=$!
         for _ in $(seq 1 600); do [ -s "$tmp/port" ] && break; sleep 0.05; done
         json=$($bin/llamawire bench -o "$(cat "$tmp/port")" --clients "$c" --requests "$requests" -n 64 \

@@ -5,6 +5,7 @@
 #include "common/tokenizer.hpp"
 #include "server/engine/scheduler.hpp"
 #include "server/kernels/kernels.hpp"
+#include "server/model/kv_cache.hpp"
 #include "server/model/weight_store.hpp"
 #include "server/net/http_api.hpp"
 #include "server/net/listener.hpp"
@@ -35,6 +36,7 @@ struct Flags {
   double idle_timeout_s = 300, handshake_timeout_s = 10, write_timeout_s = 30, drain_timeout_s = 30,
          queue_timeout_s = 10;
   std::uint64_t kv_budget_mb = 0;
+  std::uint64_t kv_warm_mb = 64;
   int http_port = -1;
   std::string tls_cert, tls_key;
   std::size_t http_max_body = 1u << 20;
@@ -88,6 +90,7 @@ int main(int argc, char** argv) try {
       ("max-frame-bytes", po::value(&f.server.max_frame_bytes)->default_value(1u << 20), "largest frame accepted from a client")
       ("ctx", po::value(&f.server.ctx)->default_value(0), "positions per session (0: the model's seq_len)")
       ("kv-budget-mb", po::value(&f.kv_budget_mb)->default_value(0), "KV cache memory for all sessions, MiB (0: unlimited)")
+      ("kv-warm-mb", po::value(&f.kv_warm_mb)->default_value(64), "KV memory faulted in at startup and kept resident as sessions end, MiB (at most --kv-budget-mb)")
       ("queue-timeout", po::value(&f.queue_timeout_s)->default_value(10), "seconds a request waits for KV memory before busy (0: at once)")
       ("max-batch", po::value(&f.max_batch)->default_value(256), "most token positions in one batched forward")
       ("idle-timeout", po::value(&f.idle_timeout_s)->default_value(300), "seconds a session may stay silent")
@@ -171,6 +174,18 @@ int main(int argc, char** argv) try {
                 " heads=", cfg.n_heads, " kv_heads=", cfg.n_kv_heads, " vocab=", cfg.vocab_size, " seq_len=", cfg.seq_len,
                 " weights=", (*store)->weight_type() == lw::WeightType::q8_0 ? "q8_0" : "f32",
                 " kernels=", lw::kernels::active().name, " threads=", f.threads);
+
+  // Warm KV blocks: the first sessions find them faulted in, and ended sessions' blocks stay
+  // resident for the next ones (see KvBlockPool::keep_warm). Never more than the budget, nor
+  // than every session at full context could use.
+  const std::uint64_t block_bytes = lw::KvCache::block_bytes_for(cfg);
+  const int ctx_positions = f.server.ctx > 0 ? std::min(f.server.ctx, cfg.seq_len) : cfg.seq_len;
+  const std::uint64_t blocks_per_session =
+      static_cast<std::uint64_t>((ctx_positions + lw::KvCache::kBlockPositions - 1) / lw::KvCache::kBlockPositions);
+  std::uint64_t warm = std::min(f.kv_warm_mb * 1024 * 1024,
+                                static_cast<std::uint64_t>(std::max(f.server.max_sessions, 1)) * blocks_per_session * block_bytes);
+  if (f.kv_budget_mb != 0) warm = std::min(warm, f.kv_budget_mb * 1024 * 1024);
+  lw::KvBlockPool::for_block_bytes(block_bytes).keep_warm(warm);
 
   lw::Scheduler::Options sopts;
   sopts.threads = f.threads;

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
+#include <iterator>
 #include <cstdint>
 #include <memory>
 
@@ -63,37 +65,77 @@ KvBlockPool::~KvBlockPool() {
   for (auto& [base, m] : mappings_) ::munmap(base, mapping_bytes_);
 }
 
-float* KvBlockPool::take() {
-  std::lock_guard lock(mutex_);
+KvBlockPool::MapIt KvBlockPool::new_mapping() {
+  // A new mapping starting on a 2 MiB boundary: map more, then trim both ends.
+  const std::uint64_t span = mapping_bytes_ + kHugePage;
+  void* raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return mappings_.end();
+  auto* start = static_cast<char*>(raw);
+  auto* base = reinterpret_cast<char*>(round_up(reinterpret_cast<std::uintptr_t>(start), kHugePage));
+  if (base > start) ::munmap(start, static_cast<std::size_t>(base - start));
+  char* end = base + mapping_bytes_;
+  if (start + span > end) ::munmap(end, static_cast<std::size_t>(start + span - end));
+  ::madvise(base, mapping_bytes_, MADV_HUGEPAGE);
+  Mapping m;
+  for (int slot = per_mapping_ - 1; slot >= 0; --slot) m.free_slots.push_back(slot);
+  return mappings_.emplace(base, std::move(m)).first;
+}
+
+float* KvBlockPool::take_cold() {
   // The fullest mapping with a free slot, so that the emptier ones can drain and go.
   auto best = mappings_.end();
   for (auto it = mappings_.begin(); it != mappings_.end(); ++it) {
     if (!it->second.free_slots.empty() && (best == mappings_.end() || it->second.in_use > best->second.in_use)) best = it;
   }
-  if (best == mappings_.end()) {
-    // A new mapping starting on a 2 MiB boundary: map more, then trim both ends.
-    const std::uint64_t span = mapping_bytes_ + kHugePage;
-    void* raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED) return nullptr;
-    auto* start = static_cast<char*>(raw);
-    auto* base = reinterpret_cast<char*>(round_up(reinterpret_cast<std::uintptr_t>(start), kHugePage));
-    if (base > start) ::munmap(start, static_cast<std::size_t>(base - start));
-    char* end = base + mapping_bytes_;
-    if (start + span > end) ::munmap(end, static_cast<std::size_t>(start + span - end));
-    ::madvise(base, mapping_bytes_, MADV_HUGEPAGE);
-    Mapping m;
-    for (int slot = per_mapping_ - 1; slot >= 0; --slot) m.free_slots.push_back(slot);
-    best = mappings_.emplace(base, std::move(m)).first;
-  }
+  if (best == mappings_.end()) best = new_mapping();
+  if (best == mappings_.end()) return nullptr;
   Mapping& m = best->second;
   const int slot = m.free_slots.back();
   m.free_slots.pop_back();
-  if (++m.in_use == per_mapping_ && !m.huge) {
-    // Full again: no hole left, so the kernel may assemble 2 MiB pages here once more.
+  ++m.in_use;
+  if (m.free_slots.empty() && !m.huge) {
+    // No hole left, so the kernel may assemble 2 MiB pages here once more.
     ::madvise(best->first, mapping_bytes_, MADV_HUGEPAGE);
     m.huge = true;
   }
-  return reinterpret_cast<float*>(best->first + static_cast<std::uint64_t>(slot) * block_bytes_);
+  return address(best, slot);
+}
+
+float* KvBlockPool::take() {
+  std::lock_guard lock(mutex_);
+  // A warm block first, from the fullest mapping that has one.
+  auto best = mappings_.end();
+  for (auto it = mappings_.begin(); it != mappings_.end(); ++it) {
+    if (!it->second.warm_slots.empty() && (best == mappings_.end() || it->second.in_use > best->second.in_use)) best = it;
+  }
+  if (best == mappings_.end()) return take_cold();
+  Mapping& m = best->second;
+  const int slot = m.warm_slots.back();
+  m.warm_slots.pop_back();
+  ++m.in_use;
+  warm_ -= block_bytes_;
+  return address(best, slot);
+}
+
+void KvBlockPool::drop(MapIt it, int slot) {
+  Mapping& m = it->second;
+  if (m.in_use == 0 && m.warm_slots.empty()) {
+    ::munmap(it->first, mapping_bytes_);
+    mappings_.erase(it);
+    return;
+  }
+  m.free_slots.push_back(slot);
+  if (m.huge) {
+    // With a hole in it, the mapping stays on small pages, or the kernel could fill the
+    // hole back in when it assembles a 2 MiB page.
+    ::madvise(it->first, mapping_bytes_, MADV_NOHUGEPAGE);
+    m.huge = false;
+  }
+  // Drop the block's whole pages (a 2 MiB page around it is split).
+  const auto p = reinterpret_cast<std::uintptr_t>(address(it, slot));
+  const auto first = round_up(p, page_size());
+  const auto last = (p + block_bytes_) / page_size() * page_size();
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 void KvBlockPool::give(float* block) {
@@ -102,26 +144,43 @@ void KvBlockPool::give(float* block) {
   auto it = mappings_.upper_bound(p);
   LW_ASSERT(it != mappings_.begin());
   --it;
-  char* base = it->first;
   Mapping& m = it->second;
-  const auto offset = static_cast<std::uint64_t>(p - base);
+  const auto offset = static_cast<std::uint64_t>(p - it->first);
   LW_ASSERT(offset < block_bytes_ * static_cast<std::uint64_t>(per_mapping_) && offset % block_bytes_ == 0);
-  if (--m.in_use == 0) {
-    ::munmap(base, mapping_bytes_);
-    mappings_.erase(it);
+  const int slot = static_cast<int>(offset / block_bytes_);
+  --m.in_use;
+  if (warm_ + block_bytes_ <= warm_limit_) {
+    m.warm_slots.push_back(slot);
+    warm_ += block_bytes_;
     return;
   }
-  m.free_slots.push_back(static_cast<int>(offset / block_bytes_));
-  if (m.huge) {
-    // With a hole in it, the mapping stays on small pages, or the kernel could fill the
-    // hole back in when it assembles a 2 MiB page.
-    ::madvise(base, mapping_bytes_, MADV_NOHUGEPAGE);
-    m.huge = false;
+  drop(it, slot);
+}
+
+void KvBlockPool::keep_warm(std::uint64_t bytes) {
+  std::lock_guard lock(mutex_);
+  warm_limit_ = bytes;
+  while (warm_ + block_bytes_ <= warm_limit_) {
+    float* block = take_cold();
+    if (block == nullptr) break;
+    std::memset(block, 0, block_bytes_);  // fault it in
+    auto it = std::prev(mappings_.upper_bound(reinterpret_cast<char*>(block)));
+    --it->second.in_use;
+    it->second.warm_slots.push_back(static_cast<int>((reinterpret_cast<char*>(block) - it->first) / block_bytes_));
+    warm_ += block_bytes_;
   }
-  // Drop the block's whole pages (a 2 MiB page around it is split).
-  const auto first = round_up(reinterpret_cast<std::uintptr_t>(p), page_size());
-  const auto last = (reinterpret_cast<std::uintptr_t>(p) + block_bytes_) / page_size() * page_size();
-  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  while (warm_ > warm_limit_) {
+    auto it = std::find_if(mappings_.begin(), mappings_.end(), [](const auto& e) { return !e.second.warm_slots.empty(); });
+    const int slot = it->second.warm_slots.back();
+    it->second.warm_slots.pop_back();
+    warm_ -= block_bytes_;
+    drop(it, slot);
+  }
+}
+
+std::uint64_t KvBlockPool::warm_bytes() const {
+  std::lock_guard lock(mutex_);
+  return warm_;
 }
 
 std::uint64_t KvBlockPool::mapped_bytes() const {
@@ -141,11 +200,15 @@ KvCache::KvCache(const ModelConfig& config, int ctx, KvBudget* budget)
       kv_dim_(config.kv_dim()),
       ctx_(std::clamp(ctx, 1, config.seq_len)),
       budget_(budget),
-      block_bytes_(2ull * static_cast<std::uint64_t>(config.n_layers) * kBlockPositions *
-                   static_cast<std::uint64_t>(config.kv_dim()) * sizeof(float)),
+      block_bytes_(block_bytes_for(config)),
       pool_(&KvBlockPool::for_block_bytes(block_bytes_)) {}
 
 KvCache::~KvCache() { release_from(0); }
+
+std::uint64_t KvCache::block_bytes_for(const ModelConfig& config) {
+  return 2ull * static_cast<std::uint64_t>(config.n_layers) * kBlockPositions *
+         static_cast<std::uint64_t>(config.kv_dim()) * sizeof(float);
+}
 
 bool KvCache::reserve(int n_positions) {
   if (n_positions > ctx_) return false;

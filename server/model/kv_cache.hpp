@@ -32,12 +32,13 @@ class KvBudget {
 // Where KV blocks come from. Attention reads every cached position on every step, at
 // memory speed, so blocks are carved from mappings the kernel may back with 2 MiB pages: with
 // 4 KiB pages part of that time goes to page walks (16 sessions at positions 300-400 ran
-// 2-8% faster on 2 MiB pages, 0-3% at positions 16-96). Resident memory still follows the
-// blocks in use: a block given back has its pages dropped at once; a mapping with a hole
-// gets no huge pages until it is full again (so the kernel cannot fill the hole back in);
-// a mapping whose blocks are all free is unmapped. New blocks come from the fullest mapping
-// first, so holes are refilled and emptier mappings drain. One pool per block size, shared
-// by all caches of that size; thread-safe.
+// 2-8% faster on 2 MiB pages, 0-3% at positions 16-96). Resident memory follows the blocks
+// in use, plus at most a "warm" amount (keep_warm) of free blocks kept faulted in: a block
+// given back past that has its pages dropped at once; a mapping with such a hole gets no
+// huge pages until it is full again (so the kernel cannot fill the hole back in); a mapping
+// with nothing in use and nothing warm is unmapped. New blocks come from the warm ones
+// first, then from the fullest mapping, so holes are refilled and emptier mappings drain.
+// One pool per block size, shared by all caches of that size; thread-safe.
 class KvBlockPool {
  public:
   static KvBlockPool& for_block_bytes(std::uint64_t block_bytes);
@@ -51,22 +52,42 @@ class KvBlockPool {
   float* take();
   void give(float* block);
 
+  // Keeps up to `bytes` of free blocks resident (rounded down to whole blocks), and faults
+  // that many in now, so that sessions starting later find their first blocks without page
+  // faults. (A fresh page can cost far more than its zeroing: on a VM whose balloon reports
+  // free memory to the host, the host must back it again.) Lowering it drops the excess.
+  void keep_warm(std::uint64_t bytes);
+  std::uint64_t warm_bytes() const;  // free blocks resident now
+
   int blocks_per_mapping() const { return per_mapping_; }
   std::uint64_t mapped_bytes() const;  // address space held, in whole mappings
   int blocks_in_use() const;
 
  private:
   struct Mapping {
-    std::vector<int> free_slots;
+    std::vector<int> free_slots;  // not resident (never touched, or dropped)
+    std::vector<int> warm_slots;  // free but resident
     int in_use = 0;
     bool huge = true;  // still advised for 2 MiB pages
   };
+  using MapIt = std::map<char*, Mapping>::iterator;
+
+  MapIt new_mapping();  // mappings_.end() when the system has no memory
+  float* address(MapIt it, int slot) const {
+    return reinterpret_cast<float*>(it->first + static_cast<std::uint64_t>(slot) * block_bytes_);
+  }
+  // Takes a free (not resident) slot from the fullest mapping that has one, or a new mapping.
+  float* take_cold();
+  // Frees a slot for good: its pages go, and so does its mapping when nothing else holds it.
+  void drop(MapIt it, int slot);
 
   std::uint64_t block_bytes_;
   int per_mapping_;
   std::uint64_t mapping_bytes_;
   mutable std::mutex mutex_;
   std::map<char*, Mapping> mappings_;  // by base address
+  std::uint64_t warm_limit_ = 0;
+  std::uint64_t warm_ = 0;  // bytes in warm_slots, all mappings
 };
 
 class KvCache {
@@ -75,6 +96,8 @@ class KvCache {
 
   // `ctx`: the most positions this cache may ever hold (<= seq_len).
   KvCache(const ModelConfig& config, int ctx, KvBudget* budget = nullptr);
+  // The bytes of one block for this model (all layers' keys and values of kBlockPositions).
+  static std::uint64_t block_bytes_for(const ModelConfig& config);
   ~KvCache();
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;

@@ -57,6 +57,10 @@ void ServerContext::force_stop() {
   notify_all();
 }
 
+std::uint64_t ServerContext::kv_warm_bytes() const {
+  return KvBlockPool::for_block_bytes(KvCache::block_bytes_for(weights_->config())).warm_bytes();
+}
+
 std::string ServerContext::stats_json() const {
   const auto s = scheduler_.stats();
   std::ostringstream os;
@@ -71,7 +75,7 @@ std::string ServerContext::stats_json() const {
      << ",\"protocol_errors_total\":" << counters_.protocol_errors_total.load()
      << ",\"kv_waits\":" << counters_.kv_waits.load() << ",\"kv_refusals\":" << counters_.kv_refusals.load()
      << ",\"kv_bytes_used\":" << kv_budget_.used() << ",\"kv_bytes_peak\":" << kv_budget_.peak()
-     << ",\"kv_bytes_budget\":" << kv_budget_.limit()
+     << ",\"kv_bytes_budget\":" << kv_budget_.limit() << ",\"kv_bytes_warm\":" << kv_warm_bytes()
      << ",\"batches\":" << s.batches << ",\"batch_rows\":" << s.rows << ",\"decode_rows\":" << s.decode_rows
      << ",\"prefill_rows\":" << s.prefill_rows << ",\"max_rows_in_batch\":" << s.max_rows_in_batch
      << ",\"max_steps_in_batch\":" << s.max_steps_in_batch << ",\"mean_steps_per_batch\":"
@@ -130,6 +134,8 @@ std::string ServerContext::metrics_text() const {
   os << "llamawire_kv_bytes_used " << kv_budget_.used() << "\n";
   metric("llamawire_kv_bytes_budget", "gauge", "KV cache memory budget (0: unlimited).");
   os << "llamawire_kv_bytes_budget " << kv_budget_.limit() << "\n";
+  metric("llamawire_kv_bytes_warm", "gauge", "Free KV cache memory kept resident for new sessions (--kv-warm-mb).");
+  os << "llamawire_kv_bytes_warm " << kv_warm_bytes() << "\n";
   metric("llamawire_compute_busy_seconds_total", "counter", "Time the compute threads spent in forward passes.");
   os << "llamawire_compute_busy_seconds_total " << s.busy_seconds << "\n";
   return os.str();

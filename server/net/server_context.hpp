@@ -72,6 +72,7 @@ class ServerContext {
   Scheduler& scheduler() { return scheduler_; }
   const ServerOptions& options() const { return opts_; }
   KvBudget& kv_budget() { return kv_budget_; }
+  std::uint64_t kv_warm_bytes() const;  // free KV blocks kept resident
   ServerCounters& counters() { return counters_; }
   int context() const { return ctx_; }
   // The TLS context for both listeners, or nullptr for plain TCP.

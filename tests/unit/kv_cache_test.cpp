@@ -151,6 +151,64 @@ TEST_CASE("KV blocks given back leave resident memory at once", "[kv]") {
   CHECK(pool.mapped_bytes() == 0);
 }
 
+TEST_CASE("KV blocks stay resident up to the warm amount, which is faulted in at once", "[kv]") {
+  constexpr std::uint64_t kBlock = 4u << 20;
+  lw::KvBlockPool pool(kBlock);
+  REQUIRE(pool.blocks_per_mapping() == 2);
+  const std::uint64_t before = rss_bytes();
+  pool.keep_warm(32u << 20);  // 8 blocks, 4 mappings
+  CHECK(pool.warm_bytes() == (32u << 20));
+  CHECK(pool.blocks_in_use() == 0);
+  CHECK(pool.mapped_bytes() == (32u << 20));
+  const std::uint64_t warm = rss_bytes();
+  CHECK(warm >= before + (30u << 20));
+  // Takes come from the warm blocks first, and cost no new memory.
+  std::vector<float*> blocks;
+  for (int i = 0; i < 8; ++i) blocks.push_back(pool.take());
+  CHECK(pool.warm_bytes() == 0);
+  CHECK(pool.mapped_bytes() == (32u << 20));
+  for (float* b : blocks) fill(b, kBlock, 2.0f);
+  CHECK(rss_bytes() <= warm + (4u << 20));
+  // Past them, new mappings as usual.
+  for (int i = 0; i < 8; ++i) {
+    blocks.push_back(pool.take());
+    fill(blocks.back(), kBlock, 3.0f);
+  }
+  CHECK(pool.mapped_bytes() == (64u << 20));
+  const std::uint64_t full = rss_bytes();
+  CHECK(full >= warm + (30u << 20));
+  // All back: the first 8 given back stay warm (their contents with them), the other 8 go,
+  // and so do their mappings.
+  for (float* b : blocks) pool.give(b);
+  CHECK(pool.blocks_in_use() == 0);
+  CHECK(pool.warm_bytes() == (32u << 20));
+  CHECK(pool.mapped_bytes() == (32u << 20));
+  CHECK(rss_bytes() + (28u << 20) <= full);
+  for (std::size_t i = 0; i < 8; ++i) CHECK(holds(blocks[i], kBlock, 2.0f));
+  // Taken again, they are the same blocks.
+  const std::set<float*> first(blocks.begin(), blocks.begin() + 8);
+  std::vector<float*> again;
+  for (int i = 0; i < 8; ++i) {
+    again.push_back(pool.take());
+    CHECK(first.count(again.back()) == 1);
+  }
+  // A fresh block beyond them comes from a new mapping; giving it back with the warm amount
+  // full drops it.
+  float* extra = pool.take();
+  CHECK(first.count(extra) == 0);
+  for (float* b : again) pool.give(b);
+  pool.give(extra);
+  CHECK(pool.warm_bytes() == (32u << 20));
+  CHECK(pool.mapped_bytes() == (32u << 20));
+  // Lowering the amount lets the excess go; at zero the pool holds nothing.
+  pool.keep_warm(12u << 20);
+  CHECK(pool.warm_bytes() == (12u << 20));
+  pool.keep_warm(0);
+  CHECK(pool.warm_bytes() == 0);
+  CHECK(pool.mapped_bytes() == 0);
+  CHECK(rss_bytes() <= before + (4u << 20));
+}
+
 TEST_CASE("KV cache grows by blocks within its budget and returns them", "[kv]") {
   lw::ModelConfig c;
   c.dim = 64;
