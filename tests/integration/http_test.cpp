@@ -242,7 +242,8 @@ TEST_CASE("/metrics is Prometheus text with the promised series", "[net][http]")
   CHECK(samples > 20);
   for (const char* m : {"llamawire_requests_total", "llamawire_tokens_total", "llamawire_active_sessions",
                         "llamawire_batch_size", "llamawire_time_to_first_token_seconds",
-                        "llamawire_inter_token_latency_seconds", "llamawire_kv_bytes_used", "llamawire_kv_bytes_budget"}) {
+                        "llamawire_inter_token_latency_seconds", "llamawire_kv_bytes_used", "llamawire_kv_bytes_budget",
+                        "llamawire_kv_bytes_warm"}) {
     CHECK(typed.count(m) == 1);
   }
   CHECK(r.body.find("llamawire_requests_total{protocol=\"http\"} 1") != std::string::npos);

@@ -437,6 +437,11 @@ TEST_CASE("the KV budget is never exceeded: clients past it wait or get busy", "
   const auto st = stats_of(server.port());
   CHECK(st.at("kv_bytes_peak").to_number<std::uint64_t>() <= (1u << 20));
   CHECK(st.at("kv_bytes_budget").to_number<std::uint64_t>() == (1u << 20));
+  // The warm reserve (--kv-warm-mb, 64 by default) is capped at the budget, and blocks in
+  // use plus warm ones never pass it: a session takes warm blocks before new ones.
+  CHECK(st.at("kv_bytes_warm").to_number<std::uint64_t>() > 0);
+  CHECK(st.at("kv_bytes_used").to_number<std::uint64_t>() + st.at("kv_bytes_warm").to_number<std::uint64_t>() <=
+        (1u << 20));
   CHECK(server.alive());
   CHECK(server.stop() == 0);
 }
