@@ -37,8 +37,11 @@ for r in $(seq 1 "$rounds"); do
       # The host right now: read bandwidth (single-client decode follows it) and two-thread
       # FMA throughput (batched decode follows it; it halves when a shared host puts both
       # vCPUs on one core). Printed next to each round's ratios.
-      probe=$($bin/llamawire-bench-engine "$models/stories15M.bin" --decode 0 --prompt 0 --bandwidth-mib 512 --compute |
-        python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["bandwidth_gbs"], d["compute_gflops"])' || echo 0 0)
+      # (Parsed after the run, not in a pipe: a parser starting alongside would share the cores.)
+      $bin/llamawire-bench-engine "$models/stories15M.bin" --decode 0 --prompt 0 --bandwidth-mib 512 --compute \
+        > "$tmp/probe.json" || echo '{}' > "$tmp/probe.json"
+      probe=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get("bandwidth_gbs", 0), d.get("compute_gflops", 0))' \
+        "$tmp/probe.json")
       read -r bw gflops <<<"$probe"
       for c in "${counts[@]}"; do
         requests=$(( c < 4 ? 4 : c ))

@@ -18,14 +18,19 @@ pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 for _ in $(seq 1 600); do [ -s "$tmp/port" ] && break; sleep 0.05; done
 port=$(cat "$tmp/port")
-probe() { $bin/llamawire bench -o "$port" --clients 1 --requests 3 -n 2 --prompt-tokens 128 --json; }
+# The JSON is parsed after the run, not in a pipe: a parser starting up alongside would take
+# CPU from the server during the measurement (python3 behind a pyenv shim costs ~0.1-0.2 s).
+probe() {
+  $bin/llamawire bench -o "$port" --clients 1 --requests 3 -n 2 --prompt-tokens 128 --json > "$tmp/probe.json"
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ttft_ms"]["p50"])' "$tmp/probe.json"
+}
 idle=(); loaded=()
 for r in $(seq 1 "$rounds"); do
-  idle+=("$(probe | python3 -c 'import json,sys; print(json.load(sys.stdin)["ttft_ms"]["p50"])')")
+  idle+=("$(probe)")
   $bin/llamawire bench -o "$port" --clients 15 --requests 15 -n 400 --prompt-tokens 8 --json > "$tmp/bg.json" &
   bg=$!
   sleep 1.0  # the 15 are decoding now
-  loaded+=("$(probe | python3 -c 'import json,sys; print(json.load(sys.stdin)["ttft_ms"]["p50"])')")
+  loaded+=("$(probe)")
   wait $bg
 done
 python3 - "${idle[*]}" "${loaded[*]}" <<'PY'
