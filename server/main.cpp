@@ -35,8 +35,8 @@ struct Flags {
   int max_batch = 256;
   double idle_timeout_s = 300, handshake_timeout_s = 10, write_timeout_s = 30, drain_timeout_s = 30,
          queue_timeout_s = 10;
-  std::uint64_t kv_budget_mb = 0;
-  std::uint64_t kv_warm_mb = 64;
+  long long kv_budget_mb = 0;  // signed, so that a negative value is refused, not wrapped
+  long long kv_warm_mb = 64;
   int http_port = -1;
   std::string tls_cert, tls_key;
   std::size_t http_max_body = 1u << 20;
@@ -128,6 +128,10 @@ int main(int argc, char** argv) try {
       f.handshake_timeout_s <= 0 || f.write_timeout_s <= 0 || f.drain_timeout_s < 0 || f.queue_timeout_s < 0) {
     return usage_error("numeric options must be positive (max-frame-bytes >= 64)", opts);
   }
+  constexpr long long kMaxMiB = 1ll << 24;  // 16 TiB
+  if (f.kv_budget_mb < 0 || f.kv_budget_mb > kMaxMiB) return usage_error("--kv-budget-mb must be in [0, 16777216]", opts);
+  if (f.kv_warm_mb < 0 || f.kv_warm_mb > kMaxMiB) return usage_error("--kv-warm-mb must be in [0, 16777216]", opts);
+  const std::uint64_t kv_budget_bytes = static_cast<std::uint64_t>(f.kv_budget_mb) << 20;
   if (f.weights != "f32" && f.weights != "q8_0") return usage_error("--weights must be f32 or q8_0", opts);
   if (f.load != "read" && f.load != "mmap") return usage_error("--load must be read or mmap", opts);
   if (f.log_format != "text" && f.log_format != "json") return usage_error("--log-format must be text or json", opts);
@@ -182,9 +186,9 @@ int main(int argc, char** argv) try {
   const int ctx_positions = f.server.ctx > 0 ? std::min(f.server.ctx, cfg.seq_len) : cfg.seq_len;
   const std::uint64_t blocks_per_session =
       static_cast<std::uint64_t>((ctx_positions + lw::KvCache::kBlockPositions - 1) / lw::KvCache::kBlockPositions);
-  std::uint64_t warm = std::min(f.kv_warm_mb * 1024 * 1024,
+  std::uint64_t warm = std::min(static_cast<std::uint64_t>(f.kv_warm_mb) << 20,
                                 static_cast<std::uint64_t>(std::max(f.server.max_sessions, 1)) * blocks_per_session * block_bytes);
-  if (f.kv_budget_mb != 0) warm = std::min(warm, f.kv_budget_mb * 1024 * 1024);
+  if (kv_budget_bytes != 0) warm = std::min(warm, kv_budget_bytes);
   lw::KvBlockPool::for_block_bytes(block_bytes).keep_warm(warm);
 
   lw::Scheduler::Options sopts;
@@ -193,7 +197,7 @@ int main(int argc, char** argv) try {
   sopts.max_batch_sessions = std::min(f.max_batch, std::max(f.server.max_sessions, 1));
   lw::Scheduler scheduler(*store, sopts);
   lw::ServerContext ctx(*store, std::make_shared<const lw::Tokenizer>(std::move(*tok)), scheduler, f.server,
-                        f.kv_budget_mb * 1024 * 1024);
+                        kv_budget_bytes);
 
   if (!f.tls_cert.empty()) {
     auto tls = std::make_shared<lw::asio::ssl::context>(lw::asio::ssl::context::tls_server);

@@ -6,9 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <iterator>
-#include <cstdint>
 #include <memory>
 
 namespace llamawire {

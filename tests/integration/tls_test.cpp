@@ -107,4 +107,10 @@ TEST_CASE("the server refuses bad files at startup with one clear line", "[net]"
   CHECK(r.err.find("vocab") != std::string::npos);
   CHECK(t::run_process({server}).exit_code == 2);
   CHECK(t::run_process({server, "-c", truncated, "--port", "70000"}).exit_code == 2);
+  // Memory sizes are checked, not wrapped: -1 MiB is no "unlimited" budget.
+  for (const char* opt : {"--kv-budget-mb", "--kv-warm-mb"}) {
+    r = t::run_process({server, "-c", truncated, opt, "-1"});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find(std::string(opt) + " must be in [0, 16777216]") != std::string::npos);
+  }
 }
