@@ -3,6 +3,7 @@
 //   llamawire-bench-engine CHECKPOINT [--weights f32|q8_0] [--kernels scalar|avx2]
 //                          [--threads N] [--decode N] [--prompt N] [--batch B]
 //                          [--load read|mmap] [--bandwidth-mib N] [--compute]
+#include "common/cli_support.hpp"
 #include "server/kernels/kernels.hpp"
 #include "server/model/forward.hpp"
 #include "server/model/parallel.hpp"
@@ -114,7 +115,7 @@ int main(int argc, char** argv) try {
   std::string checkpoint, weights = "f32", kernels, load = "read";
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int decode = 64, prompt = 128, batch = 0;
-  std::size_t bw_mib = 1024;
+  long long bw_mib = 1024;
   bool compute = false;
   po::options_description opts("Usage: llamawire-bench-engine CHECKPOINT [options]");
   opts.add_options()("help,h", "show this help")("weights", po::value(&weights), "f32 | q8_0")
@@ -132,8 +133,13 @@ int main(int argc, char** argv) try {
   po::positional_options_description pos;
   pos.add("checkpoint", 1);
   po::variables_map vm;
-  po::store(po::command_line_parser(argc, argv).options(all).positional(pos).run(), vm);
-  po::notify(vm);
+  try {
+    po::store(po::command_line_parser(argc, argv).options(all).positional(pos).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "llamawire-bench-engine: " << e.what() << "\n" << opts;
+    return 2;
+  }
   if (vm.count("help") || checkpoint.empty()) {
     std::cout << opts;
     return checkpoint.empty() ? 2 : 0;
@@ -142,8 +148,14 @@ int main(int argc, char** argv) try {
     std::cerr << "kernels " << kernels << " not available\n";
     return 2;
   }
-  if (threads < 1 || threads > 1024 || decode < 0 || prompt < 0 || batch < 0) {
-    std::cerr << "--threads must be 1-1024; --decode, --prompt and --batch must not be negative\n";
+  lw::OptionChecks checks;
+  checks.integer("--threads", threads, 1, 256);
+  checks.integer("--decode", decode, 0, 1 << 20);
+  checks.integer("--prompt", prompt, 0, 1 << 20);
+  checks.integer("--batch", batch, 0, 4096);
+  checks.integer("--bandwidth-mib", bw_mib, 0, 1 << 16);
+  if (checks.error()) {
+    std::cerr << "llamawire-bench-engine: " << *checks.error() << "\n";
     return 2;
   }
   if ((weights != "f32" && weights != "q8_0") || (load != "read" && load != "mmap")) {
@@ -160,7 +172,7 @@ int main(int argc, char** argv) try {
   }
   const auto& cfg = (*store)->config();
   lw::ThreadParallel par(threads);
-  const double bw = bw_mib > 0 ? read_bandwidth_gbs(par, bw_mib) : 0.0;
+  const double bw = bw_mib > 0 ? read_bandwidth_gbs(par, static_cast<std::size_t>(bw_mib)) : 0.0;
   const double gflops = compute ? compute_gflops(par) : 0.0;
   // The batched phase first runs a 16-position prompt per session in one forward.
   constexpr int kBatchPrompt = 16;

@@ -8,7 +8,10 @@
 #include "common/sampler.hpp"
 #include "common/tokenizer.hpp"
 
+#include "common/cli_support.hpp"
+
 #include <boost/json.hpp>
+
 #include <boost/program_options.hpp>
 
 #include <unistd.h>
@@ -19,6 +22,7 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -246,9 +250,18 @@ int bench_main(int argc, char** argv) try {
     return kExitOk;
   }
   if (o.requests == 0) o.requests = o.clients;
-  if (port < 1 || port > 65535 || o.clients < 1 || o.clients > 10000 || o.requests < 1 || o.tokens < 1 ||
-      o.prompt_tokens < 0 || o.duration_s <= 0 || seed < 1) {
-    std::cerr << "llamawire bench: clients 1-10000, requests >= 1, -n >= 1, duration > 0, seed >= 1\n" << opts;
+  OptionChecks checks;
+  checks.integer("--port", port, 1, 65535);
+  checks.integer("--clients", o.clients, 1, 10000);
+  checks.integer("--requests", o.requests, 1, 100'000'000);
+  checks.integer("--steps", o.tokens, 1, 1 << 24);
+  checks.integer("--prompt-tokens", o.prompt_tokens, 0, 1 << 24);
+  checks.seconds("--duration", o.duration_s, 0.001, kMaxOptionSeconds);
+  checks.real("--temperature", o.temperature, 0, 1e6);
+  checks.real("--p_value", o.topp, -1e6, 1e6);
+  checks.integer("--seed", seed, 1, std::numeric_limits<long long>::max() / 2);
+  if (checks.error()) {
+    std::cerr << "llamawire bench: " << *checks.error() << "\n" << opts;
     return kExitUsage;
   }
   o.port = static_cast<std::uint16_t>(port);

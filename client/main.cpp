@@ -4,11 +4,14 @@
 #include "client/cli.hpp"
 #include "client/exit_codes.hpp"
 
+#include "common/cli_support.hpp"
+
 #include <boost/program_options.hpp>
 
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <limits>
 
 namespace po = boost::program_options;
 namespace lw = llamawire;
@@ -29,7 +32,7 @@ int main(int argc, char** argv) try {
       ("port,o", po::value(&port)->default_value(8080), "server port")
       ("input_prompt,i", po::value(&o.prompt), "prompt (chat: the first user message)")
       ("temperature,t", po::value(&o.temperature)->default_value(1.0f, "1.0"), "temperature; 0 = greedy")
-      ("p_value,p", po::value(&o.topp)->default_value(0.9f, "0.9"), "top-p in (0,1); otherwise full sampling")
+      ("p_value,p", po::value(&o.topp)->default_value(0.9f, "0.9"), "top-p in (0,1); otherwise (any finite value) full sampling")
       ("seed,s", po::value(&seed)->default_value(0), "random seed; 0 = from the clock")
       ("steps,n", po::value(&o.steps)->default_value(256), "positions to run, prompt included; 0 = seq_len")
       ("tokenizer,z", po::value(&o.tokenizer_path), "local tokenizer file (default: download the server's)")
@@ -55,8 +58,14 @@ int main(int argc, char** argv) try {
     std::cerr << "llamawire: --mode must be generate or chat\n" << opts;
     return lw::kExitUsage;
   }
-  if (port < 1 || port > 65535 || o.temperature < 0.0f || o.steps < 0 || seed < 0) {
-    std::cerr << "llamawire: invalid option value (port 1-65535, temperature >= 0, steps >= 0, seed >= 0)\n" << opts;
+  lw::OptionChecks checks;
+  checks.integer("--port", port, 1, 65535);
+  checks.real("--temperature", o.temperature, 0, 1e6);
+  checks.real("--p_value", o.topp, -1e6, 1e6);
+  checks.integer("--steps", o.steps, 0, std::numeric_limits<int>::max());
+  checks.integer("--seed", seed, 0, std::numeric_limits<long long>::max());
+  if (checks.error()) {
+    std::cerr << "llamawire: " << *checks.error() << "\n" << opts;
     return lw::kExitUsage;
   }
   o.port = static_cast<std::uint16_t>(port);

@@ -75,7 +75,11 @@ class ByteWriter {
   std::vector<std::uint8_t> out_;
 };
 
-// Reads a whole file; the error names the file and the OS reason.
+// Reads a whole regular file of at most max_bytes (its size is checked before reading); a
+// FIFO, device or folder is refused at once, never waited on. Errors name the file and the
+// reason.
 Result<std::vector<std::uint8_t>> read_file(const std::string& path, std::size_t max_bytes);
+// The first n bytes (fewer if the file is shorter) of a regular file, refused as above.
+Result<std::vector<std::uint8_t>> read_file_head(const std::string& path, std::size_t n);
 
 }  // namespace llamawire

@@ -1,6 +1,10 @@
 #include "common/log.hpp"
 
+#include "common/utf8.hpp"
+
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -50,21 +54,43 @@ std::string json_escape(std::string_view s) {
 
 }  // namespace
 
+std::string quoted(std::string_view peer_string) {
+  std::string out(1, '"');
+  out.append(utf8::escape_for_log(peer_string, true));
+  out.push_back('"');
+  return out;
+}
+
 void set_level(Level level) { g_level = level; }
 void set_format(Format format) { g_format = format; }
 
-void set_file(const std::string& path) {
+bool set_file(const std::string& path, std::string* error) {
   std::lock_guard lock(g_mutex);
-  g_path = path;
+  std::FILE* f = nullptr;
+  if (!path.empty()) {
+    f = std::fopen(path.c_str(), "a");
+    if (f == nullptr) {
+      if (error) *error = path + ": cannot open the log file: " + std::strerror(errno);
+      return false;  // the current destination stays
+    }
+  }
   if (g_file) std::fclose(g_file);
-  g_file = path.empty() ? nullptr : std::fopen(path.c_str(), "a");
+  g_path = path;
+  g_file = f;
+  return true;
 }
 
-void reopen() {
+bool reopen(std::string* error) {
   std::lock_guard lock(g_mutex);
-  if (g_path.empty()) return;
+  if (g_path.empty()) return true;
+  std::FILE* f = std::fopen(g_path.c_str(), "a");
+  if (f == nullptr) {
+    if (error) *error = g_path + ": cannot reopen the log file: " + std::strerror(errno);
+    return false;  // keep writing where we were (a rotated file is better than nothing)
+  }
   if (g_file) std::fclose(g_file);
-  g_file = std::fopen(g_path.c_str(), "a");
+  g_file = f;
+  return true;
 }
 
 void write(Level level, std::string_view message) {
@@ -78,12 +104,15 @@ void write(Level level, std::string_view message) {
   char stamp[64];
   std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+  // Whatever a message holds (peer strings included), it stays one line of valid UTF-8:
+  // control characters and malformed bytes are escaped before the line is built.
+  const std::string safe = utf8::escape_for_log(message, false);
   std::string line;
   if (g_format.load() == Format::json) {
     line = cat("{\"ts\":\"", stamp, "\",\"level\":\"", level_name(level), "\",\"msg\":\"",
-               json_escape(message), "\"}\n");
+               json_escape(safe), "\"}\n");
   } else {
-    line = cat(stamp, ' ', level_name(level), ' ', message, '\n');
+    line = cat(stamp, ' ', level_name(level), ' ', safe, '\n');
   }
   std::lock_guard lock(g_mutex);
   std::FILE* f = g_file ? g_file : stderr;

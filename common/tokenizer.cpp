@@ -2,6 +2,7 @@
 
 #include "common/bytes.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 namespace llamawire {
@@ -95,7 +96,19 @@ Result<Tokenizer> Tokenizer::parse(std::span<const std::uint8_t> bytes, std::str
 }
 
 Result<Tokenizer> Tokenizer::load(const std::string& path, int expected_vocab) {
-  auto bytes = read_file(path, kMaxTokenizerFileBytes);
+  // The header bounds the file: vocab tokens of (score, length, at most max_token_length
+  // bytes) each. A larger file is refused before it is read.
+  std::size_t limit = kMaxTokenizerFileBytes;
+  if (expected_vocab > 0 && expected_vocab <= kMaxVocab) {
+    auto head = read_file_head(path, 4);
+    if (!head) return make_error(errc::bad_tokenizer, head.error().message);
+    ByteReader hr(*head);
+    if (const auto mtl = hr.read<std::int32_t>(); mtl && *mtl > 0 && *mtl <= kMaxTokenLength) {
+      limit = std::min<std::size_t>(limit, 4 + static_cast<std::size_t>(expected_vocab) *
+                                                   (8 + static_cast<std::size_t>(*mtl)));
+    }
+  }
+  auto bytes = read_file(path, limit);
   if (!bytes) return make_error(errc::bad_tokenizer, bytes.error().message);
   return parse(*bytes, path, expected_vocab);
 }

@@ -19,8 +19,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <fstream>
 #include <iostream>
+#include <limits>
+#include <system_error>
 #include <thread>
 
 namespace po = boost::program_options;
@@ -29,19 +32,50 @@ using lw::asio::awaitable;
 
 namespace {
 
+constexpr long long kHttpOff = std::numeric_limits<long long>::min();  // --http-port absent
+
 struct Flags {
   std::string checkpoint, tokenizer, weights = "f32", kernels, port_file, log_format = "text", log_file, load = "read";
-  int threads = 0, io_threads = 1;
-  int max_batch = 256;
+  // Integer options are signed 64-bit here, so that a negative value is refused, not wrapped.
+  long long port = 8080, http_port = kHttpOff, threads = 0, io_threads = 1, max_batch = 256, max_sessions = 64,
+            max_connections = 1024, max_frame_bytes = 1 << 20, frame_memory_mb = 64, ctx = 0, kv_budget_mb = 0,
+            kv_warm_mb = 64, http_max_body = 1 << 20;
   double idle_timeout_s = 300, handshake_timeout_s = 10, write_timeout_s = 30, drain_timeout_s = 30,
-         queue_timeout_s = 10;
-  long long kv_budget_mb = 0;  // signed, so that a negative value is refused, not wrapped
-  long long kv_warm_mb = 64;
-  int http_port = -1;
+         queue_timeout_s = 10, request_timeout_s = 30;
   std::string tls_cert, tls_key;
-  std::size_t http_max_body = 1u << 20;
   lw::ServerOptions server;
 };
+
+// The documented ranges (README, option table); each failure names the option.
+constexpr long long kMaxThreads = 256;
+constexpr long long kMaxIoThreads = 64;
+constexpr long long kMaxBatch = 4096;
+constexpr long long kMaxMiB = 1ll << 24;  // 16 TiB
+
+std::optional<std::string> check_ranges(const Flags& f) {
+  lw::OptionChecks c;
+  const double big = lw::kMaxOptionSeconds;
+  c.integer("--port", f.port, 0, 65535);
+  if (f.http_port != kHttpOff) c.integer("--http-port", f.http_port, 0, 65535);
+  c.integer("--threads", f.threads, 0, kMaxThreads);
+  c.integer("--io-threads", f.io_threads, 1, kMaxIoThreads);
+  c.integer("--max-sessions", f.max_sessions, 1, 65536);
+  c.integer("--max-connections", f.max_connections, 1, 1 << 20);
+  c.integer("--max-frame-bytes", f.max_frame_bytes, 64, 256ll << 20);
+  c.integer("--frame-memory-mb", f.frame_memory_mb, 1, kMaxMiB);
+  c.integer("--ctx", f.ctx, 0, 1ll << 30);
+  c.integer("--kv-budget-mb", f.kv_budget_mb, 0, kMaxMiB);
+  c.integer("--kv-warm-mb", f.kv_warm_mb, 0, kMaxMiB);
+  c.integer("--max-batch", f.max_batch, 1, kMaxBatch);
+  c.integer("--http-max-body", f.http_max_body, 64, 1ll << 30);
+  c.seconds("--idle-timeout", f.idle_timeout_s, 0.001, big);
+  c.seconds("--handshake-timeout", f.handshake_timeout_s, 0.001, big);
+  c.seconds("--write-timeout", f.write_timeout_s, 0.001, big);
+  c.seconds("--request-timeout", f.request_timeout_s, 0.001, big);
+  c.seconds("--drain-timeout", f.drain_timeout_s, 0, big);
+  c.seconds("--queue-timeout", f.queue_timeout_s, 0, big);
+  return c.error();
+}
 
 // After a stop signal: once every session has ended (both acceptors are closed by then),
 // cancel what keeps io.run() going, and then stop the io_context outright, so that no
@@ -67,34 +101,32 @@ int usage_error(const std::string& what, const po::options_description& opts) {
   return 2;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) try {
-  Flags f;
-  int port = 8080;
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+// Reads and checks the command line into f; an exit code when the program must stop here.
+std::optional<int> parse_flags(int argc, char** argv, Flags& f) {
   po::options_description opts("Usage: llamawire-server -c CHECKPOINT [options]");
   opts.add_options()("help,h", "show this help")
       ("checkpoint,c", po::value(&f.checkpoint), "llama2.c checkpoint (legacy, export v1 or v2/Q8_0) [required]")
       ("tokenizer,z", po::value(&f.tokenizer), "tokenizer file (default: tokenizer.bin, else tok<vocab>.bin, beside the checkpoint)")
       ("address,a", po::value(&f.server.address)->default_value("127.0.0.1"), "address to listen on")
-      ("port,o", po::value(&port)->default_value(8080), "TCP port (0: any free port)")
-      ("http-port", po::value(&f.http_port), "also serve the OpenAI-compatible HTTP API on this port (0: any free port; off when absent)")
+      ("port,o", po::value(&f.port)->default_value(8080), "TCP port, 0-65535 (0: any free port)")
+      ("http-port", po::value(&f.http_port), "also serve the OpenAI-compatible HTTP API on this port, 0-65535 (0: any free port; off when absent)")
       ("tls-cert", po::value(&f.tls_cert), "PEM certificate chain: serve both protocols over TLS")
       ("tls-key", po::value(&f.tls_key), "PEM private key for --tls-cert")
-      ("http-max-body", po::value(&f.http_max_body)->default_value(1u << 20), "largest HTTP request body, bytes")
-      ("threads", po::value(&f.threads), "compute threads (default: all cores)")
-      ("io-threads", po::value(&f.io_threads)->default_value(1), "network threads (more only help many TLS or HTTP clients on cores the compute threads do not use)")
-      ("max-sessions", po::value(&f.server.max_sessions)->default_value(64), "most sessions past the handshake at once")
-      ("max-connections", po::value(&f.server.max_connections)->default_value(1024), "most open connections (idle ones included)")
-      ("max-frame-bytes", po::value(&f.server.max_frame_bytes)->default_value(1u << 20), "largest frame accepted from a client")
-      ("ctx", po::value(&f.server.ctx)->default_value(0), "positions per session (0: the model's seq_len)")
+      ("http-max-body", po::value(&f.http_max_body)->default_value(1 << 20), "largest HTTP request body, bytes (64 to 2^30)")
+      ("request-timeout", po::value(&f.request_timeout_s)->default_value(30), "seconds for an HTTP request's headers and body to arrive, once it has begun")
+      ("threads", po::value(&f.threads), "compute threads, 1-256 (default or 0: all cores)")
+      ("io-threads", po::value(&f.io_threads)->default_value(1), "network threads, 1-64 (more only help many TLS or HTTP clients on cores the compute threads do not use)")
+      ("max-sessions", po::value(&f.max_sessions)->default_value(64), "most sessions at once, 1-65536: binary sessions past the handshake plus HTTP generations")
+      ("max-connections", po::value(&f.max_connections)->default_value(1024), "most open connections (idle ones included), 1-1048576")
+      ("max-frame-bytes", po::value(&f.max_frame_bytes)->default_value(1 << 20), "largest frame accepted from a client after HELLO, 64 to 2^28 bytes")
+      ("frame-memory-mb", po::value(&f.frame_memory_mb)->default_value(64), "memory all connections together may hold for frames still arriving, MiB")
+      ("ctx", po::value(&f.ctx)->default_value(0), "positions per session (0: the model's seq_len; more is clamped to it)")
       ("kv-budget-mb", po::value(&f.kv_budget_mb)->default_value(0), "KV cache memory for all sessions, MiB (0: unlimited)")
       ("kv-warm-mb", po::value(&f.kv_warm_mb)->default_value(64), "KV memory faulted in at startup and kept resident as sessions end, MiB (at most --kv-budget-mb)")
-      ("queue-timeout", po::value(&f.queue_timeout_s)->default_value(10), "seconds a request waits for KV memory before busy (0: at once)")
-      ("max-batch", po::value(&f.max_batch)->default_value(256), "most token positions in one batched forward")
-      ("idle-timeout", po::value(&f.idle_timeout_s)->default_value(300), "seconds a session may stay silent")
-      ("handshake-timeout", po::value(&f.handshake_timeout_s)->default_value(10), "seconds to receive HELLO")
+      ("queue-timeout", po::value(&f.queue_timeout_s)->default_value(10), "seconds a request waits for a session slot or KV memory before busy (0: at once)")
+      ("max-batch", po::value(&f.max_batch)->default_value(256), "most token positions in one batched forward, 1-4096")
+      ("idle-timeout", po::value(&f.idle_timeout_s)->default_value(300), "seconds a session (or a kept-alive HTTP connection) may stay silent")
+      ("handshake-timeout", po::value(&f.handshake_timeout_s)->default_value(10), "seconds to receive HELLO (binary) or the first request (HTTP)")
       ("write-timeout", po::value(&f.write_timeout_s)->default_value(30), "seconds one frame write may take")
       ("drain-timeout", po::value(&f.drain_timeout_s)->default_value(30), "seconds running requests may finish after SIGTERM")
       ("weights", po::value(&f.weights)->default_value("f32"), "f32 | q8_0 (quantize at load)")
@@ -116,22 +148,8 @@ int main(int argc, char** argv) try {
     return 0;
   }
   if (f.checkpoint.empty()) return usage_error("--checkpoint is required", opts);
-  if (port < 0 || port > 65535) return usage_error("--port must be in [0, 65535]", opts);
-  if (vm.count("http-port") && (f.http_port < 0 || f.http_port > 65535)) {
-    return usage_error("--http-port must be in [0, 65535]", opts);
-  }
-  if (f.http_max_body < 64) return usage_error("--http-max-body must be at least 64", opts);
+  if (auto e = check_ranges(f)) return usage_error(*e, opts);
   if (f.tls_cert.empty() != f.tls_key.empty()) return usage_error("--tls-cert and --tls-key go together", opts);
-  if (f.threads == 0) f.threads = cores;
-  if (f.threads < 1 || f.io_threads < 1 || f.server.max_sessions < 1 || f.server.max_connections < 1 ||
-      f.server.max_frame_bytes < 64 || f.server.ctx < 0 || f.max_batch < 1 || f.idle_timeout_s <= 0 ||
-      f.handshake_timeout_s <= 0 || f.write_timeout_s <= 0 || f.drain_timeout_s < 0 || f.queue_timeout_s < 0) {
-    return usage_error("numeric options must be positive (max-frame-bytes >= 64)", opts);
-  }
-  constexpr long long kMaxMiB = 1ll << 24;  // 16 TiB
-  if (f.kv_budget_mb < 0 || f.kv_budget_mb > kMaxMiB) return usage_error("--kv-budget-mb must be in [0, 16777216]", opts);
-  if (f.kv_warm_mb < 0 || f.kv_warm_mb > kMaxMiB) return usage_error("--kv-warm-mb must be in [0, 16777216]", opts);
-  const std::uint64_t kv_budget_bytes = static_cast<std::uint64_t>(f.kv_budget_mb) << 20;
   if (f.weights != "f32" && f.weights != "q8_0") return usage_error("--weights must be f32 or q8_0", opts);
   if (f.load != "read" && f.load != "mmap") return usage_error("--load must be read or mmap", opts);
   if (f.log_format != "text" && f.log_format != "json") return usage_error("--log-format must be text or json", opts);
@@ -141,15 +159,35 @@ int main(int argc, char** argv) try {
   if (f.server.api_key.empty()) {
     if (const char* k = std::getenv("LLAMAWIRE_API_KEY")) f.server.api_key = k;
   }
-  f.server.port = static_cast<std::uint16_t>(port);
+  if (f.threads == 0) f.threads = std::min<long long>(kMaxThreads, std::max(1u, std::thread::hardware_concurrency()));
   auto secs = [](double s) { return std::chrono::milliseconds(static_cast<long long>(s * 1000)); };
-  f.server.idle_timeout = secs(f.idle_timeout_s);
-  f.server.handshake_timeout = secs(f.handshake_timeout_s);
-  f.server.write_timeout = secs(f.write_timeout_s);
-  f.server.drain_timeout = secs(f.drain_timeout_s);
-  f.server.queue_timeout = secs(f.queue_timeout_s);
+  auto& o = f.server;
+  o.port = static_cast<std::uint16_t>(f.port);
+  o.max_sessions = static_cast<int>(f.max_sessions);
+  o.max_connections = static_cast<int>(f.max_connections);
+  o.max_frame_bytes = static_cast<std::uint32_t>(f.max_frame_bytes);
+  o.frame_memory_bytes = static_cast<std::uint64_t>(f.frame_memory_mb) << 20;
+  o.ctx = static_cast<int>(f.ctx);
+  o.idle_timeout = secs(f.idle_timeout_s);
+  o.handshake_timeout = secs(f.handshake_timeout_s);
+  o.write_timeout = secs(f.write_timeout_s);
+  o.drain_timeout = secs(f.drain_timeout_s);
+  o.queue_timeout = secs(f.queue_timeout_s);
+  o.request_timeout = secs(f.request_timeout_s);
   lw::log::set_format(f.log_format == "json" ? lw::log::Format::json : lw::log::Format::text);
-  if (!f.log_file.empty()) lw::log::set_file(f.log_file);
+  if (std::string why; !f.log_file.empty() && !lw::log::set_file(f.log_file, &why)) {
+    std::cerr << "llamawire-server: --log-file " << why << "\n";
+    return 1;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  Flags f;
+  if (auto rc = parse_flags(argc, argv, f)) return *rc;
+  const std::uint64_t kv_budget_bytes = static_cast<std::uint64_t>(f.kv_budget_mb) << 20;
 
   lw::WeightStore::Options wopts;
   wopts.weights = f.weights == "q8_0" ? lw::WeightType::q8_0 : lw::WeightType::f32;
@@ -192,9 +230,9 @@ int main(int argc, char** argv) try {
   lw::KvBlockPool::for_block_bytes(block_bytes).keep_warm(warm);
 
   lw::Scheduler::Options sopts;
-  sopts.threads = f.threads;
-  sopts.max_batch_tokens = f.max_batch;
-  sopts.max_batch_sessions = std::min(f.max_batch, std::max(f.server.max_sessions, 1));
+  sopts.threads = static_cast<int>(f.threads);
+  sopts.max_batch_tokens = static_cast<int>(f.max_batch);
+  sopts.max_batch_sessions = static_cast<int>(std::min(f.max_batch, f.max_sessions));
   lw::Scheduler scheduler(*store, sopts);
   lw::ServerContext ctx(*store, std::make_shared<const lw::Tokenizer>(std::move(*tok)), scheduler, f.server,
                         kv_budget_bytes);
@@ -219,7 +257,7 @@ int main(int argc, char** argv) try {
     lw::log::info("TLS on (certificate ", f.tls_cert, ")");
   }
 
-  lw::asio::io_context io(f.io_threads);
+  lw::asio::io_context io(static_cast<int>(f.io_threads));
   scheduler.set_handoff(lw::asio::make_strand(io));
   // The scheduler's strand must not outlive `io`: on every way out (this is destroyed
   // before io), the scheduler stops and drops it.
@@ -248,7 +286,7 @@ int main(int argc, char** argv) try {
       lw::log_session_end);
 
   lw::tcp::acceptor http_acceptor(io);
-  if (f.http_port >= 0) {
+  if (f.http_port != kHttpOff) {
     if (auto r = lw::open_acceptor(http_acceptor, f.server.address, static_cast<std::uint16_t>(f.http_port)); !r) {
       std::cerr << "llamawire-server: HTTP: " << r.error().message << "\n";
       return 1;
@@ -261,7 +299,7 @@ int main(int argc, char** argv) try {
       std::filesystem::rename(tmp, f.port_file + ".http");
     }
     lw::HttpOptions hopts;
-    hopts.max_body_bytes = f.http_max_body;
+    hopts.max_body_bytes = static_cast<std::size_t>(f.http_max_body);
     lw::asio::co_spawn(io,
                        lw::accept_loop(
                            http_acceptor, ctx,
@@ -280,8 +318,11 @@ int main(int argc, char** argv) try {
                                                                              int sig) {
     if (ec) return;
     if (sig == SIGHUP) {
-      lw::log::reopen();
-      lw::log::info("SIGHUP: log reopened");
+      if (std::string why; lw::log::reopen(&why)) {
+        lw::log::info("SIGHUP: log reopened");
+      } else {
+        lw::log::error("SIGHUP: ", why);
+      }
       signals.async_wait(on_signal);
       return;
     }
@@ -310,7 +351,14 @@ int main(int argc, char** argv) try {
   signals.async_wait(on_signal);
 
   std::vector<std::thread> io_threads;
-  for (int i = 1; i < f.io_threads; ++i) io_threads.emplace_back([&io] { io.run(); });
+  try {
+    for (int i = 1; i < f.io_threads; ++i) io_threads.emplace_back([&io] { io.run(); });
+  } catch (const std::system_error& e) {
+    io.stop();
+    for (auto& t : io_threads) t.join();
+    std::cerr << "llamawire-server: cannot start " << f.io_threads << " network threads: " << e.what() << "\n";
+    return 1;
+  }
   io.run();
   for (auto& t : io_threads) t.join();
   // From here on a late SIGTERM/SIGINT must not kill the exit path: stop catching them and

@@ -1,15 +1,19 @@
 // llamawire-mkmodel: write a legacy-format llama2.c checkpoint with deterministic random
 // weights of a given shape (for tests and benchmarks of real sizes).
+#include "common/cli_support.hpp"
+
 #include <boost/program_options.hpp>
 
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <vector>
 
 namespace po = boost::program_options;
+namespace lw = llamawire;
 
 namespace {
 
@@ -56,7 +60,7 @@ class Writer {
 int main(int argc, char** argv) try {
   std::string out;
   int dim = 0, hidden = 0, layers = 0, heads = 0, kv_heads = 0, vocab = 0, seq_len = 0;
-  std::uint64_t seed = 1;
+  long long seed = 1;
   po::options_description opts(
       "Usage: llamawire-mkmodel OUT --dim D --hidden H --layers L --heads N --kv-heads K --vocab V --seq-len T\n"
       "       [--separate-classifier] [--seed S]\n"
@@ -89,8 +93,20 @@ int main(int argc, char** argv) try {
     std::cerr << "llamawire-mkmodel: " << e.what() << "\n" << opts << "\n";
     return 2;
   }
-  if (out.empty() || dim <= 0 || hidden <= 0 || layers <= 0 || heads <= 0 || kv_heads <= 0 || vocab <= 0 ||
-      seq_len <= 0 || dim % heads != 0 || heads % kv_heads != 0 || (dim / heads) % 2 != 0) {
+  lw::OptionChecks checks;
+  checks.integer("--dim", dim, 2, 1 << 16);
+  checks.integer("--hidden", hidden, 1, 1 << 18);
+  checks.integer("--layers", layers, 1, 1024);
+  checks.integer("--heads", heads, 1, 1024);
+  checks.integer("--kv-heads", kv_heads, 1, 1024);
+  checks.integer("--vocab", vocab, 3, 1 << 22);
+  checks.integer("--seq-len", seq_len, 1, 1 << 20);
+  checks.integer("--seed", seed, 0, std::numeric_limits<long long>::max());
+  if (checks.error()) {
+    std::cerr << "llamawire-mkmodel: " << *checks.error() << "\n";
+    return 2;
+  }
+  if (out.empty() || dim % heads != 0 || heads % kv_heads != 0 || (dim / heads) % 2 != 0) {
     std::cerr << "llamawire-mkmodel: OUT is required; dimensions must be positive, dim a multiple of heads, heads a "
                  "multiple of kv-heads, head size even\n";
     return 2;
@@ -105,7 +121,7 @@ int main(int argc, char** argv) try {
                       L = static_cast<std::uint64_t>(layers), V = static_cast<std::uint64_t>(vocab);
   const std::uint64_t KV = D / static_cast<std::uint64_t>(heads) * static_cast<std::uint64_t>(kv_heads);
   const int head_size = dim / heads;
-  Rng rng(seed);
+  Rng rng(static_cast<std::uint64_t>(seed));
   Writer w(f.get());
   for (int v : {dim, hidden, layers, heads, kv_heads, separate ? -vocab : vocab, seq_len}) w.i32(v);
   const float sd = 1.0f / std::sqrt(static_cast<float>(dim));

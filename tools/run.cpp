@@ -11,6 +11,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <thread>
 
 namespace po = boost::program_options;
@@ -55,8 +56,14 @@ int main(int argc, char** argv) try {
     std::cerr << "llamawire-run: a checkpoint path is required\n" << opts;
     return 2;
   }
-  if (temperature < 0.0f || threads < 1 || steps < 0 || (weights != "f32" && weights != "q8_0")) {
-    std::cerr << "llamawire-run: invalid option value (temperature >= 0, steps >= 0, threads >= 1, weights f32|q8_0)\n";
+  lw::OptionChecks checks;
+  checks.real("--temperature", temperature, 0, 1e6);
+  checks.real("--topp", topp, -1e6, 1e6);
+  checks.integer("--seed", seed, 0, std::numeric_limits<long long>::max());
+  checks.integer("--steps", steps, 0, std::numeric_limits<int>::max());
+  checks.integer("--threads", threads, 1, 256);
+  if (checks.error() || (weights != "f32" && weights != "q8_0")) {
+    std::cerr << "llamawire-run: " << checks.error().value_or("--weights must be f32 or q8_0") << "\n";
     return 2;
   }
   if (!kernels_name.empty() && !lw::kernels::select(kernels_name)) {

@@ -3,6 +3,9 @@
 #include "common/error.hpp"
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -26,10 +29,21 @@ inline void cpu_relax() {
 }  // namespace
 
 ThreadParallel::ThreadParallel(int n_threads) : n_threads_(std::max(1, n_threads)) {
-  for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
+  try {
+    for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
+  } catch (const std::system_error& e) {
+    // Out of memory for stacks, or at the thread limit: stop the workers already started
+    // (the destructor does not run for a constructor that throws) and say so.
+    const auto started = workers_.size();
+    stop_workers();
+    throw std::runtime_error("cannot start " + std::to_string(n_threads_) + " compute threads (" +
+                             std::to_string(started + 1) + " started): " + e.what());
+  }
 }
 
-ThreadParallel::~ThreadParallel() {
+ThreadParallel::~ThreadParallel() { stop_workers(); }
+
+void ThreadParallel::stop_workers() {
   {
     std::lock_guard lock(mutex_);
     stop_ = true;

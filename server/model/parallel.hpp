@@ -67,6 +67,7 @@ class ThreadParallel final : public Parallel {
 
  private:
   void worker_loop(int thread);
+  void stop_workers();
   void run_tasks(int thread);
 
   int n_threads_;

@@ -215,12 +215,13 @@ WeightStore::~WeightStore() {
 }
 
 Result<std::shared_ptr<const WeightStore>> WeightStore::load(const std::string& path, Options opts) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return bad(path, std::string("cannot open: ") + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    return bad(path, "not a regular file");
+    return bad(path, "not a regular file (a FIFO, device or folder cannot be a checkpoint)");
   }
   const auto file_bytes = static_cast<std::uint64_t>(st.st_size);
   std::uint8_t head[kExportHeaderBytes] = {};

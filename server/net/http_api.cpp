@@ -173,7 +173,7 @@ asio::awaitable<void> HttpConnection::run() {
       const bool ok = auth.size() > prefix.size() && auth.substr(0, prefix.size()) == prefix &&
                       constant_time_equal(ctx_.options().api_key, std::string_view(auth).substr(prefix.size()));
       if (!ok) {
-        log::warn("http ", std::string(req.method_string()), " ", path, ": rejected, missing or invalid API key");
+        log::warn("http ", log::quoted(req.method_string()), " ", log::quoted(path), ": rejected, missing or invalid API key");
         Response reply2 = error({http::status::unauthorized, "missing or invalid API key (Authorization: Bearer ...)",
                                    "invalid_request_error", "invalid_api_key"},
                                   version, keep_alive);

@@ -28,12 +28,14 @@ struct ServerOptions {
   int max_sessions = 64;
   int max_connections = 1024;
   std::uint32_t max_frame_bytes = 1u << 20;
+  std::uint64_t frame_memory_bytes = 64u << 20;  // all connections' frames still arriving
   int ctx = 0;  // positions per session; 0 = seq_len
   std::chrono::milliseconds idle_timeout{300'000};
   std::chrono::milliseconds handshake_timeout{10'000};
   std::chrono::milliseconds write_timeout{30'000};
   std::chrono::milliseconds drain_timeout{30'000};
-  std::chrono::milliseconds queue_timeout{10'000};  // wait for KV memory before answering busy
+  std::chrono::milliseconds queue_timeout{10'000};  // wait for a session slot or KV memory before busy
+  std::chrono::milliseconds request_timeout{30'000};  // an HTTP request's headers and body, once begun
   std::size_t max_outbox_bytes = 4u << 20;  // queued replies before a generation pauses
   std::string api_key;
   std::string model_name;

@@ -251,7 +251,7 @@ bool Session::handle(const FrameHeader& h, Message m) {
     ok.weights = ctx_.weights().weight_type() == WeightType::q8_0 ? 1 : 0;
     ok.model_name = ctx_.options().model_name;
     send(ok, rid);
-    log::info("session ", registry_id_, " hello client=\"", hello.client_name, "\"");
+    log::info("session ", registry_id_, " hello client=", log::quoted(hello.client_name));
     return true;
   }
   if (!hello_done_) {

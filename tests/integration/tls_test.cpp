@@ -111,6 +111,6 @@ TEST_CASE("the server refuses bad files at startup with one clear line", "[net]"
   for (const char* opt : {"--kv-budget-mb", "--kv-warm-mb"}) {
     r = t::run_process({server, "-c", truncated, opt, "-1"});
     CHECK(r.exit_code == 2);
-    CHECK(r.err.find(std::string(opt) + " must be in [0, 16777216]") != std::string::npos);
+    CHECK(r.err.find(std::string(opt) + " must be an integer in [0, 16777216] (got -1)") != std::string::npos);
   }
 }

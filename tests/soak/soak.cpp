@@ -5,6 +5,7 @@
 // mismatch or unexpected failure.
 //   llamawire-soak -o PORT [--clients 64] [--duration 30] [--seed 1]
 #include "client/connection.hpp"
+#include "common/cli_support.hpp"
 #include "common/messages.hpp"
 
 #include <boost/json.hpp>
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <random>
 
 namespace lw = llamawire;
@@ -206,17 +208,31 @@ int main(int argc, char** argv) try {
   std::string host = "127.0.0.1";
   int port = 0, clients = 64;
   double duration = 30;
-  std::uint64_t seed = 1;
+  long long seed = 1;
   po::options_description opts("Usage: llamawire-soak -o PORT [options]");
   opts.add_options()("help,h", "show this help")("address,a", po::value(&host), "server address")
       ("port,o", po::value(&port), "server port")("clients", po::value(&clients), "concurrent clients")
       ("duration", po::value(&duration), "seconds of load")("seed", po::value(&seed), "random seed");
   po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, opts), vm);
-  po::notify(vm);
-  if (vm.count("help") || port <= 0 || port > 65535 || clients < 1 || duration <= 0) {
+  try {
+    po::store(po::parse_command_line(argc, argv, opts), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "llamawire-soak: " << e.what() << "\n" << opts;
+    return 2;
+  }
+  if (vm.count("help")) {
     std::cout << opts;
-    return vm.count("help") ? 0 : 2;
+    return 0;
+  }
+  llamawire::OptionChecks checks;
+  checks.integer("--port", port, 1, 65535);
+  checks.integer("--clients", clients, 1, 10000);
+  checks.seconds("--duration", duration, 0.001, llamawire::kMaxOptionSeconds);
+  checks.integer("--seed", seed, 0, std::numeric_limits<long long>::max());
+  if (checks.error()) {
+    std::cerr << "llamawire-soak: " << *checks.error() << "\n";
+    return 2;
   }
   asio::io_context io;
   Totals tot;
@@ -240,7 +256,7 @@ int main(int argc, char** argv) try {
   const auto t0 = clock_type::now();
   const auto deadline = t0 + std::chrono::milliseconds(static_cast<long long>(duration * 1000));
   for (int i = 0; i < clients; ++i) {
-    asio::co_spawn(io, worker(host, static_cast<std::uint16_t>(port), templates, deadline, seed * 1000 + i, tot),
+    asio::co_spawn(io, worker(host, static_cast<std::uint16_t>(port), templates, deadline, static_cast<std::uint64_t>(seed) * 1000 + static_cast<std::uint64_t>(i), tot),
                    [&](std::exception_ptr e) {
                      if (e) tot.fail("worker exception");
                    });

@@ -1,0 +1,192 @@
+// Issue 16 (hardening, second round): each fault found by the attack run has a test here
+// that failed before its fix. Items are numbered as in the issue.
+#include "common/utf8.hpp"
+#include "tests/http_client.hpp"
+#include "tests/raw_socket.hpp"
+#include "tests/server_process.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <boost/json.hpp>
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+namespace lw = llamawire;
+namespace t = llamawire::test;
+namespace json = boost::json;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+std::string aidreams() { return (t::models_dir() / "aidreams260K.bin").string(); }
+std::string tok512() { return (t::models_dir() / "tok512.bin").string(); }
+std::string bin(const char* name) { return (t::bin_dir() / name).string(); }
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+}  // namespace
+
+// 4. A FIFO or a device named as a file is refused at once, not opened and waited on.
+TEST_CASE("startup: FIFOs and devices are refused at once, never waited on", "[net][hardening]") {
+  LW_REQUIRE_SHARED();
+  t::TempDir dir;
+  const auto fifo = (dir / "fifo").string();
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  const auto start = steady::now();
+  auto r = t::run_process({bin("llamawire-server"), "-c", fifo, "-o", "0"}, "", 20);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("not a regular file") != std::string::npos);
+  r = t::run_process({bin("llamawire-server"), "-c", aidreams(), "-z", fifo, "-o", "0"}, "", 20);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("not a regular file") != std::string::npos);
+  r = t::run_process({bin("llamawire-server"), "-c", aidreams(), "-z", "/dev/zero", "-o", "0"}, "", 20);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("/dev/zero: not a regular file") != std::string::npos);
+  r = t::run_process({bin("llamawire-run"), fifo}, "", 20);
+  CHECK(r.exit_code == 1);
+  CHECK(std::chrono::duration<double>(steady::now() - start).count() < 15);
+  // A tokenizer larger than its header allows for the model's vocabulary is refused before
+  // it is read.
+  const auto big = (dir / "big_tok.bin").string();
+  {
+    auto bytes = t::read_bytes(tok512());
+    bytes.resize(bytes.size() + (8u << 20), 0);
+    t::write_bytes(big, bytes);
+  }
+  r = t::run_process({bin("llamawire-server"), "-c", aidreams(), "-z", big, "-o", "0"}, "", 20);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("larger than the limit") != std::string::npos);
+}
+
+// 4. Threads that cannot be started are a clear error, not a hang; the count is bounded.
+TEST_CASE("startup: thread creation failure is one clear line, and thread counts are bounded", "[net][hardening]") {
+  LW_REQUIRE_SHARED();
+  auto r = t::run_process({bin("llamawire-server"), "-c", aidreams(), "-z", tok512(), "--threads", "100000"}, "", 20);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("--threads must be an integer in [0, 256] (got 100000)") != std::string::npos);
+#ifndef LW_SANITIZED  // the sanitizers reserve terabytes of address space: no RLIMIT_AS for them
+  // 400 MB of address space holds the model but not 256 thread stacks of 8 MiB.
+  r = t::run_process({"/bin/sh", "-c",
+                      "ulimit -v 400000; exec " + bin("llamawire-server") + " -c " + aidreams() + " -z " + tok512() +
+                          " -o 0 --threads 256"},
+                     "", 20);
+  INFO(r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("cannot start 256 compute threads") != std::string::npos);
+#endif
+}
+
+// 14. Every numeric option of every binary has a range, checked with a message naming it.
+TEST_CASE("every numeric option of every binary is range-checked, naming the option", "[net][hardening]") {
+  LW_REQUIRE_SHARED();
+  t::TempDir dir;
+  struct Case {
+    std::vector<std::string> argv;
+    std::string expect;  // in stderr
+  };
+  const std::string server = bin("llamawire-server");
+  const std::vector<std::string> base{server, "-c", aidreams(), "-z", tok512(), "-o", "0"};
+  std::vector<Case> cases;
+  auto srv = [&](std::vector<std::string> extra, std::string expect) {
+    auto a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    cases.push_back({a, std::move(expect)});
+  };
+  srv({"--max-frame-bytes", "-1"}, "--max-frame-bytes must be an integer in [64, 268435456] (got -1)");
+  srv({"--http-max-body", "-1"}, "--http-max-body must be an integer in [64, 1073741824] (got -1)");
+  srv({"--http-port", "-1"}, "--http-port must be an integer in [0, 65535]");
+  srv({"--idle-timeout", "1e20"}, "--idle-timeout must be seconds in");
+  srv({"--idle-timeout", "nan"}, "--idle-timeout must be seconds in");
+  srv({"--handshake-timeout", "inf"}, "--handshake-timeout must be seconds in");
+  srv({"--write-timeout", "0"}, "--write-timeout must be seconds in");
+  srv({"--drain-timeout", "inf"}, "--drain-timeout must be seconds in");
+  srv({"--queue-timeout", "1e20"}, "--queue-timeout must be seconds in");
+  srv({"--request-timeout", "-1"}, "--request-timeout must be seconds in");
+  srv({"--max-batch", "2147483647"}, "--max-batch must be an integer in [1, 4096]");
+  srv({"--io-threads", "0"}, "--io-threads must be an integer in [1, 64]");
+  srv({"--max-sessions", "0"}, "--max-sessions must be an integer in [1, 65536]");
+  srv({"--max-connections", "-5"}, "--max-connections must be an integer in");
+  srv({"--frame-memory-mb", "0"}, "--frame-memory-mb must be an integer in");
+  srv({"--ctx", "-1"}, "--ctx must be an integer in");
+  cases.push_back({{server, "-c", aidreams(), "--port", "70000"}, "--port must be an integer in [0, 65535]"});
+  srv({"--log-file", (dir / "missing" / "x.log").string()}, "cannot open the log file");
+  srv({"--log-file", dir.path().string()}, "cannot open the log file");
+  const std::string client = bin("llamawire");
+  cases.push_back({{client, "-t", "nan"}, "--temperature must be a number in"});
+  cases.push_back({{client, "-p", "inf"}, "--p_value must be a number in"});
+  cases.push_back({{client, "-n", "-1"}, "--steps must be an integer in"});
+  cases.push_back({{client, "-s", "-1"}, "--seed must be an integer in"});
+  cases.push_back({{client, "-o", "0"}, "--port must be an integer in [1, 65535]"});
+  cases.push_back({{client, "bench", "--clients", "0"}, "--clients must be an integer in [1, 10000]"});
+  cases.push_back({{client, "bench", "--duration", "nan"}, "--duration must be seconds in"});
+  cases.push_back({{client, "bench", "--prompt-tokens", "-3"}, "--prompt-tokens must be an integer in"});
+  cases.push_back({{client, "bench", "-t", "-1"}, "--temperature must be a number in"});
+  cases.push_back({{bin("llamawire-run"), aidreams(), "-t", "inf"}, "--temperature must be a number in"});
+  cases.push_back({{bin("llamawire-run"), aidreams(), "--threads", "100000"}, "--threads must be an integer in"});
+  cases.push_back({{bin("llamawire-run"), aidreams(), "-n", "-2"}, "--steps must be an integer in"});
+  cases.push_back({{bin("llamawire-mkmodel"), (dir / "m.bin").string(), "--dim", "-8", "--hidden", "8", "--layers",
+                    "1", "--heads", "1", "--kv-heads", "1", "--vocab", "8", "--seq-len", "8"},
+                   "--dim must be an integer in"});
+  cases.push_back({{bin("llamawire-mkmodel"), (dir / "m.bin").string(), "--dim", "8", "--hidden", "8", "--layers",
+                    "1", "--heads", "1", "--kv-heads", "1", "--vocab", "8", "--seq-len", "8", "--seed", "-1"},
+                   "--seed must be an integer in"});
+  cases.push_back({{bin("llamawire-bench-engine"), aidreams(), "--bandwidth-mib", "-1"}, "--bandwidth-mib must be"});
+  cases.push_back({{bin("llamawire-bench-engine"), aidreams(), "--decode", "x"}, "--decode"});
+  cases.push_back({{bin("llamawire-soak"), "-o", "1", "--duration", "inf"}, "--duration must be seconds in"});
+  for (const auto& c : cases) {
+    const auto r = t::run_process(c.argv, "", 20);
+    std::string cmd;
+    for (const auto& a : c.argv) cmd += a + " ";
+    INFO(cmd << "\nstderr: " << r.err);
+    CHECK(r.exit_code == (c.expect == "cannot open the log file" ? 1 : 2));
+    CHECK(r.err.find(c.expect) != std::string::npos);
+  }
+}
+
+// 13. A peer's string in the log can neither forge a line nor break the JSON format.
+TEST_CASE("log: a forged client name stays inside its own line, in text and JSON", "[net][hardening]") {
+  LW_REQUIRE_SHARED();
+  for (const char* format : {"text", "json"}) {
+    t::TempDir dir;
+    const auto log = (dir / "server.log").string();
+    t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--log-file", log, "--log-format", format});
+    {
+      t::RawSocket s(server.port());
+      REQUIRE(s.send(lw::msg::Hello{lw::kProtocolMajor, lw::kProtocolMinor, "",
+                                    "x\"\n2099-01-01T00:00:00.000Z error FORGED \xff\xfe\x1b[2J"},
+                     1));
+      const auto r = s.receive();
+      REQUIRE(r);
+      CHECK(std::holds_alternative<lw::msg::HelloOk>(r->second));
+    }
+    REQUIRE(server.stop() == 0);
+    std::ifstream in(log);
+    const std::string text((std::istreambuf_iterator<char>(in)), {});
+    INFO(text);
+    int forged = 0;
+    for (const auto& line : lines_of(text)) {
+      CHECK(lw::utf8::sanitize(line) == line);  // valid UTF-8
+      for (unsigned char c : line) CHECK((c >= 0x20 && c != 0x7F));
+      if (std::string(format) == "json") {
+        json::error_code ec;
+        const auto v = json::parse(line, ec);
+        CHECK(!ec);
+        CHECK(v.is_object());
+      } else {
+        CHECK(line.rfind("20", 0) == 0);
+      }
+      if (line.rfind("2099-01-01", 0) == 0 || line.find("\"ts\":\"2099") != std::string::npos) ++forged;
+    }
+    CHECK(forged == 0);
+    CHECK(text.find("FORGED") != std::string::npos);  // logged, escaped
+  }
+}
