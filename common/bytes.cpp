@@ -56,10 +56,11 @@ Result<std::vector<std::uint8_t>> read_file(const std::string& path, std::size_t
   return out;
 }
 
-Result<std::vector<std::uint8_t>> read_file_head(const std::string& path, std::size_t n) {
+Result<std::vector<std::uint8_t>> read_file_head(const std::string& path, std::size_t n, std::uint64_t* file_size) {
   std::uint64_t size = 0;
   auto fd = open_regular(path, size);
   if (!fd) return fd.error();
+  if (file_size != nullptr) *file_size = size;
   auto out = read_fd(*fd, path, static_cast<std::size_t>(std::min<std::uint64_t>(n, size)));
   ::close(*fd);
   return out;

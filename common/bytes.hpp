@@ -80,6 +80,8 @@ class ByteWriter {
 // reason.
 Result<std::vector<std::uint8_t>> read_file(const std::string& path, std::size_t max_bytes);
 // The first n bytes (fewer if the file is shorter) of a regular file, refused as above.
-Result<std::vector<std::uint8_t>> read_file_head(const std::string& path, std::size_t n);
+// file_size, when given, receives the file's size.
+Result<std::vector<std::uint8_t>> read_file_head(const std::string& path, std::size_t n,
+                                                 std::uint64_t* file_size = nullptr);
 
 }  // namespace llamawire

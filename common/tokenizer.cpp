@@ -98,17 +98,22 @@ Result<Tokenizer> Tokenizer::parse(std::span<const std::uint8_t> bytes, std::str
 Result<Tokenizer> Tokenizer::load(const std::string& path, int expected_vocab) {
   // The header bounds the file: vocab tokens of (score, length, at most max_token_length
   // bytes) each. A larger file is refused before it is read.
-  std::size_t limit = kMaxTokenizerFileBytes;
-  if (expected_vocab > 0 && expected_vocab <= kMaxVocab) {
-    auto head = read_file_head(path, 4);
-    if (!head) return make_error(errc::bad_tokenizer, head.error().message);
-    ByteReader hr(*head);
-    if (const auto mtl = hr.read<std::int32_t>(); mtl && *mtl > 0 && *mtl <= kMaxTokenLength) {
-      limit = std::min<std::size_t>(limit, 4 + static_cast<std::size_t>(expected_vocab) *
-                                                   (8 + static_cast<std::size_t>(*mtl)));
+  std::uint64_t size = 0;
+  auto head = read_file_head(path, 4, &size);
+  if (!head) return make_error(errc::bad_tokenizer, head.error().message);
+  ByteReader hr(*head);
+  if (const auto mtl = hr.read<std::int32_t>();
+      mtl && *mtl > 0 && *mtl <= kMaxTokenLength && expected_vocab > 0 && expected_vocab <= kMaxVocab) {
+    const std::uint64_t most = 4 + static_cast<std::uint64_t>(expected_vocab) * (8 + static_cast<std::uint64_t>(*mtl));
+    if (size > most) {
+      return make_error(errc::bad_tokenizer, path + ": " + std::to_string(size) + " bytes, more than " +
+                                                 std::to_string(most) + " that " + std::to_string(expected_vocab) +
+                                                 " tokens of at most " + std::to_string(*mtl) +
+                                                 " bytes can take: vocab size differs from the model's (" +
+                                                 std::to_string(expected_vocab) + ")");
     }
   }
-  auto bytes = read_file(path, limit);
+  auto bytes = read_file(path, kMaxTokenizerFileBytes);
   if (!bytes) return make_error(errc::bad_tokenizer, bytes.error().message);
   return parse(*bytes, path, expected_vocab);
 }
