@@ -17,6 +17,9 @@ inline constexpr std::uint16_t kProtocolMinor = 0;
 inline constexpr std::size_t kFrameHeaderBytes = 12;
 inline constexpr std::uint32_t kDefaultMaxFrameBytes = 1u << 20;       // server receive limit
 inline constexpr std::uint32_t kClientMaxFrameBytes = 64u << 20;       // client receive limit
+// Until HELLO is accepted the server takes no frame longer than this (HELLO holds a key and
+// a name): an unauthenticated peer cannot make it hold more.
+inline constexpr std::uint32_t kMaxHelloFrameBytes = 4096;
 
 // The header exactly as it lies on the wire (Boost.Endian buffer types: no padding, LE).
 struct WireHeader {

@@ -89,6 +89,12 @@ Result<Tokenizer> Tokenizer::parse(std::span<const std::uint8_t> bytes, std::str
     return make_error(errc::bad_tokenizer, who + ": only " + std::to_string(t.vocab_size()) +
                                                " tokens; need at least <unk>, <s>, </s>");
   }
+  // Every piece covers at most its own length of text, except byte-fallback tokens, which
+  // cover one byte whatever their piece: an empty one of those would break the bound.
+  t.max_bytes_per_token_ = static_cast<std::size_t>(t.max_token_length_);
+  for (int id = 0; id < std::min(t.vocab_size(), 259); ++id) {
+    if ((id == 0 || id >= 3) && t.vocab_[static_cast<std::size_t>(id)].empty()) t.max_bytes_per_token_ = 0;
+  }
   t.index_.reserve(t.vocab_.size());
   for (int i = 0; i < t.vocab_size(); ++i) t.index_.emplace(t.vocab_[static_cast<std::size_t>(i)], i);
   t.raw_.assign(bytes.begin(), bytes.end());
@@ -118,9 +124,80 @@ Result<Tokenizer> Tokenizer::load(const std::string& path, int expected_vocab) {
   return parse(*bytes, path, expected_vocab);
 }
 
+std::size_t Tokenizer::min_encoded_tokens(std::size_t text_bytes, bool bos, bool eos) const {
+  std::size_t n = (bos ? 1 : 0) + (eos ? 1 : 0);
+  if (text_bytes == 0) return n;
+  if (max_bytes_per_token_ == 0) return n + 1;
+  // The text and the dummy-prefix space, in tokens of at most max_bytes_per_token_ bytes.
+  return n + (text_bytes + 1 + max_bytes_per_token_ - 1) / max_bytes_per_token_;
+}
+
 int Tokenizer::lookup(std::string_view s) const {
   const auto it = index_.find(s);
   return it == index_.end() ? -1 : it->second;
+}
+
+// Merges the adjacent pair with the highest score (leftmost on ties) until none merges, as
+// llama2.c's loop does, in O(n log n) instead of its O(n^2): the tokens form a linked list,
+// and every mergeable pair waits in a max-heap ordered by (score, then leftmost). A merge
+// changes its left token and removes its right one; the entries that named either are left
+// in the heap and skipped when they surface (each node's version tells them apart), and the
+// two new pairs with the neighbours are pushed. The order of merges, and so the ids, are
+// exactly those of the full rescan: the heap's top is the rescan's choice at every step
+// (same scores, same tie rule, and positions keep their order in the list).
+void Tokenizer::merge_pairs(std::vector<int>& tokens) const {
+  const std::size_t n = tokens.size();
+  if (n < 2) return;
+  constexpr int kNone = -1;
+  std::vector<int> next(n), prev(n);
+  std::vector<std::uint32_t> version(n, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    next[i] = i + 1 < n ? static_cast<int>(i + 1) : kNone;
+    prev[i] = i > 0 ? static_cast<int>(i - 1) : kNone;
+  }
+  struct Pair {
+    float score;
+    int left, right, id;
+    std::uint32_t left_version, right_version;
+  };
+  // Top: the highest score; among equal scores, the leftmost (smallest position).
+  auto below = [](const Pair& a, const Pair& b) { return a.score < b.score || (a.score == b.score && a.left > b.left); };
+  std::vector<Pair> heap;
+  heap.reserve(n);
+  std::string merged;
+  auto push = [&](int l, int r) {
+    if (l == kNone || r == kNone) return;
+    merged.assign(piece(tokens[static_cast<std::size_t>(l)]));
+    merged += piece(tokens[static_cast<std::size_t>(r)]);
+    const int id = lookup(merged);
+    // llama2.c starts its search at a best score of -1e10 and takes only better ones.
+    if (id < 0 || !(score(id) > -1e10f)) return;
+    heap.push_back({score(id), l, r, id, version[static_cast<std::size_t>(l)], version[static_cast<std::size_t>(r)]});
+    std::push_heap(heap.begin(), heap.end(), below);
+  };
+  for (std::size_t i = 0; i + 1 < n; ++i) push(static_cast<int>(i), static_cast<int>(i + 1));
+  std::vector<char> alive(n, 1);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), below);
+    const Pair p = heap.back();
+    heap.pop_back();
+    const auto l = static_cast<std::size_t>(p.left), r = static_cast<std::size_t>(p.right);
+    if (!alive[l] || !alive[r] || next[l] != p.right || version[l] != p.left_version || version[r] != p.right_version) {
+      continue;  // stale: one of its tokens has changed or gone since it was pushed
+    }
+    tokens[l] = p.id;
+    ++version[l];
+    alive[r] = 0;
+    next[l] = next[r];
+    if (next[r] != kNone) prev[static_cast<std::size_t>(next[r])] = p.left;
+    push(prev[l], p.left);
+    push(p.left, next[l]);
+  }
+  std::size_t out = 0;
+  for (int i = 0; i != kNone; i = next[static_cast<std::size_t>(i)]) {
+    tokens[out++] = tokens[static_cast<std::size_t>(i)];
+  }
+  tokens.resize(out);
 }
 
 std::vector<int> Tokenizer::encode(std::string_view text, bool bos, bool eos) const {
@@ -154,44 +231,7 @@ std::vector<int> Tokenizer::encode(std::string_view text, bool bos, bool eos) co
     }
     buf.clear();
   }
-  // Merge the adjacent pair with the highest score (leftmost on ties) until none merges.
-  // pair_id[i] / pair_score[i] describe the merge of tokens[i] and tokens[i+1]; only the
-  // neighbours of a merge are recomputed, which gives the same result as llama2.c's full
-  // rescan without its quadratic string building.
-  std::vector<int> pair_id;
-  std::vector<float> pair_score;
-  auto eval_pair = [&](std::size_t i) {
-    std::string merged;
-    merged.reserve(64);
-    merged += piece(tokens[i]);
-    merged += piece(tokens[i + 1]);
-    const int id = lookup(merged);
-    pair_id[i] = id;
-    pair_score[i] = id >= 0 ? score(id) : 0.0f;
-  };
-  if (tokens.size() >= 2) {
-    pair_id.resize(tokens.size() - 1);
-    pair_score.resize(tokens.size() - 1);
-    for (std::size_t i = 0; i + 1 < tokens.size(); ++i) eval_pair(i);
-  }
-  while (tokens.size() >= 2) {
-    float best_score = -1e10f;
-    std::ptrdiff_t best = -1;
-    for (std::size_t i = 0; i < pair_id.size(); ++i) {
-      if (pair_id[i] >= 0 && pair_score[i] > best_score) {
-        best_score = pair_score[i];
-        best = static_cast<std::ptrdiff_t>(i);
-      }
-    }
-    if (best < 0) break;
-    const auto b = static_cast<std::size_t>(best);
-    tokens[b] = pair_id[b];
-    tokens.erase(tokens.begin() + best + 1);
-    pair_id.erase(pair_id.begin() + best);
-    pair_score.erase(pair_score.begin() + best);
-    if (b < pair_id.size()) eval_pair(b);
-    if (b > 0) eval_pair(b - 1);
-  }
+  merge_pairs(tokens);
   if (eos) tokens.push_back(kEosToken);
   return tokens;
 }

@@ -32,6 +32,11 @@ class Tokenizer {
   // after BOS and turns "<0xXX>" pieces into the raw byte.
   std::string_view decode(int prev, int token) const;
 
+  // A lower bound on encode(text, bos, eos).size() from the text's length alone, so that a
+  // text too long for a context is refused before it is encoded: each token covers at most
+  // max_token_length bytes of the text (byte-fallback tokens one byte each).
+  std::size_t min_encoded_tokens(std::size_t text_bytes, bool bos, bool eos) const;
+
   int vocab_size() const { return static_cast<int>(vocab_.size()); }
   int max_token_length() const { return max_token_length_; }
   std::string_view piece(int id) const { return vocab_[static_cast<std::size_t>(id)]; }
@@ -41,8 +46,12 @@ class Tokenizer {
 
  private:
   int lookup(std::string_view s) const;
+  // The merge phase of encode (over every token, BOS included, as llama2.c does).
+  void merge_pairs(std::vector<int>& tokens) const;
 
   int max_token_length_ = 0;
+  // At most this many text bytes per token (0: no bound: a byte-fallback piece is empty).
+  std::size_t max_bytes_per_token_ = 0;
   std::vector<std::string> vocab_;
   std::vector<float> scores_;
   std::unordered_map<std::string_view, int> index_;  // views into vocab_

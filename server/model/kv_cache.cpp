@@ -13,7 +13,7 @@
 
 namespace llamawire {
 
-bool KvBudget::try_take(std::uint64_t bytes) {
+bool ByteBudget::try_take(std::uint64_t bytes) {
   std::uint64_t cur = used_.load();
   for (;;) {
     if (limit_ != 0 && cur + bytes > limit_) return false;
@@ -26,7 +26,7 @@ bool KvBudget::try_take(std::uint64_t bytes) {
   }
 }
 
-void KvBudget::give_back(std::uint64_t bytes) { used_.fetch_sub(bytes); }
+void ByteBudget::give_back(std::uint64_t bytes) { used_.fetch_sub(bytes); }
 
 namespace {
 

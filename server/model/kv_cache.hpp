@@ -13,10 +13,10 @@
 
 namespace llamawire {
 
-// A shared byte budget for KV blocks (0 = unlimited). Thread-safe.
-class KvBudget {
+// A shared byte budget (0 = unlimited): KV blocks, and frames still arriving. Thread-safe.
+class ByteBudget {
  public:
-  explicit KvBudget(std::uint64_t limit_bytes) : limit_(limit_bytes) {}
+  explicit ByteBudget(std::uint64_t limit_bytes) : limit_(limit_bytes) {}
   bool try_take(std::uint64_t bytes);
   void give_back(std::uint64_t bytes);
   std::uint64_t used() const { return used_.load(); }
@@ -28,6 +28,7 @@ class KvBudget {
   std::atomic<std::uint64_t> used_{0};
   std::atomic<std::uint64_t> peak_{0};
 };
+using KvBudget = ByteBudget;
 
 // Where KV blocks come from. Attention reads every cached position on every step, at
 // memory speed, so blocks are carved from mappings the kernel may back with 2 MiB pages: with

@@ -204,8 +204,10 @@ asio::awaitable<void> HttpConnection::run() {
       if (ctx_.draining()) {
         err = HttpError{http::status::service_unavailable, "server shutting down", "server_error"};
       } else {
-        auto parsed = parse_generation_request(path == "/v1/chat/completions", req.body(), ctx_.tokenizer(),
-                                               ctx_.context());
+        // Parsing and tokenizing grow with the body (up to --http-max-body): off this thread.
+        const bool chat = path == "/v1/chat/completions";
+        auto parsed = co_await ctx_.off_network(
+            [&] { return parse_generation_request(chat, req.body(), ctx_.tokenizer(), ctx_.context()); });
         if (auto* e = std::get_if<HttpError>(&parsed)) {
           err = std::move(*e);
         } else {

@@ -76,6 +76,24 @@ std::optional<HttpError> parse_common(const json::object& o, GenRequest& r, int 
   return std::nullopt;
 }
 
+HttpError too_long(std::size_t tokens, int context, bool at_least) {
+  return HttpError{http::status::bad_request,
+                   "prompt of " + std::string(at_least ? "at least " : "") + std::to_string(tokens) +
+                       " tokens does not fit the context of " + std::to_string(context),
+                   "invalid_request_error", "context_length_exceeded"};
+}
+
+// Adds encode(text) to the prompt, unless the text is certainly too long for the context:
+// that is known from its length before any encoding (a megabyte is refused at once).
+std::optional<HttpError> append_encoded(const Tokenizer& tok, std::string_view text, bool bos, int context,
+                                        std::vector<int>& prompt) {
+  const std::size_t at_least = prompt.size() + tok.min_encoded_tokens(text.size(), bos, false);
+  if (at_least >= static_cast<std::size_t>(context)) return too_long(at_least, context, true);
+  const auto t = tok.encode(text, bos, false);
+  prompt.insert(prompt.end(), t.begin(), t.end());
+  return std::nullopt;
+}
+
 std::optional<HttpError> parse_completion(const json::object& o, const Tokenizer& tok, GenRequest& r, int context) {
   const auto* p = o.if_contains("prompt");
   std::string text;
@@ -89,8 +107,7 @@ std::optional<HttpError> parse_completion(const json::object& o, const Tokenizer
     return HttpError{http::status::bad_request, "'prompt' must be a string (or an array of one string)"};
   }
   if (auto e = parse_common(o, r, context)) return e;
-  r.prompt = tok.encode(text, true, false);
-  return std::nullopt;
+  return append_encoded(tok, text, true, context, r.prompt);
 }
 
 // Llama-2 chat template, as llama2.c's chat: each user turn is its own BOS-prefixed
@@ -121,12 +138,10 @@ std::optional<HttpError> parse_chat(const json::object& o, const Tokenizer& tok,
       const std::string rendered = first_user && !system.empty()
                                        ? "[INST] <<SYS>>\n" + system + "\n<</SYS>>\n\n" + cs + " [/INST]"
                                        : "[INST] " + cs + " [/INST]";
-      const auto t = tok.encode(rendered, true, false);
-      r.prompt.insert(r.prompt.end(), t.begin(), t.end());
+      if (auto e = append_encoded(tok, rendered, true, context, r.prompt)) return e;
       first_user = false;
     } else if (rs == "assistant") {
-      const auto t = tok.encode(cs, false, false);
-      r.prompt.insert(r.prompt.end(), t.begin(), t.end());
+      if (auto e = append_encoded(tok, cs, false, context, r.prompt)) return e;
       r.prompt.push_back(kEosToken);
     } else {
       return HttpError{http::status::bad_request, "message 'role' must be system, user or assistant"};
@@ -146,12 +161,7 @@ std::variant<GenRequest, HttpError> parse_generation_request(bool chat, std::str
   GenRequest r;
   auto err = chat ? parse_chat(parsed.as_object(), tok, r, context) : parse_completion(parsed.as_object(), tok, r, context);
   if (err) return *err;
-  if (static_cast<int>(r.prompt.size()) >= context) {
-    return HttpError{http::status::bad_request,
-                     "prompt of " + std::to_string(r.prompt.size()) + " tokens does not fit the context of " +
-                         std::to_string(context),
-                     "invalid_request_error", "context_length_exceeded"};
-  }
+  if (static_cast<int>(r.prompt.size()) >= context) return too_long(r.prompt.size(), context, false);
   return r;
 }
 

@@ -11,7 +11,8 @@ ServerContext::ServerContext(std::shared_ptr<const WeightStore> weights, std::sh
       scheduler_(scheduler),
       opts_(std::move(opts)),
       ctx_(opts_.ctx > 0 ? std::min(opts_.ctx, weights_->config().seq_len) : weights_->config().seq_len),
-      kv_budget_(kv_budget_bytes) {}
+      kv_budget_(kv_budget_bytes),
+      frame_budget_(opts_.frame_memory_bytes) {}
 
 std::uint64_t ServerContext::register_session(asio::any_io_executor strand, StopFn on_stop) {
   std::lock_guard lock(mutex_);
@@ -75,6 +76,7 @@ std::string ServerContext::stats_json() const {
      << ",\"protocol_errors_total\":" << counters_.protocol_errors_total.load()
      << ",\"kv_waits\":" << counters_.kv_waits.load() << ",\"kv_refusals\":" << counters_.kv_refusals.load()
      << ",\"kv_bytes_used\":" << kv_budget_.used() << ",\"kv_bytes_peak\":" << kv_budget_.peak()
+     << ",\"frame_bytes_buffered\":" << frame_budget_.used() << ",\"frame_refusals\":" << counters_.frame_refusals.load()
      << ",\"kv_bytes_budget\":" << kv_budget_.limit() << ",\"kv_bytes_warm\":" << kv_warm_bytes()
      << ",\"batches\":" << s.batches << ",\"batch_rows\":" << s.rows << ",\"decode_rows\":" << s.decode_rows
      << ",\"prefill_rows\":" << s.prefill_rows << ",\"max_rows_in_batch\":" << s.max_rows_in_batch
@@ -136,6 +138,8 @@ std::string ServerContext::metrics_text() const {
   os << "llamawire_kv_bytes_budget " << kv_budget_.limit() << "\n";
   metric("llamawire_kv_bytes_warm", "gauge", "Free KV cache memory kept resident for new sessions (--kv-warm-mb).");
   os << "llamawire_kv_bytes_warm " << kv_warm_bytes() << "\n";
+  metric("llamawire_frame_bytes_buffered", "gauge", "Memory held for frames still arriving, all connections.");
+  os << "llamawire_frame_bytes_buffered " << frame_budget_.used() << "\n";
   metric("llamawire_compute_busy_seconds_total", "counter", "Time the compute threads spent in forward passes.");
   os << "llamawire_compute_busy_seconds_total " << s.busy_seconds << "\n";
   return os.str();

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 
 namespace llamawire {
 
@@ -53,6 +54,7 @@ struct ServerCounters {
   std::atomic<std::uint64_t> protocol_errors_total{0};
   std::atomic<std::uint64_t> kv_waits{0};     // steps that had to wait for KV memory
   std::atomic<std::uint64_t> kv_refusals{0};  // steps refused with busy after the wait
+  std::atomic<std::uint64_t> frame_refusals{0};  // frames skipped at the --frame-memory-mb limit
   // The HTTP API's own counts (the ones above are the binary protocol's).
   std::atomic<std::uint64_t> http_requests_total{0};
   std::atomic<std::uint64_t> http_errors_total{0};
@@ -74,6 +76,8 @@ class ServerContext {
   Scheduler& scheduler() { return scheduler_; }
   const ServerOptions& options() const { return opts_; }
   KvBudget& kv_budget() { return kv_budget_; }
+  // Memory all connections hold for frames still arriving (--frame-memory-mb).
+  ByteBudget& frame_budget() { return frame_budget_; }
   std::uint64_t kv_warm_bytes() const;  // free KV blocks kept resident
   ServerCounters& counters() { return counters_; }
   int context() const { return ctx_; }
@@ -94,6 +98,17 @@ class ServerContext {
   void begin_drain();
   void force_stop();
 
+  // Runs f() on the preparation thread (request parsing and tokenization: work that grows
+  // with the input and must not hold up a network thread) and resumes the caller on its own
+  // executor with f's result.
+  template <class F>
+  asio::awaitable<std::invoke_result_t<F&>> off_network(F f) {
+    using R = std::invoke_result_t<F&>;
+    co_return co_await asio::co_spawn(
+        prep_.get_executor(), [fn = std::move(f)]() mutable -> asio::awaitable<R> { co_return fn(); },
+        asio::use_awaitable);
+  }
+
   // JSON counters for STATS.
   std::string stats_json() const;
   // Prometheus text format for GET /metrics.
@@ -109,6 +124,7 @@ class ServerContext {
   ServerOptions opts_;
   int ctx_;
   KvBudget kv_budget_;
+  ByteBudget frame_budget_;
   ServerCounters counters_;
   std::atomic<bool> draining_{false};
   std::atomic<bool> forced_{false};
@@ -119,6 +135,7 @@ class ServerContext {
     StopFn on_stop;
   };
   std::map<std::uint64_t, Entry> sessions_;
+  asio::thread_pool prep_{1};  // last: joined first, before what its jobs may use
 };
 
 }  // namespace llamawire

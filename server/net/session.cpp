@@ -134,6 +134,44 @@ void Session::on_server_stop() {
   // then closes the session.
 }
 
+asio::awaitable<Session::PayloadRead> Session::read_payload(std::uint32_t length, std::vector<std::uint8_t>& payload) {
+  constexpr std::size_t kFirstChunk = 16 << 10;
+  payload.clear();
+  std::size_t got = 0;
+  while (got < length) {
+    // Doubling chunks: what is held stays within twice what has arrived (plus 16 KiB),
+    // whatever length the header announced. The first kMaxHelloFrameBytes of every frame
+    // are the connection's own (bounded by --max-connections); the rest comes from the
+    // shared budget, so a hog cannot keep others from sending HELLO, PING or CANCEL.
+    const std::size_t want = std::min<std::size_t>(length - got, std::max(kFirstChunk, got));
+    const std::size_t charged = got + want <= kMaxHelloFrameBytes ? 0 : got + want - std::max<std::size_t>(got, kMaxHelloFrameBytes);
+    if (charged > 0 && !ctx_.frame_budget().try_take(charged)) {
+      // Every connection's partial frames together are at the limit: skip this frame's
+      // bytes (the stream stays in sync) and refuse it.
+      std::vector<std::uint8_t> scratch(std::min<std::size_t>(length - got, 4096));
+      while (got < length) {
+        const std::size_t n = std::min(scratch.size(), length - got);
+        auto [ec, r] = co_await read_exact(asio::buffer(scratch.data(), n));
+        if (ec) co_return PayloadRead::failed;
+        got += n;
+      }
+      co_return PayloadRead::over_budget;
+    }
+    frame_bytes_held_ += charged;
+    payload.resize(got + want);
+    auto [ec, r] = co_await read_exact(asio::buffer(payload.data() + got, want));
+    if (ec) co_return PayloadRead::failed;
+    got += want;
+  }
+  co_return PayloadRead::ok;
+}
+
+void Session::release_frame_memory(std::vector<std::uint8_t>& payload) {
+  ctx_.frame_budget().give_back(frame_bytes_held_);
+  frame_bytes_held_ = 0;
+  if (payload.capacity() > (64u << 10)) std::vector<std::uint8_t>().swap(payload);
+}
+
 asio::awaitable<void> Session::reader() {
   std::array<std::uint8_t, kFrameHeaderBytes> head{};
   std::vector<std::uint8_t> payload;
@@ -143,19 +181,32 @@ asio::awaitable<void> Session::reader() {
     // timeout cuts it.
     co_await wait_outbox_room();
     if (closing_) break;
+    release_frame_memory(payload);
     auto [ec, n] = co_await read_exact(asio::buffer(head));
     if (ec) break;
-    const auto h = decode_header(head, ctx_.options().max_frame_bytes);
+    // Before HELLO only a HELLO-sized frame is taken: an unauthenticated peer holds no more.
+    const std::uint32_t limit =
+        hello_done_ ? ctx_.options().max_frame_bytes : std::min(kMaxHelloFrameBytes, ctx_.options().max_frame_bytes);
+    const auto h = decode_header(head, limit);
     if (!h) {
-      send_error(static_cast<errc>(h.error().code.value()), h.error().message, true, 0);
+      std::string why = h.error().message;
+      if (!hello_done_ && h.error().code == make_error_code(errc::frame_too_large)) why += " before HELLO";
+      send_error(static_cast<errc>(h.error().code.value()), why, true, 0);
       break;
     }
-    payload.resize(h->length);  // only after the limit check
-    if (h->length > 0) {
-      auto [ec2, n2] = co_await read_exact(asio::buffer(payload));
-      if (ec2) break;
-    }
+    const auto got = co_await read_payload(h->length, payload);
+    if (got == PayloadRead::failed) break;
     last_activity_ = clock::now();
+    if (got == PayloadRead::over_budget) {
+      ctx_.counters().frame_refusals++;
+      send_error(errc::busy,
+                 "server busy: frames still arriving on all connections hold the --frame-memory-mb limit of " +
+                     std::to_string(ctx_.frame_budget().limit() >> 20) + " MiB; this frame of " +
+                     std::to_string(h->length) + " bytes was skipped",
+                 !hello_done_, h->request_id);
+      if (!hello_done_) break;
+      continue;
+    }
     auto m = decode_payload(h->type, payload);
     if (!m) {
       const auto code = static_cast<errc>(m.error().code.value());
@@ -168,6 +219,7 @@ asio::awaitable<void> Session::reader() {
     }
     if (!handle(*h, std::move(*m))) break;
   }
+  release_frame_memory(payload);
   reader_done_ = true;
   closing_ = true;
   cancel_requested_ = true;

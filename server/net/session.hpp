@@ -58,6 +58,9 @@ class Session {
     msg::Generate gen;
   };
 
+  enum class PayloadRead { ok, failed, over_budget };
+  asio::awaitable<PayloadRead> read_payload(std::uint32_t length, std::vector<std::uint8_t>& payload);
+  void release_frame_memory(std::vector<std::uint8_t>& payload);
   asio::awaitable<void> reader();
   asio::awaitable<void> writer();
   asio::awaitable<void> generator();
@@ -96,6 +99,7 @@ class Session {
   int pos_ = 0;  // positions cached
   std::vector<float> logits_;
   int sampled_ = 0;
+  std::uint64_t frame_bytes_held_ = 0;  // of ctx_.frame_budget(), for the frame being read
 
   bool hello_done_ = false;
   bool closing_ = false;

@@ -190,3 +190,98 @@ TEST_CASE("log: a forged client name stays inside its own line, in text and JSON
     CHECK(text.find("FORGED") != std::string::npos);  // logged, escaped
   }
 }
+
+namespace {
+
+// A frame header announcing `length` payload bytes.
+std::vector<std::uint8_t> header_only(lw::MsgType type, std::uint32_t length, std::uint32_t rid = 1) {
+  std::vector<std::uint8_t> b(lw::kFrameHeaderBytes);
+  lw::encode_header(std::span<std::uint8_t, lw::kFrameHeaderBytes>(b.data(), lw::kFrameHeaderBytes),
+                    lw::FrameHeader{static_cast<std::uint8_t>(type), rid, length});
+  return b;
+}
+
+json::object stats_of(t::RawSocket& s) {
+  REQUIRE(s.send(lw::msg::Stats{}, 77));
+  for (;;) {
+    const auto r = s.receive();
+    REQUIRE(r);
+    if (const auto* st = std::get_if<lw::msg::StatsReply>(&r->second)) return json::parse(st->json).as_object();
+  }
+}
+
+}  // namespace
+
+// 1. Before HELLO only a HELLO-sized frame is taken; after it the buffer grows with the
+// bytes that arrive, and all connections' partial frames share --frame-memory-mb.
+TEST_CASE("frames: no memory before authentication, growth only as bytes arrive, a shared bound", "[net][hardening]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--api-key", "k3y", "--frame-memory-mb", "1"});
+  const auto rss0 = server.rss_bytes();
+  {
+    // 200 unauthenticated HELLO headers announcing 1 MiB each, and no payload.
+    std::vector<std::unique_ptr<t::RawSocket>> conns;
+    for (int i = 0; i < 200; ++i) {
+      conns.push_back(std::make_unique<t::RawSocket>(server.port()));
+      REQUIRE(conns.back()->send(header_only(lw::MsgType::hello, 1u << 20)));
+    }
+    for (auto& c : conns) {
+      const auto r = c->receive();
+      REQUIRE(r);
+      const auto& e = std::get<lw::msg::Error>(r->second);
+      CHECK(lw::from_wire(e.code) == lw::errc::frame_too_large);
+      CHECK(e.message.find("before HELLO") != std::string::npos);
+      CHECK(c->closed_by_peer());
+    }
+  }
+  // Authenticated peers announcing 1 MiB frames and sending 100 bytes hold only what came.
+  std::vector<std::unique_ptr<t::RawSocket>> slow;
+  for (int i = 0; i < 50; ++i) {
+    slow.push_back(std::make_unique<t::RawSocket>(server.port()));
+    REQUIRE(slow.back()->handshake("k3y"));
+    auto f = header_only(lw::MsgType::forward, 1u << 20);
+    f.resize(f.size() + 100, 0);
+    REQUIRE(slow.back()->send(f));
+  }
+  t::RawSocket probe(server.port());
+  REQUIRE(probe.handshake("k3y"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const auto st = stats_of(probe);
+  CHECK(st.at("frame_bytes_buffered").to_number<std::uint64_t>() <= 50u * (16u << 10));
+  const auto rss1 = server.rss_bytes();
+  INFO("RSS " << rss0 << " -> " << rss1);
+#ifndef LW_SANITIZED
+  CHECK(rss1 < rss0 + (24u << 20));  // was +200 MiB for the unauthenticated headers alone
+#endif
+  slow.clear();
+  // One peer sends 600 KiB of a 1 MiB frame and stops: its buffer takes the whole 1 MiB
+  // budget. Another peer's frame is then skipped with a non-fatal busy, and its connection
+  // stays usable.
+  t::RawSocket hog(server.port());
+  REQUIRE(hog.handshake("k3y"));
+  {
+    auto f = header_only(lw::MsgType::forward, 1u << 20);
+    f.resize(f.size() + (600u << 10), 0);
+    REQUIRE(hog.send(f));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  t::RawSocket other(server.port());
+  REQUIRE(other.handshake("k3y"));
+  lw::msg::Forward fw;
+  fw.tokens.assign(30000, 5);  // 120 KB
+  REQUIRE(other.send(fw, 9));
+  auto r = other.receive();
+  REQUIRE(r);
+  const auto& e = std::get<lw::msg::Error>(r->second);
+  CHECK(lw::from_wire(e.code) == lw::errc::busy);
+  CHECK(e.fatal == 0);
+  CHECK(e.message.find("--frame-memory-mb") != std::string::npos);
+  REQUIRE(other.send(lw::msg::Ping{42}, 10));
+  r = other.receive();
+  REQUIRE(r);
+  CHECK(std::get<lw::msg::Pong>(r->second).nonce == 42);
+  hog.close();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK(stats_of(other).at("frame_refusals").to_number<int>() == 1);
+  CHECK(server.stop() == 0);
+}

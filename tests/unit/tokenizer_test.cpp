@@ -3,9 +3,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <cstring>
 #include <limits>
 #include <map>
+#include <random>
 
 namespace lw = llamawire;
 namespace t = llamawire::test;
@@ -119,5 +121,105 @@ TEST_CASE("byte fallback never yields an id past a small vocabulary (fuzz regres
   for (const int id : tok.encode("a\xff zq\xc3\xa9", true, true)) {
     CHECK(id >= 0);
     CHECK(id < tok.vocab_size());
+  }
+}
+
+namespace {
+
+// llama2.c's merge loop as written there (a full rescan per merge, quadratic): the oracle
+// for the heap-based merge of Tokenizer::encode.
+std::vector<int> reference_encode(const lw::Tokenizer& tok, std::string_view text, bool bos) {
+  std::vector<int> tokens;
+  if (bos) tokens.push_back(lw::kBosToken);
+  auto lookup = [&](std::string_view s) {
+    for (int i = 0; i < tok.vocab_size(); ++i) {
+      if (tok.piece(i) == s) return i;
+    }
+    return -1;
+  };
+  if (!text.empty()) {
+    const int sp = lookup(" ");
+    if (sp >= 0) tokens.push_back(sp);
+  }
+  std::string buf;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if ((c & 0xC0) != 0x80) buf.clear();
+    buf.push_back(static_cast<char>(c));
+    if (i + 1 < text.size() && (static_cast<unsigned char>(text[i + 1]) & 0xC0) == 0x80 && buf.size() < 4) continue;
+    const int id = lookup(buf);
+    if (id >= 0) {
+      tokens.push_back(id);
+    } else {
+      for (unsigned char b : buf) tokens.push_back(b + 3 < tok.vocab_size() ? b + 3 : 0);
+    }
+    buf.clear();
+  }
+  for (;;) {
+    float best_score = -1e10f;
+    int best_id = -1, best_idx = -1;
+    for (std::size_t i = 0; i + 1 < tokens.size(); ++i) {
+      const std::string merged = std::string(tok.piece(tokens[i])) + std::string(tok.piece(tokens[i + 1]));
+      const int id = lookup(merged);
+      if (id != -1 && tok.score(id) > best_score) {
+        best_score = tok.score(id);
+        best_id = id;
+        best_idx = static_cast<int>(i);
+      }
+    }
+    if (best_idx == -1) break;
+    tokens[static_cast<std::size_t>(best_idx)] = best_id;
+    tokens.erase(tokens.begin() + best_idx + 1);
+  }
+  return tokens;
+}
+
+std::string random_text(std::mt19937& rng, std::size_t n, const std::string& alphabet) {
+  std::string s;
+  std::uniform_int_distribution<std::size_t> pick(0, alphabet.size() - 1);
+  while (s.size() < n) s += alphabet[pick(rng)];
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("tokenizer heap merge equals llama2.c's full rescan on random texts", "[tokenizer]") {
+  LW_REQUIRE_SHARED();
+  const auto tok = lw::Tokenizer::load((t::models_dir() / "tok512.bin").string()).value();
+  std::mt19937 rng(7);
+  const std::string alphabet = "abcdeilmnorst   ,.\n\xC3\xA9";
+  for (int i = 0; i < 60; ++i) {
+    const std::string text = random_text(rng, 1 + static_cast<std::size_t>(i) * 7, alphabet);
+    INFO(text);
+    CHECK(tok.encode(text, i % 2 == 0, false) == reference_encode(tok, text, i % 2 == 0));
+  }
+  // Ties everywhere: every merge has the same score, so only the leftmost rule decides.
+  std::vector<std::pair<float, std::string>> v{{0, "<unk>"}, {0, "<s>"}, {0, "</s>"}};
+  for (int b = 0; b < 256; ++b) v.push_back({0, "<0x00>"});
+  for (const char* p : {" ", "a", "b", "aa", "ab", "ba", "bb", "aaa", "aab", "abab", " a", " b", "aaaa"}) v.push_back({1.0f, p});
+  const auto bytes = make_tokenizer(8, v);
+  const auto ties = lw::Tokenizer::parse(bytes, "ties").value();
+  for (int i = 0; i < 80; ++i) {
+    const std::string text = random_text(rng, 1 + static_cast<std::size_t>(i), "ab ");
+    INFO(text);
+    CHECK(ties.encode(text, true, false) == reference_encode(ties, text, true));
+  }
+}
+
+TEST_CASE("tokenizer encodes a megabyte in well under a second, and bounds token counts from below", "[tokenizer]") {
+  LW_REQUIRE_SHARED();
+  const auto tok = lw::Tokenizer::load((t::models_dir() / "tokenizer.bin").string(), 32000).value();
+  std::mt19937 rng(3);
+  std::string text;
+  const std::vector<std::string> words{"Once", "upon", "a", "time", "there", "was", "little", "girl", "named", "Lily",
+                                       "日本", "ça", "\n", "42", "the", "dog"};
+  while (text.size() < (1u << 20)) text += words[rng() % words.size()] + " ";
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto ids = tok.encode(text, true, false);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  WARN("encoded " << text.size() << " bytes into " << ids.size() << " tokens in " << secs << " s");
+  CHECK(ids.size() >= tok.min_encoded_tokens(text.size(), true, false));
+  for (const std::string s : {"", "a", "Once upon a time", "\xE6\x97\xA5\xE6\x97\xA5", "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"}) {
+    CHECK(tok.encode(s, true, true).size() >= tok.min_encoded_tokens(s.size(), true, true));
   }
 }
