@@ -30,6 +30,14 @@ void RawSocket::close() {
   fd_ = -1;
 }
 
+void RawSocket::shutdown_write() { ::shutdown(fd_, SHUT_WR); }
+
+void RawSocket::reset() {
+  linger l{1, 0};
+  ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  close();
+}
+
 bool RawSocket::send(const std::vector<std::uint8_t>& bytes) {
   std::size_t off = 0;
   while (off < bytes.size()) {

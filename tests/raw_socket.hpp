@@ -27,6 +27,10 @@ class RawSocket {
   // HELLO + HELLO_OK.
   bool handshake(const std::string& api_key = "");
   void close();
+  // Half-close: no more sends (SHUT_WR); replies can still be read.
+  void shutdown_write();
+  // Close with a reset (SO_LINGER 0) instead of a FIN.
+  void reset();
 
  private:
   bool read_exact(std::uint8_t* p, std::size_t n);

@@ -213,24 +213,43 @@ std::uint64_t KvCache::block_bytes_for(const ModelConfig& config) {
 bool KvCache::reserve(int n_positions) {
   if (n_positions > ctx_) return false;
   while (reserved() < n_positions) {
-    if (budget_ != nullptr && !budget_->try_take(block_bytes_)) return false;
+    const bool charge = blocks_.size() >= charged_blocks_;  // not charged ahead
+    if (charge && budget_ != nullptr && !budget_->try_take(block_bytes_)) return false;
     float* block = pool_->take();
     if (block == nullptr) {
-      if (budget_ != nullptr) budget_->give_back(block_bytes_);
+      if (charge && budget_ != nullptr) budget_->give_back(block_bytes_);
       return false;
     }
     blocks_.push_back(block);
+    if (charge) ++charged_blocks_;
   }
   return true;
 }
 
+bool KvCache::reserve_budget(int n_positions) {
+  if (n_positions > ctx_) return false;
+  const std::size_t need = blocks_for(n_positions);
+  if (need <= charged_blocks_) return true;
+  const std::uint64_t bytes = static_cast<std::uint64_t>(need - charged_blocks_) * block_bytes_;
+  if (budget_ != nullptr && !budget_->try_take(bytes)) return false;
+  charged_blocks_ = need;
+  return true;
+}
+
+void KvCache::trim_budget() {
+  if (charged_blocks_ > blocks_.size() && budget_ != nullptr) {
+    budget_->give_back(static_cast<std::uint64_t>(charged_blocks_ - blocks_.size()) * block_bytes_);
+  }
+  charged_blocks_ = blocks_.size();
+}
+
 void KvCache::release_from(int n_positions) {
-  const std::size_t keep = static_cast<std::size_t>((std::max(n_positions, 0) + kBlockPositions - 1) / kBlockPositions);
+  const std::size_t keep = blocks_for(n_positions);
   while (blocks_.size() > keep) {
     pool_->give(blocks_.back());
     blocks_.pop_back();
-    if (budget_ != nullptr) budget_->give_back(block_bytes_);
   }
+  trim_budget();
 }
 
 }  // namespace llamawire

@@ -5,6 +5,7 @@
 
 #include "server/model/model_config.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -107,10 +108,23 @@ class KvCache {
   // Positions for which blocks are allocated.
   int reserved() const { return static_cast<int>(blocks_.size()) * kBlockPositions; }
   // Makes positions [0, n) writable; false if n > capacity or the budget is exhausted.
+  // Blocks charged ahead by reserve_budget() are taken without asking the budget again.
   bool reserve(int n_positions);
-  // Returns the blocks past position n (a rewind or reset).
+  // Charges the budget now for every block positions [0, n) need (admission by what a
+  // request may grow to; the blocks themselves are still allocated as positions are
+  // used). All or nothing: false, with nothing charged, when the budget cannot take it.
+  bool reserve_budget(int n_positions);
+  // Gives back what was charged ahead and not used (the end of a request).
+  void trim_budget();
+  // Returns the blocks past position n (a rewind or reset), with their charge and any
+  // charged ahead.
   void release_from(int n_positions);
   std::uint64_t bytes_held() const { return static_cast<std::uint64_t>(blocks_.size()) * block_bytes_; }
+  std::uint64_t bytes_charged() const { return static_cast<std::uint64_t>(charged_blocks_) * block_bytes_; }
+  // Blocks positions [0, n) take.
+  static std::size_t blocks_for(int n_positions) {
+    return static_cast<std::size_t>((std::max(n_positions, 0) + kBlockPositions - 1) / kBlockPositions);
+  }
   std::uint64_t block_bytes() const { return block_bytes_; }
 
   // [kv_dim] rows for (layer, pos); pos must be < reserved().
@@ -138,6 +152,7 @@ class KvCache {
   std::uint64_t block_bytes_;
   KvBlockPool* pool_;
   std::vector<float*> blocks_;  // from pool_
+  std::size_t charged_blocks_ = 0;  // charged to budget_: blocks_.size() plus those charged ahead
 };
 
 }  // namespace llamawire

@@ -12,7 +12,8 @@ ServerContext::ServerContext(std::shared_ptr<const WeightStore> weights, std::sh
       opts_(std::move(opts)),
       ctx_(opts_.ctx > 0 ? std::min(opts_.ctx, weights_->config().seq_len) : weights_->config().seq_len),
       kv_budget_(kv_budget_bytes),
-      frame_budget_(opts_.frame_memory_bytes) {}
+      frame_budget_(opts_.frame_memory_bytes),
+      admission_(opts_.max_sessions, kv_budget_, opts_.queue_timeout) {}
 
 std::uint64_t ServerContext::register_session(asio::any_io_executor strand, StopFn on_stop) {
   std::lock_guard lock(mutex_);
@@ -74,7 +75,9 @@ std::string ServerContext::stats_json() const {
      << ",\"prompt_tokens_total\":" << counters_.prompt_tokens_total.load()
      << ",\"generated_tokens_total\":" << counters_.generated_tokens_total.load()
      << ",\"protocol_errors_total\":" << counters_.protocol_errors_total.load()
-     << ",\"kv_waits\":" << counters_.kv_waits.load() << ",\"kv_refusals\":" << counters_.kv_refusals.load()
+     << ",\"sessions_in_use\":" << admission_.slots_in_use() << ",\"sessions_peak\":" << admission_.slots_peak()
+     << ",\"kv_waits\":" << admission_.waits() << ",\"kv_refusals\":" << admission_.refusals()
+     << ",\"kv_evictions\":" << admission_.evictions()
      << ",\"kv_bytes_used\":" << kv_budget_.used() << ",\"kv_bytes_peak\":" << kv_budget_.peak()
      << ",\"frame_bytes_buffered\":" << frame_budget_.used() << ",\"frame_refusals\":" << counters_.frame_refusals.load()
      << ",\"kv_bytes_budget\":" << kv_budget_.limit() << ",\"kv_bytes_warm\":" << kv_warm_bytes()

@@ -6,6 +6,7 @@
 
 #include <boost/asio/ssl/context.hpp>
 #include "common/tokenizer.hpp"
+#include "server/engine/admission.hpp"
 #include "server/engine/scheduler.hpp"
 #include "server/model/kv_cache.hpp"
 #include "server/model/weight_store.hpp"
@@ -52,8 +53,6 @@ struct ServerCounters {
   std::atomic<std::uint64_t> prompt_tokens_total{0};
   std::atomic<std::uint64_t> generated_tokens_total{0};
   std::atomic<std::uint64_t> protocol_errors_total{0};
-  std::atomic<std::uint64_t> kv_waits{0};     // steps that had to wait for KV memory
-  std::atomic<std::uint64_t> kv_refusals{0};  // steps refused with busy after the wait
   std::atomic<std::uint64_t> frame_refusals{0};  // frames skipped at the --frame-memory-mb limit
   // The HTTP API's own counts (the ones above are the binary protocol's).
   std::atomic<std::uint64_t> http_requests_total{0};
@@ -76,6 +75,8 @@ class ServerContext {
   Scheduler& scheduler() { return scheduler_; }
   const ServerOptions& options() const { return opts_; }
   KvBudget& kv_budget() { return kv_budget_; }
+  // Session slots and KV memory for both protocols (see Admission).
+  Admission& admission() { return admission_; }
   // Memory all connections hold for frames still arriving (--frame-memory-mb).
   ByteBudget& frame_budget() { return frame_budget_; }
   std::uint64_t kv_warm_bytes() const;  // free KV blocks kept resident
@@ -125,6 +126,7 @@ class ServerContext {
   int ctx_;
   KvBudget kv_budget_;
   ByteBudget frame_budget_;
+  Admission admission_;
   ServerCounters counters_;
   std::atomic<bool> draining_{false};
   std::atomic<bool> forced_{false};

@@ -58,9 +58,13 @@ Session::Session(tcp::socket socket, ServerContext& ctx)
 
 Session::~Session() {
   if (registry_id_ != 0) ctx_.unregister_session(registry_id_);
+  if (holder_id_ != 0) ctx_.admission().remove_holder(holder_id_);
   // KV blocks first, so that stats never show a session gone while its blocks are held.
   kv_.release_from(0);
-  if (hello_done_) ctx_.counters().sessions_active--;
+  if (hello_done_) {
+    ctx_.counters().sessions_active--;
+    ctx_.admission().give_slot();
+  }
   // The last client gone: hand the heap the sessions used back to the system, so an idle
   // server's RSS returns to its baseline (glibc keeps freed arenas otherwise).
   if (--ctx_.counters().connections_open == 0) ::malloc_trim(0);
@@ -175,6 +179,7 @@ void Session::release_frame_memory(std::vector<std::uint8_t>& payload) {
 asio::awaitable<void> Session::reader() {
   std::array<std::uint8_t, kFrameHeaderBytes> head{};
   std::vector<std::uint8_t> payload;
+  bool half_closed = false;
   while (!closing_) {
     // Backpressure: a peer that sends requests but does not read the replies stops being
     // read once its replies pile up; its own sends then block in TCP, and the write
@@ -183,7 +188,10 @@ asio::awaitable<void> Session::reader() {
     if (closing_) break;
     release_frame_memory(payload);
     auto [ec, n] = co_await read_exact(asio::buffer(head));
-    if (ec) break;
+    if (ec) {
+      half_closed = ec == asio::error::eof && n == 0 && !closing_;
+      break;
+    }
     // Before HELLO only a HELLO-sized frame is taken: an unauthenticated peer holds no more.
     const std::uint32_t limit =
         hello_done_ ? ctx_.options().max_frame_bytes : std::min(kMaxHelloFrameBytes, ctx_.options().max_frame_bytes);
@@ -221,9 +229,13 @@ asio::awaitable<void> Session::reader() {
   }
   release_frame_memory(payload);
   reader_done_ = true;
-  closing_ = true;
-  cancel_requested_ = true;
-  hold_ = true;
+  // A clean half-close (EOF between frames) lets a request already given finish; anything
+  // else (an error, a reset, a fatal frame, a timeout) ends the session now.
+  if (!(half_closed && busy_)) {
+    closing_ = true;
+    cancel_requested_ = true;
+    hold_ = true;
+  }
   job_event_.notify();
   drained_event_.notify();
   outbox_event_.notify();
@@ -280,14 +292,23 @@ bool Session::handle(const FrameHeader& h, Message m) {
       send_error(errc::shutting_down, "server shutting down", true, rid);
       return false;
     }
-    if (++ctx_.counters().sessions_active > ctx_.options().max_sessions) {
-      ctx_.counters().sessions_active--;
+    if (!ctx_.admission().try_take_slot()) {
       ctx_.counters().connections_refused++;
-      send_error(errc::busy, "server busy: all " + std::to_string(ctx_.options().max_sessions) + " sessions in use",
+      send_error(errc::busy,
+                 "server busy: all " + std::to_string(ctx_.options().max_sessions) +
+                     " sessions in use (binary sessions and HTTP generations)",
                  true, rid);
       return false;
     }
+    ctx_.counters().sessions_active++;
     hello_done_ = true;
+    // Between requests this session's cache may be evicted for a waiting request; its
+    // tokens stay in history_ and what it lost is recomputed at its next request.
+    holder_id_ = ctx_.admission().add_holder(ex_, [this] {
+      if (busy_ || closing_) return;
+      kv_.release_from(0);
+      cached_ = 0;
+    });
     const ModelConfig& c = ctx_.weights().config();
     msg::HelloOk ok;
     ok.dim = static_cast<std::uint32_t>(c.dim);
@@ -340,6 +361,7 @@ bool Session::handle(const FrameHeader& h, Message m) {
       ctx_.counters().requests_total++;
       job_ = std::move(job);
       busy_ = true;
+      ctx_.admission().set_idle(holder_id_, false);
       job_event_.notify();
       return true;
     }
@@ -357,6 +379,8 @@ bool Session::handle(const FrameHeader& h, Message m) {
       }
       pos_ = static_cast<int>(p);
       kv_.release_from(pos_);
+      cached_ = std::min(cached_, pos_);
+      history_.resize(static_cast<std::size_t>(pos_));
       send(msg::Ok{p}, rid);
       return true;
     }
@@ -380,8 +404,10 @@ bool Session::handle(const FrameHeader& h, Message m) {
 
 asio::awaitable<void> Session::generator() {
   for (;;) {
-    while (!job_ && !closing_) co_await job_event_.wait();
-    if (closing_) break;
+    // A peer that half-closed after its request still gets the whole reply (as for FORWARD
+    // and PING); then the session ends.
+    while (!job_ && !closing_ && !reader_done_) co_await job_event_.wait();
+    if (closing_ || !job_) break;
     Job job = std::move(*job_);
     job_.reset();
     cancel_requested_ = false;
@@ -395,7 +421,9 @@ asio::awaitable<void> Session::generator() {
     } else {
       co_await run_forward(job);
     }
+    kv_.trim_budget();  // what was charged ahead and not used goes back at once
     busy_ = false;
+    ctx_.admission().set_idle(holder_id_, cached_ > 0);
     last_activity_ = clock::now();
     if (ctx_.draining() && !closing_) {
       send_error(errc::shutting_down, "server shutting down", true, 0);
@@ -408,39 +436,57 @@ asio::awaitable<void> Session::generator() {
   outbox_event_.notify();
 }
 
-asio::awaitable<bool> Session::step(const std::vector<int>& tokens, int start, std::uint32_t rid, bool expect_more,
-                                    Sampler* sampler, const Scheduler::Continuation* carry) {
+asio::awaitable<Admission::Status> Session::admit(int start, int need, std::uint32_t rid) {
+  // Positions past start are rewritten by this request: their blocks go now.
   kv_.release_from(start);
-  const int need = start + static_cast<int>(tokens.size());
-  if (!kv_.reserve(need)) {
-    // The KV budget is spent: wait in line (bounded by --queue-timeout) for other sessions
-    // to return blocks, then give up with busy. The budget itself is never exceeded.
-    ctx_.counters().kv_waits++;
-    const auto deadline = clock::now() + ctx_.options().queue_timeout;
-    asio::steady_timer t(ex_);
-    bool got = false;
-    while (!closing_ && clock::now() < deadline) {
-      t.expires_after(std::chrono::milliseconds(5));
-      boost::system::error_code wait_ec;
-      co_await t.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
-      if ((got = kv_.reserve(need))) break;
-    }
-    if (!got) {
-      ctx_.counters().kv_refusals++;
-      send_error(errc::busy,
-                 "KV cache memory budget exhausted (" + std::to_string(ctx_.kv_budget().used() >> 20) + " of " +
-                     std::to_string(ctx_.kv_budget().limit() >> 20) + " MiB in use)",
-                 false, rid);
-      co_return false;
-    }
+  cached_ = std::min(cached_, start);
+  const auto st = co_await ctx_.admission().admit(
+      kv_, need, [this] { return closing_ || cancel_requested_ || ctx_.forced(); }, holder_id_);
+  const auto mib = [](std::uint64_t b) { return std::to_string((b + (1u << 20) - 1) >> 20); };
+  if (st == Admission::Status::never_fits) {
+    send_error(errc::busy,
+               "this request may grow to " + std::to_string(need) + " positions, " +
+                   mib(KvCache::blocks_for(need) * kv_.block_bytes()) + " MiB of KV memory: more than the whole " +
+                   mib(ctx_.kv_budget().limit()) + " MiB of --kv-budget-mb",
+               false, rid);
+  } else if (st == Admission::Status::timed_out) {
+    send_error(errc::busy,
+               "KV cache memory budget exhausted (" + mib(ctx_.kv_budget().used()) + " of " +
+                   mib(ctx_.kv_budget().limit()) + " MiB in use, waited " +
+                   std::to_string(duration_cast<milliseconds>(ctx_.options().queue_timeout).count()) + " ms)",
+               false, rid);
   }
+  co_return st;
+}
+
+asio::awaitable<bool> Session::step(std::span<const int> tokens, int start, std::uint32_t rid, bool expect_more,
+                                    Sampler* sampler, const Scheduler::Continuation* carry) {
+  // What the cache has lost of history_[0, start) (an eviction, a rewind into a block) is
+  // recomputed first, in the same batch: the same keys and values, bit for bit.
+  int from = start;
+  std::vector<int> with_history;
+  std::span<const int> run = tokens;
+  if (cached_ < start) {
+    from = cached_;
+    with_history.assign(history_.begin() + cached_, history_.begin() + start);
+    with_history.insert(with_history.end(), tokens.begin(), tokens.end());
+    run = with_history;
+  }
+  // Charged at admission: only the system itself can refuse these blocks now.
+  if (!kv_.reserve(from + static_cast<int>(run.size()))) {
+    send_error(errc::busy, "the server is out of memory for KV blocks", false, rid);
+    co_return false;
+  }
+  history_.resize(static_cast<std::size_t>(start));
+  history_.insert(history_.end(), tokens.begin(), tokens.end());
   pos_ = start;
+  cached_ = from;
   boost::system::error_code ec;
   // Built before the co_await (g++ 12 and temporaries in co_await expressions).
   const Scheduler::Output out{sampler == nullptr ? &logits_ : nullptr, sampler, sampler == nullptr ? nullptr : &sampled_,
                               carry};
   hold_ = closing_ || cancel_requested_;
-  co_await ctx_.scheduler().async_step(kv_, tokens, start, out, expect_more,
+  co_await ctx_.scheduler().async_step(kv_, run, from, out, expect_more,
                                        asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
     send_error(errc::shutting_down, "server shutting down", true, rid);
@@ -448,13 +494,20 @@ asio::awaitable<bool> Session::step(const std::vector<int>& tokens, int start, s
     co_return false;
   }
   pos_ = start + static_cast<int>(tokens.size());
+  cached_ = pos_;
   co_return true;
 }
 
 asio::awaitable<void> Session::run_forward(const Job& job) {
   const auto& f = job.forward;
   const std::vector<int> tokens(f.tokens.begin(), f.tokens.end());
-  if (!co_await step(tokens, static_cast<int>(f.start_pos), job.request_id, false)) co_return;
+  const int start = static_cast<int>(f.start_pos);
+  const auto st = co_await admit(start, start + static_cast<int>(tokens.size()), job.request_id);
+  if (st == Admission::Status::stopped && cancel_requested_ && !closing_) {
+    send_error(errc::cancelled, "FORWARD cancelled while it waited for KV memory", false, job.request_id);
+  }
+  if (st != Admission::Status::admitted) co_return;
+  if (!co_await step(tokens, start, job.request_id, false)) co_return;
   tokens_prompt_ += tokens.size();
   ctx_.counters().prompt_tokens_total += tokens.size();
   send(msg::Logits{static_cast<std::uint32_t>(pos_ - 1), logits_}, job.request_id);
@@ -467,11 +520,24 @@ asio::awaitable<void> Session::wait_outbox_room() {
 asio::awaitable<void> Session::run_generate(const Job& job) {
   const auto& g = job.gen;
   const int context = ctx_.context();
-  const int limit = static_cast<int>(std::min<std::uint32_t>(g.limit_pos, static_cast<std::uint32_t>(context)));
+  const bool clamped = g.limit_pos > static_cast<std::uint32_t>(context);  // the context ends it, not the limit
+  const int limit = clamped ? context : static_cast<int>(g.limit_pos);
   const std::vector<int> prompt(g.tokens.begin(), g.tokens.end());
+  const int start = static_cast<int>(g.start_pos);
   Sampler sampler(ctx_.weights().config().vocab_size, {g.temperature, g.topp, g.seed});
   msg::End end;
   end.prompt_tokens = static_cast<std::uint32_t>(prompt.size());
+  // Admitted for all it may grow to: the prompt, then every position up to the limit.
+  const auto st = co_await admit(start, std::max(start + static_cast<int>(prompt.size()), limit), job.request_id);
+  if (st != Admission::Status::admitted) {
+    if (st != Admission::Status::stopped || closing_) co_return;
+    // CANCEL (or a forced shutdown) while it waited: nothing ran, the position is unchanged.
+    end.reason = cancel_requested_ ? StopReason::cancelled : StopReason::shutdown;
+    end.prompt_tokens = 0;
+    end.position = static_cast<std::uint32_t>(pos_);
+    send(end, job.request_id);
+    co_return;
+  }
   auto last_token_at = job.received;
   // One drawn token out to the client; false when the generation must stop after it (the
   // reason is then in `end`, or the session is closing).
@@ -500,6 +566,7 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
   // them ends the generation, the rest (already computed) are dropped.
   int base = 0;             // positions cached when the step's own input is done
   int carried = 0;          // tokens carried on past in this step
+  std::vector<int> carried_tokens;  // their ids: the inputs at positions base, base + 1, ...
   std::optional<int> halt;  // positions cached when the generation stopped mid-step
   Scheduler::Continuation carry;
   carry.limit_pos = limit;
@@ -508,6 +575,7 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
   carry.deliver = [&](int next) {
     asio::dispatch(ex_, [&, next] {
       const int cached = base + carried++;
+      carried_tokens.push_back(next);
       if (halt) return;
       end.last_token = static_cast<std::uint32_t>(next);
       if (!emit(next)) {
@@ -518,15 +586,19 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
       }
     });
   };
-  auto run = [&](const std::vector<int>& tokens, int start) -> asio::awaitable<bool> {
-    base = start + static_cast<int>(tokens.size());
+  auto run = [&](const std::vector<int>& tokens, int from) -> asio::awaitable<bool> {
+    base = from + static_cast<int>(tokens.size());
     carried = 0;
-    if (!co_await step(tokens, start, job.request_id, base < limit, &sampler, &carry)) co_return false;
+    carried_tokens.clear();
+    if (!co_await step(tokens, from, job.request_id, base < limit, &sampler, &carry)) co_return false;
+    history_.insert(history_.end(), carried_tokens.begin(), carried_tokens.end());
     pos_ = halt ? *halt : base + carried;
+    history_.resize(static_cast<std::size_t>(pos_));
     if (halt) kv_.release_from(pos_);  // what was computed past the stop
+    cached_ = pos_;
     co_return true;
   };
-  if (!co_await run(prompt, static_cast<int>(g.start_pos))) co_return;
+  if (!co_await run(prompt, start)) co_return;
   tokens_prompt_ += prompt.size();
   ctx_.counters().prompt_tokens_total += prompt.size();
   std::vector<int> one(1);
@@ -550,7 +622,7 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
       break;
     }
     if (pos_ >= limit) {
-      end.reason = limit < static_cast<int>(g.limit_pos) ? StopReason::context : StopReason::steps;
+      end.reason = clamped ? StopReason::context : StopReason::steps;
       break;
     }
     co_await wait_outbox_room();

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <deque>
 #include <optional>
+#include <span>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -75,8 +76,12 @@ class Session {
   // sampled_ (drawn on the compute threads); false on failure (reported).
   // expect_more: a generation that will submit its next step right after this one.
   // carry: let the scheduler carry the generation on past this step (see Scheduler).
-  asio::awaitable<bool> step(const std::vector<int>& tokens, int start, std::uint32_t rid, bool expect_more,
+  asio::awaitable<bool> step(std::span<const int> tokens, int start, std::uint32_t rid, bool expect_more,
                              Sampler* sampler = nullptr, const Scheduler::Continuation* carry = nullptr);
+  // Takes KV memory for all a request at `start` may grow to (`need` positions), waiting in
+  // line if it must (Admission). A refusal is reported here; `stopped` (CANCEL, a closed
+  // peer, a forced shutdown) is left to the caller.
+  asio::awaitable<Admission::Status> admit(int start, int need, std::uint32_t rid);
   asio::awaitable<void> wait_outbox_room();
 
   void send(const Message& m, std::uint32_t request_id);
@@ -96,7 +101,10 @@ class Session {
   std::string peer_;
   std::uint64_t registry_id_ = 0;
   KvCache kv_;
-  int pos_ = 0;  // positions cached
+  int pos_ = 0;     // the session's position: positions whose tokens are known (history_)
+  int cached_ = 0;  // of those, positions [0, cached_) are in kv_ (fewer after an eviction)
+  std::vector<int> history_;  // the token at each position [0, pos_)
+  std::uint64_t holder_id_ = 0;  // in ctx_.admission(), once past HELLO
   std::vector<float> logits_;
   int sampled_ = 0;
   std::uint64_t frame_bytes_held_ = 0;  // of ctx_.frame_budget(), for the frame being read

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <latch>
 #include <thread>
 
 namespace lw = llamawire;
@@ -283,5 +284,203 @@ TEST_CASE("frames: no memory before authentication, growth only as bytes arrive,
   hog.close();
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   CHECK(stats_of(other).at("frame_refusals").to_number<int>() == 1);
+  CHECK(server.stop() == 0);
+}
+
+namespace {
+
+struct Generation {
+  std::vector<std::uint32_t> tokens;
+  lw::msg::End end;
+  bool ok = false;
+  std::string error;
+};
+
+// One GENERATE on a connected session: its TOKENs and END (or the ERROR that ended it).
+Generation generate_on(t::RawSocket& s, const lw::msg::Generate& g, std::uint32_t rid) {
+  Generation out;
+  if (!s.send(g, rid)) return out;
+  for (;;) {
+    const auto r = s.receive();
+    if (!r) return out;
+    if (const auto* tk = std::get_if<lw::msg::Token>(&r->second)) out.tokens.push_back(tk->token);
+    if (const auto* e = std::get_if<lw::msg::End>(&r->second)) {
+      out.end = *e;
+      out.ok = true;
+      return out;
+    }
+    if (const auto* e = std::get_if<lw::msg::Error>(&r->second)) {
+      out.error = e->message;
+      return out;
+    }
+  }
+}
+
+lw::msg::Generate gen_request(std::uint32_t start, std::vector<std::uint32_t> tokens, std::uint32_t limit,
+                              std::uint64_t seed) {
+  lw::msg::Generate g;
+  g.start_pos = start;
+  g.limit_pos = limit;
+  g.temperature = 0.9f;
+  g.topp = 0.9f;
+  g.seed = seed;
+  g.tokens = std::move(tokens);
+  return g;
+}
+
+// Session i: a generation to position 100, then (connection kept) one from where it ended
+// to the end of the context. Returns both.
+std::pair<Generation, Generation> two_turns(t::RawSocket& s, int i, std::latch* between = nullptr) {
+  auto a = generate_on(s, gen_request(0, {1, 303}, 100, 11 + static_cast<std::uint64_t>(i)), 1);
+  if (between != nullptr) between->arrive_and_wait();
+  if (!a.ok) return {a, {}};
+  auto b = generate_on(s, gen_request(a.end.position, {a.end.last_token}, 128, 1000 + static_cast<std::uint64_t>(i)), 2);
+  return {a, b};
+}
+
+}  // namespace
+
+// 5. Sessions that each hold part of the KV budget never wait on each other: a request is
+// admitted for all it may grow to, idle sessions' caches are evicted for waiting requests
+// and recomputed later, and every admitted request completes with the tokens it would
+// have had alone.
+TEST_CASE("KV budget: 8, 16 and 64 sessions at full context all complete, with exact tokens", "[net][hardening]") {
+  LW_REQUIRE_SHARED();
+  constexpr int kMost = 64;
+  std::vector<std::pair<Generation, Generation>> ref;
+  {
+    t::ServerProcess server({"-c", aidreams(), "-z", tok512()});
+    for (int i = 0; i < kMost; ++i) {
+      t::RawSocket s(server.port());
+      REQUIRE(s.handshake());
+      ref.push_back(two_turns(s, i));
+      REQUIRE(ref.back().first.ok);
+      REQUIRE(ref.back().second.ok);
+    }
+    CHECK(server.stop() == 0);
+  }
+  for (const int n : {8, 16, 64}) {
+    // 1 MiB: four full 128-position contexts of aidreams260K (32 KiB per 16 positions).
+    t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--kv-budget-mb", "1", "--queue-timeout", "120",
+                             "--max-sessions", "100"});
+    std::latch connected(n), first_done(n);
+    std::vector<std::pair<Generation, Generation>> got(static_cast<std::size_t>(n));
+    std::vector<std::thread> clients;
+    for (int i = 0; i < n; ++i) {
+      clients.emplace_back([&, i] {
+        t::RawSocket s(server.port(), 120000);
+        const bool hs = s.handshake();
+        connected.arrive_and_wait();  // all at once, and all stay connected to the end
+        if (!hs) {
+          first_done.arrive_and_wait();
+          return;
+        }
+        got[static_cast<std::size_t>(i)] = two_turns(s, i, &first_done);
+      });
+    }
+    for (auto& c : clients) c.join();
+    int complete = 0;
+    for (int i = 0; i < n; ++i) {
+      const auto& [a, b] = got[static_cast<std::size_t>(i)];
+      INFO("n=" << n << " session " << i << ": " << a.error << b.error);
+      CHECK(a.ok);
+      CHECK(b.ok);
+      CHECK(a.tokens == ref[static_cast<std::size_t>(i)].first.tokens);
+      CHECK(b.tokens == ref[static_cast<std::size_t>(i)].second.tokens);
+      CHECK(b.end.reason == ref[static_cast<std::size_t>(i)].second.end.reason);
+      complete += a.ok && b.ok ? 1 : 0;
+    }
+    CHECK(complete == n);
+    t::RawSocket probe(server.port());
+    REQUIRE(probe.handshake());
+    const auto st = stats_of(probe);
+    CHECK(st.at("kv_bytes_peak").to_number<std::uint64_t>() <= (1u << 20));
+    CHECK(st.at("kv_refusals").to_number<int>() == 0);
+    CHECK(st.at("kv_evictions").to_number<int>() > 0);  // idle caches made room
+    CHECK(server.stop() == 0);
+  }
+}
+
+// 12. CANCEL while a GENERATE waits for KV memory ends it at once with END cancelled.
+TEST_CASE("binary: CANCEL while waiting for KV memory ends with END cancelled at once", "[net][hardening]") {
+  LW_REQUIRE_SHARED();
+  t::TempDir dir;
+  // 64 KiB per 16 positions: one full 2048-position context is 8 MiB, the whole budget.
+  const auto model = t::make_model(dir, "m.bin", {256, 512, 4, 8, 4, 512, 2048});
+  t::ServerProcess server({"-c", model, "-z", tok512(), "--kv-budget-mb", "8", "--queue-timeout", "30"});
+  t::RawSocket a(server.port(), 60000), b(server.port(), 60000);
+  REQUIRE(a.handshake());
+  REQUIRE(b.handshake());
+  REQUIRE(a.send(gen_request(0, {1, 300}, 2048, 1), 1));
+  REQUIRE(a.receive().has_value());  // A runs and holds the whole budget
+  REQUIRE(b.send(gen_request(0, {1, 300}, 2048, 2), 2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const auto t0 = steady::now();
+  REQUIRE(b.send(lw::msg::Cancel{}, 3));
+  const auto r = b.receive();
+  const double ms = std::chrono::duration<double, std::milli>(steady::now() - t0).count();
+  REQUIRE(r);
+  const auto* end = std::get_if<lw::msg::End>(&r->second);
+  REQUIRE(end != nullptr);
+  CHECK(end->reason == lw::StopReason::cancelled);
+  CHECK(end->generated_tokens == 0);
+  CHECK(end->prompt_tokens == 0);
+  CHECK(end->position == 0);
+  CHECK(r->first.request_id == 2);
+  INFO("END after " << ms << " ms");
+  CHECK(ms < 3000);  // was busy after the whole queue timeout
+  // B still works afterwards: a short generation once A is done.
+  const auto g = generate_on(b, gen_request(0, {1, 300}, 8, 3), 4);
+  CHECK(g.ok);
+  CHECK(server.stop() == 0);
+}
+
+// 12. limit_pos past the context ends with reason context, whatever its high bit.
+TEST_CASE("binary: limit_pos 0x80000000 and 0xFFFFFFFF end with reason context", "[net][hardening]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512()});
+  t::RawSocket s(server.port());
+  REQUIRE(s.handshake());
+  for (const std::uint32_t limit : {129u, 0x80000000u, 0xFFFFFFFFu}) {
+    auto g = gen_request(0, {1, 303}, limit, 5);
+    g.temperature = 0;  // greedy: no early BOS on this model's text
+    const auto r = generate_on(s, g, 1);
+    INFO("limit_pos " << limit << " " << r.error);
+    REQUIRE(r.ok);
+    if (r.end.reason == lw::StopReason::bos) continue;  // the model ended the text itself
+    CHECK(r.end.reason == lw::StopReason::context);
+    CHECK(r.end.position == 128);
+  }
+  CHECK(server.stop() == 0);
+}
+
+// 12. A peer that half-closes (SHUT_WR) after GENERATE still gets every token and the END.
+TEST_CASE("binary: a half-closed peer gets the whole generation and its END", "[net][hardening]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512()});
+  Generation whole;
+  {
+    t::RawSocket s(server.port());
+    REQUIRE(s.handshake());
+    whole = generate_on(s, gen_request(0, {1, 303}, 100, 9), 1);
+    REQUIRE(whole.ok);
+  }
+  t::RawSocket s(server.port());
+  REQUIRE(s.handshake());
+  REQUIRE(s.send(gen_request(0, {1, 303}, 100, 9), 1));
+  s.shutdown_write();
+  Generation half;
+  for (;;) {
+    const auto r = s.receive();
+    if (!r) break;
+    if (const auto* tk = std::get_if<lw::msg::Token>(&r->second)) half.tokens.push_back(tk->token);
+    if (const auto* e = std::get_if<lw::msg::End>(&r->second)) {
+      half.end = *e;
+      half.ok = true;
+    }
+  }
+  CHECK(half.ok);
+  CHECK(half.tokens == whole.tokens);
+  CHECK(s.closed_by_peer());  // then the session ends
   CHECK(server.stop() == 0);
 }
