@@ -96,7 +96,18 @@ asio::awaitable<Admission::Status> Admission::admit(KvCache& kv, int positions, 
     if (kv_line_.tickets.empty() && kv.reserve_budget(positions)) co_return Status::admitted;
     ticket = join(kv_line_);
     ++waits_;
+    // While it waits, nothing runs on its cache: another waiter at the front may evict it
+    // (else waiters that each hold part of the budget would wait on each other).
+    mark_idle(holder, true);
   }
+  struct Busy {  // however the wait ends, the holder is no longer evictable
+    Admission& a;
+    std::uint64_t holder;
+    ~Busy() {
+      std::lock_guard lock(a.mutex_);
+      a.mark_idle(holder, false);
+    }
+  } busy{*this, holder};
   asio::steady_timer timer(co_await asio::this_coro::executor);
   for (;;) {
     {
@@ -134,6 +145,10 @@ void Admission::remove_holder(std::uint64_t id) {
 
 void Admission::set_idle(std::uint64_t id, bool idle) {
   std::lock_guard lock(mutex_);
+  mark_idle(id, idle);
+}
+
+void Admission::mark_idle(std::uint64_t id, bool idle) {
   const auto it = holders_.find(id);
   if (it == holders_.end()) return;
   it->second.idle = idle;

@@ -49,9 +49,10 @@ class Admission {
   // evicted for itself.
   asio::awaitable<Status> admit(KvCache& kv, int positions, std::function<bool()> stop, std::uint64_t holder = 0);
 
-  // Binary sessions whose caches may be evicted while they are idle. `evict` is posted to
-  // `strand` (the session's) and runs only if the holder is still registered there; it must
-  // drop the cache if the session is still idle (it may have become busy meanwhile).
+  // Binary sessions whose caches may be evicted while nothing runs on them: idle between
+  // requests, or waiting in admit(). `evict` is posted to `strand` (the session's) and runs
+  // only if the holder is still registered there; it must drop the cache unless a request
+  // of the session has been admitted meanwhile.
   std::uint64_t add_holder(asio::any_io_executor strand, std::function<void()> evict);
   void remove_holder(std::uint64_t id);  // on the holder's strand
   void set_idle(std::uint64_t id, bool idle);
@@ -77,6 +78,7 @@ class Admission {
   // Asks the least recently idle holder (not `except`) to drop its cache, unless an eviction
   // is already on its way.
   void evict_one(std::uint64_t except);
+  void mark_idle(std::uint64_t id, bool idle);  // with mutex_ held
   void eviction_done();
 
   const int max_slots_;

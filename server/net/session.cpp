@@ -305,7 +305,7 @@ bool Session::handle(const FrameHeader& h, Message m) {
     // Between requests this session's cache may be evicted for a waiting request; its
     // tokens stay in history_ and what it lost is recomputed at its next request.
     holder_id_ = ctx_.admission().add_holder(ex_, [this] {
-      if (busy_ || closing_) return;
+      if (computing_ || closing_) return;
       kv_.release_from(0);
       cached_ = 0;
     });
@@ -422,6 +422,7 @@ asio::awaitable<void> Session::generator() {
       co_await run_forward(job);
     }
     kv_.trim_budget();  // what was charged ahead and not used goes back at once
+    computing_ = false;
     busy_ = false;
     ctx_.admission().set_idle(holder_id_, cached_ > 0);
     last_activity_ = clock::now();
@@ -442,6 +443,7 @@ asio::awaitable<Admission::Status> Session::admit(int start, int need, std::uint
   cached_ = std::min(cached_, start);
   const auto st = co_await ctx_.admission().admit(
       kv_, need, [this] { return closing_ || cancel_requested_ || ctx_.forced(); }, holder_id_);
+  computing_ = st == Admission::Status::admitted;
   const auto mib = [](std::uint64_t b) { return std::to_string((b + (1u << 20) - 1) >> 20); };
   if (st == Admission::Status::never_fits) {
     send_error(errc::busy,

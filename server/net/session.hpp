@@ -105,6 +105,7 @@ class Session {
   int cached_ = 0;  // of those, positions [0, cached_) are in kv_ (fewer after an eviction)
   std::vector<int> history_;  // the token at each position [0, pos_)
   std::uint64_t holder_id_ = 0;  // in ctx_.admission(), once past HELLO
+  bool computing_ = false;       // a request admitted and running: the cache is not evictable
   std::vector<float> logits_;
   int sampled_ = 0;
   std::uint64_t frame_bytes_held_ = 0;  // of ctx_.frame_budget(), for the frame being read
