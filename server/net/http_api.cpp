@@ -6,6 +6,8 @@
 #include "common/log.hpp"
 #include "common/sampler.hpp"
 #include "common/tokenizer.hpp"
+#include "common/frame.hpp"
+#include "common/utf8.hpp"
 #include "server/net/listener.hpp"
 
 #include <boost/beast/core.hpp>
@@ -13,7 +15,10 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
 
+#include <sys/socket.h>
+
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <optional>
 
@@ -27,8 +32,19 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace json = boost::json;
 using clock = std::chrono::steady_clock;
+using namespace asio::experimental::awaitable_operators;
 
 std::atomic<std::uint64_t> g_request_counter{0};
+
+// "Bearer KEY", the scheme's name in any case (RFC 7235: case-insensitive).
+bool bearer_matches(std::string_view header, const std::string& key) {
+  constexpr std::string_view scheme = "bearer ";
+  if (header.size() <= scheme.size()) return false;
+  for (std::size_t i = 0; i < scheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(header[i])) != scheme[i]) return false;
+  }
+  return constant_time_equal(key, header.substr(scheme.size()));
+}
 
 class HttpConnection {
  public:
@@ -37,15 +53,13 @@ class HttpConnection {
     ctx_.counters().connections_open++;
     if (ctx_.tls() != nullptr) tls_.emplace(std::move(stream_), *ctx_.tls());
     // Registered like a session so that a drain closes idle keep-alive connections and
-    // lets running generations finish.
-    registry_id_ = ctx_.register_session(lowest().get_executor(), [this] {
-      if (!busy_) {
-        boost::system::error_code ec;
-        lowest().socket().close(ec);
-      }
-    });
+    // lets running generations finish, and so that an idle one can be closed for a new
+    // connection at the connection limit.
+    registry_id_ = ctx_.register_session(
+        lowest().get_executor(), [this] { close_if_idle(); }, [this] { close_if_idle(); });
   }
   ~HttpConnection() {
+    release_body();
     ctx_.unregister_session(registry_id_);
     ctx_.counters().connections_open--;
   }
@@ -56,53 +70,97 @@ class HttpConnection {
 
  private:
   using Response = http::response<http::string_body>;
+  using Request = http::request<http::string_body>;
+  using IoResult = std::tuple<boost::system::error_code, std::size_t>;
 
-  Response make(http::status st, std::string body, const char* type, unsigned version, bool keep_alive) {
-    Response res{st, version};
+  // The stream of this connection, plain or TLS: f(stream) for whichever it is.
+  template <class F>
+  auto on_stream(F&& f) {
+    return tls_ ? f(*tls_) : f(stream_);
+  }
+  beast::tcp_stream& lowest() { return tls_ ? beast::get_lowest_layer(*tls_) : stream_; }
+
+  void release_body() {
+    ctx_.frame_budget().give_back(body_charged_);
+    body_charged_ = 0;
+  }
+  void close_if_idle() {
+    if (busy_) return;
+    boost::system::error_code ec;
+    lowest().socket().close(ec);
+  }
+
+  Response make(http::status st, std::string body, const char* type) {
+    Response res{st, version_};
     res.set(http::field::server, "llamawire");
     res.set(http::field::content_type, type);
-    res.keep_alive(keep_alive);
+    res.keep_alive(keep_alive_);
     res.body() = std::move(body);
     res.prepare_payload();
     return res;
   }
-  Response error(const HttpError& e, unsigned version, bool keep_alive) {
+  Response error(const HttpError& e) {
     ctx_.counters().http_errors_total++;
-    auto res = make(e.status, error_body(e), "application/json", version, keep_alive);
+    auto res = make(e.status, error_body(e), "application/json");
     if (e.status == http::status::unauthorized) res.set(http::field::www_authenticate, "Bearer");
+    if (e.status == http::status::service_unavailable) res.set(http::field::retry_after, "1");
     return res;
   }
 
+  // Writes a response; the answer to HEAD has the headers of GET and no body (a body there
+  // would be read as the start of the next response on a kept-alive connection).
   asio::awaitable<bool> write(Response res) {
-    if (tls_) {
-      auto [ec, n] = co_await http::async_write(*tls_, res, asio::as_tuple(asio::use_awaitable));
-      co_return !ec;
+    lowest().expires_after(ctx_.options().write_timeout);
+    if (head_) {
+      const auto length = res.body().size();
+      res.body().clear();
+      res.content_length(length);
     }
-    auto [ec, n] = co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
+    auto [ec, n] = co_await on_stream([&](auto& s) { return http::async_write(s, res, asio::as_tuple(asio::use_awaitable)); });
     co_return !ec;
   }
   asio::awaitable<bool> write_raw(std::string data) {
     lowest().expires_after(ctx_.options().write_timeout);
-    if (tls_) {
-      auto [ec, n] = co_await asio::async_write(*tls_, asio::buffer(data), asio::as_tuple(asio::use_awaitable));
-      co_return !ec;
-    }
-    auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(data), asio::as_tuple(asio::use_awaitable));
+    auto [ec, n] = co_await on_stream(
+        [&](auto& s) { return asio::async_write(s, asio::buffer(data), asio::as_tuple(asio::use_awaitable)); });
     co_return !ec;
   }
 
+  // A request, read in three stages: its first byte (within the handshake timeout on a new
+  // connection, the idle timeout on a kept-alive one; only then does the connection count as
+  // busy), then its headers and its body (together within --request-timeout). The key is
+  // checked on the headers, before any body is read; the body's memory comes from the
+  // frame budget shared with the binary protocol.
+  enum class Read { ok, closed, answered };  // answered: an error reply was sent; close
+  asio::awaitable<Read> read_request(beast::flat_buffer& buffer, std::optional<Request>& out, bool first);
+  // An error reply, after which the connection closes (the request's body is unread).
+  asio::awaitable<Read> reply_and_close(const HttpError& e);
+  asio::awaitable<void> handle(Request& req, bool& close);
   // Runs one generation; streams SSE chunks when asked. Returns false when the connection
   // must close.
-  asio::awaitable<bool> generate(const GenRequest& r, unsigned version, bool keep_alive);
-
-  beast::tcp_stream& lowest() { return tls_ ? beast::get_lowest_layer(*tls_) : stream_; }
+  asio::awaitable<bool> generate(const GenRequest& r);
+  asio::awaitable<bool> generate_admitted(const GenRequest& r, KvCache& kv, int max_new);
+  // Sets peer_gone_ when the client closes or resets while a generation runs (a
+  // non-streamed one writes nothing until the end, so only reading can tell); runs until
+  // cancelled.
+  asio::awaitable<void> watch_peer();
+  // After an error reply with the request's body unread: stop sending, read and drop what
+  // the client still sends (bounded), then close, so that the client reads the reply
+  // instead of a reset.
+  asio::awaitable<void> linger_close(beast::flat_buffer& buffer);
 
   beast::tcp_stream stream_;                                    // plain connections
   std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;    // TLS connections (the stream moves in)
   ServerContext& ctx_;
   HttpOptions opts_;
   std::uint64_t registry_id_ = 0;
-  bool busy_ = false;  // a request is being handled (not waiting for the next one)
+  bool busy_ = false;  // a request has begun (not waiting for the next one)
+  bool peer_gone_ = false;
+  std::uint64_t body_charged_ = 0;  // of ctx_.frame_budget(), for the request's body
+  // The request being answered.
+  unsigned version_ = 11;
+  bool keep_alive_ = false;
+  bool head_ = false;
 };
 
 asio::awaitable<void> HttpConnection::run() {
@@ -117,145 +175,269 @@ asio::awaitable<void> HttpConnection::run() {
       co_return;
     }
   }
-  for (;;) {
-    http::request_parser<http::string_body> parser;
-    parser.body_limit(opts_.max_body_bytes);
-    parser.header_limit(16 * 1024);
-    lowest().expires_after(ctx_.options().idle_timeout);
-    std::tuple<boost::system::error_code, std::size_t> got;
-    if (tls_) {
-      got = co_await http::async_read(*tls_, buffer, parser, asio::as_tuple(asio::use_awaitable));
-    } else {
-      got = co_await http::async_read(stream_, buffer, parser, asio::as_tuple(asio::use_awaitable));
-    }
-    const auto ec = std::get<0>(got);
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset ||
-        ec == asio::error::eof) {
-      break;
-    }
-    if (ec) {
-      const bool too_big = ec == http::error::body_limit;
-      Response reply0 = error({too_big ? http::status::payload_too_large : http::status::bad_request,
-                            too_big ? "request body larger than " + std::to_string(opts_.max_body_bytes) + " bytes"
-                                    : "malformed HTTP request: " + ec.message()},
-                           11, false);
-      co_await write(std::move(reply0));
-      break;
-    }
-    auto req = parser.release();
-    busy_ = true;
+  for (bool first = true;; first = false) {
+    std::optional<Request> req;
+    const Read got = co_await read_request(buffer, req, first);
+    if (got != Read::ok) release_body();
+    if (got == Read::answered) co_await linger_close(buffer);
+    if (got != Read::ok) break;
     struct Idle {
-      bool& b;
-      ~Idle() { b = false; }
-    } idle{busy_};
-    const unsigned version = req.version();
-    const bool keep_alive = req.keep_alive();
-    lowest().expires_after(ctx_.options().write_timeout);
-    const std::string target(req.target());
-    const std::string path = target.substr(0, target.find('?'));
-    const auto method = req.method();
-
-    if (path == "/health" && (method == http::verb::get || method == http::verb::head)) {
-      const bool ok = !ctx_.draining();
-      Response reply1 = make(ok ? http::status::ok : http::status::service_unavailable,
-                               ok ? R"({"status":"ok"})" : R"({"status":"draining"})", "application/json", version,
-                               keep_alive);
-      if (!co_await write(std::move(reply1))) {
-        break;
+      HttpConnection& c;
+      ~Idle() {
+        c.busy_ = false;
+        c.release_body();
       }
-      if (!keep_alive) break;
-      continue;
-    }
-    // Everything else needs the key when one is set.
-    if (!ctx_.options().api_key.empty()) {
-      const auto auth = req[http::field::authorization];
-      const std::string_view prefix = "Bearer ";
-      const bool ok = auth.size() > prefix.size() && auth.substr(0, prefix.size()) == prefix &&
-                      constant_time_equal(ctx_.options().api_key, std::string_view(auth).substr(prefix.size()));
-      if (!ok) {
-        log::warn("http ", log::quoted(req.method_string()), " ", log::quoted(path), ": rejected, missing or invalid API key");
-        Response reply2 = error({http::status::unauthorized, "missing or invalid API key (Authorization: Bearer ...)",
-                                   "invalid_request_error", "invalid_api_key"},
-                                  version, keep_alive);
-        if (!co_await write(std::move(reply2))) {
-          break;
-        }
-        if (!keep_alive) break;
-        continue;
-      }
-    }
-    if (path == "/metrics" && method == http::verb::get) {
-      Response reply3 = make(http::status::ok, ctx_.metrics_text(), "text/plain; version=0.0.4", version, keep_alive);
-      if (!co_await write(std::move(reply3))) {
-        break;
-      }
-    } else if (path == "/v1/models" && method == http::verb::get) {
-      json::object model{{"id", ctx_.options().model_name},
-                         {"object", "model"},
-                         {"created", 0},
-                         {"owned_by", "llamawire"}};
-      json::object body{{"object", "list"}, {"data", json::array{model}}};
-      Response reply4 = make(http::status::ok, json::serialize(body), "application/json", version, keep_alive);
-      if (!co_await write(std::move(reply4))) break;
-    } else if ((path == "/v1/completions" || path == "/v1/chat/completions") && method == http::verb::post) {
-      ctx_.counters().http_requests_total++;
-      std::optional<HttpError> err;
-      GenRequest gr;
-      if (ctx_.draining()) {
-        err = HttpError{http::status::service_unavailable, "server shutting down", "server_error"};
-      } else {
-        // Parsing and tokenizing grow with the body (up to --http-max-body): off this thread.
-        const bool chat = path == "/v1/chat/completions";
-        auto parsed = co_await ctx_.off_network(
-            [&] { return parse_generation_request(chat, req.body(), ctx_.tokenizer(), ctx_.context()); });
-        if (auto* e = std::get_if<HttpError>(&parsed)) {
-          err = std::move(*e);
-        } else {
-          gr = std::move(std::get<GenRequest>(parsed));
-        }
-      }
-      if (err) {
-        Response reply5 = error(*err, version, keep_alive);
-        if (!co_await write(std::move(reply5))) break;
-      } else if (!co_await generate(gr, version, keep_alive)) {
-        break;
-      }
-    } else {
-      const bool known = path == "/metrics" || path == "/v1/models" || path == "/v1/completions" ||
-                         path == "/v1/chat/completions";
-      Response reply6 = error({known ? http::status::method_not_allowed : http::status::not_found,
-                                 known ? "method not allowed" : "no such endpoint: " + path},
-                                version, keep_alive);
-      if (!co_await write(std::move(reply6))) {
-        break;
-      }
-    }
-    if (!keep_alive || ctx_.draining()) break;
+    } idle{*this};
+    bool close = false;
+    co_await handle(*req, close);
+    if (close || !keep_alive_ || ctx_.draining()) break;
   }
   lowest().socket().shutdown(tcp::socket::shutdown_both, ignore);
 }
 
-asio::awaitable<bool> HttpConnection::generate(const GenRequest& r, unsigned version, bool keep_alive) {
+asio::awaitable<HttpConnection::Read> HttpConnection::read_request(beast::flat_buffer& buffer,
+                                                                   std::optional<Request>& out, bool first) {
+  if (buffer.size() == 0) {
+    ctx_.set_idle(registry_id_, true);
+    lowest().expires_after(first ? ctx_.options().handshake_timeout : ctx_.options().idle_timeout);
+    auto [ec, n] = co_await on_stream(
+        [&](auto& s) { return s.async_read_some(buffer.prepare(4096), asio::as_tuple(asio::use_awaitable)); });
+    if (ec) co_return Read::closed;  // EOF, timeout, or closed for the connection limit or a drain
+    buffer.commit(n);
+  }
+  ctx_.set_idle(registry_id_, false);
+  busy_ = true;
+  lowest().expires_after(ctx_.options().request_timeout);
+  http::request_parser<http::string_body> parser;
+  parser.body_limit(opts_.max_body_bytes);
+  parser.header_limit(16 * 1024);
+  auto [hec, hn] = co_await on_stream(
+      [&](auto& s) { return http::async_read_header(s, buffer, parser, asio::as_tuple(asio::use_awaitable)); });
+  version_ = parser.is_header_done() ? parser.get().version() : 11;
+  head_ = parser.is_header_done() && parser.get().method() == http::verb::head;
+  const auto too_large = [this] {
+    return HttpError{http::status::payload_too_large,
+                     "request body larger than " + std::to_string(opts_.max_body_bytes) + " bytes"};
+  };
+  auto not_complete = [this](const char* what) {
+    log::warn("http: request ", what, " not complete within ",
+              std::chrono::duration_cast<std::chrono::milliseconds>(ctx_.options().request_timeout).count(),
+              " ms: closing");
+  };
+  if (hec == beast::error::timeout) {
+    not_complete("headers");
+    co_return Read::closed;  // the stream is closed by its timer: nothing can be sent
+  }
+  if (hec == http::error::end_of_stream || hec == asio::error::eof || hec == asio::error::connection_reset) {
+    co_return Read::closed;
+  }
+  std::optional<HttpError> fail;
+  if (hec == http::error::body_limit) {
+    fail = too_large();
+  } else if (hec) {
+    fail = HttpError{http::status::bad_request, "malformed HTTP request: " + hec.message()};
+  } else {
+    const auto& h = parser.get();
+    const std::string target(h.target());
+    const std::string path = target.substr(0, target.find('?'));
+    // The body's memory, as announced (a chunked body may grow to the limit), from the
+    // budget all connections share; given back once the request is answered.
+    const std::uint64_t body_bytes =
+        parser.content_length() ? std::min<std::uint64_t>(*parser.content_length(), opts_.max_body_bytes)
+                                : (parser.chunked() ? opts_.max_body_bytes : 0);
+    if (path != "/health" && !ctx_.options().api_key.empty() &&
+        !bearer_matches(h[http::field::authorization], ctx_.options().api_key)) {
+      log::warn("http ", log::quoted(h.method_string()), " ", log::quoted(path),
+                ": rejected, missing or invalid API key");
+      fail = HttpError{http::status::unauthorized, "missing or invalid API key (Authorization: Bearer ...)",
+                       "invalid_request_error", "invalid_api_key"};
+    } else if (body_bytes > kMaxHelloFrameBytes && !ctx_.frame_budget().try_take(body_bytes)) {
+      fail = HttpError{http::status::service_unavailable,
+                       "server busy: request bodies still arriving hold the --frame-memory-mb limit", "server_error",
+                       "server_busy"};
+    } else if (body_bytes > kMaxHelloFrameBytes) {
+      body_charged_ = body_bytes;  // until the request is answered
+    }
+  }
+  if (fail) co_return co_await reply_and_close(*fail);
+  auto [bec, bn] = co_await on_stream(
+      [&](auto& s) { return http::async_read(s, buffer, parser, asio::as_tuple(asio::use_awaitable)); });
+  if (bec == beast::error::timeout) {
+    not_complete("body");
+    co_return Read::closed;
+  }
+  if (bec == http::error::body_limit) {
+    fail = too_large();
+  } else if (bec) {
+    fail = HttpError{http::status::bad_request, "malformed HTTP request: " + bec.message()};
+  }
+  if (fail) co_return co_await reply_and_close(*fail);
+  out = parser.release();
+  keep_alive_ = out->keep_alive();
+  co_return Read::ok;
+}
+
+asio::awaitable<HttpConnection::Read> HttpConnection::reply_and_close(const HttpError& e) {
+  keep_alive_ = false;
+  Response res = error(e);
+  co_await write(std::move(res));
+  co_return Read::answered;
+}
+
+asio::awaitable<void> HttpConnection::linger_close(beast::flat_buffer& buffer) {
+  boost::system::error_code ec;
+  lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+  lowest().expires_after(std::chrono::seconds(2));
+  std::size_t dropped = 0;
+  while (dropped < opts_.max_body_bytes + (64u << 10)) {
+    buffer.clear();
+    auto [rec, n] = co_await lowest().async_read_some(buffer.prepare(16384), asio::as_tuple(asio::use_awaitable));
+    if (rec) break;
+    dropped += n;
+  }
+}
+
+asio::awaitable<void> HttpConnection::handle(Request& req, bool& close) {
+  lowest().expires_after(ctx_.options().write_timeout);
+  const std::string target(req.target());
+  const std::string path = target.substr(0, target.find('?'));
+  const auto method = req.method();
+  if (path == "/health" && (method == http::verb::get || method == http::verb::head)) {
+    const bool ok = !ctx_.draining();
+    Response res = make(ok ? http::status::ok : http::status::service_unavailable,
+                        ok ? R"({"status":"ok"})" : R"({"status":"draining"})", "application/json");
+    close = !co_await write(std::move(res));
+    co_return;
+  }
+  if (path == "/metrics" && method == http::verb::get) {
+    Response res = make(http::status::ok, ctx_.metrics_text(), "text/plain; version=0.0.4");
+    close = !co_await write(std::move(res));
+  } else if (path == "/v1/models" && method == http::verb::get) {
+    json::object model{{"id", ctx_.options().model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "llamawire"}};
+    json::object body{{"object", "list"}, {"data", json::array{model}}};
+    Response res = make(http::status::ok, json::serialize(body), "application/json");
+    close = !co_await write(std::move(res));
+  } else if ((path == "/v1/completions" || path == "/v1/chat/completions") && method == http::verb::post) {
+    ctx_.counters().http_requests_total++;
+    if (ctx_.draining()) {
+      Response res = error({http::status::service_unavailable, "server shutting down", "server_error", "shutting_down"});
+      close = !co_await write(std::move(res));
+      co_return;
+    }
+    // Parsing and tokenizing grow with the body (up to --http-max-body): off this thread.
+    const bool chat = path == "/v1/chat/completions";
+    auto parsed = co_await ctx_.off_network(
+        [&] { return parse_generation_request(chat, req.body(), ctx_.tokenizer(), ctx_.context()); });
+    if (auto* e = std::get_if<HttpError>(&parsed)) {
+      Response res = error(*e);
+      close = !co_await write(std::move(res));
+    } else {
+      close = !co_await generate(std::get<GenRequest>(parsed));
+    }
+  } else {
+    const bool known =
+        path == "/metrics" || path == "/v1/models" || path == "/v1/completions" || path == "/v1/chat/completions";
+    Response res = error({known ? http::status::method_not_allowed : http::status::not_found,
+                          known ? "method not allowed" : "no such endpoint: " + path});
+    close = !co_await write(std::move(res));
+  }
+}
+
+asio::awaitable<void> HttpConnection::watch_peer() {
+  asio::steady_timer forever(co_await asio::this_coro::executor, clock::time_point::max());
+  for (;;) {
+    auto [ec] = co_await lowest().socket().async_wait(tcp::socket::wait_read, asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return;  // cancelled: the generation is over
+    char b = 0;
+    const auto n = ::recv(lowest().socket().native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      peer_gone_ = true;  // EOF or a reset
+      break;
+    }
+    if (n > 0) break;  // a pipelined request (or a TLS record): nothing more can be told
+  }
+  co_await forever.async_wait(asio::as_tuple(asio::use_awaitable));
+}
+
+asio::awaitable<bool> HttpConnection::generate(const GenRequest& r) {
+  const int context = ctx_.context();
+  const int n_prompt = static_cast<int>(r.prompt.size());
+  // The last generated token is never run, so a prompt of n leaves context - n + 1 to
+  // generate (as GENERATE and the CLI do).
+  const int room = context - n_prompt + 1;
+  const int max_new = r.max_tokens_given || !r.chat ? std::min(r.max_tokens, room) : room;
+  peer_gone_ = false;
+  // One admission rule for both protocols: a session slot while it runs, then KV memory for
+  // all it may grow to (the prompt and every generated token but the last). Both waits end
+  // early when the client goes away (watch_peer never finishes first: it only sets the flag).
+  Admission::Status slot = Admission::Status::stopped;
+  {
+    auto take = [&]() -> asio::awaitable<Admission::Status> {
+      co_return co_await ctx_.admission().take_slot([this] { return peer_gone_ || ctx_.draining(); });
+    };
+    auto w = co_await (take() || watch_peer());
+    if (w.index() == 0) slot = std::get<0>(w);
+  }
+  if (slot != Admission::Status::admitted) {
+    if (peer_gone_) co_return false;
+    Response res = error(ctx_.draining() ? HttpError{http::status::service_unavailable, "server shutting down",
+                                                     "server_error", "shutting_down"}
+                                         : HttpError{http::status::service_unavailable,
+                                                     "server busy: all " + std::to_string(ctx_.options().max_sessions) +
+                                                         " sessions in use (binary sessions and HTTP generations)",
+                                                     "server_error", "server_busy"});
+    co_return co_await write(std::move(res));
+  }
+  struct Slot {
+    Admission& a;
+    ~Slot() { a.give_slot(); }
+  } slot_guard{ctx_.admission()};
+  KvCache kv(ctx_.weights().config(), context, &ctx_.kv_budget());
+  Admission::Status admitted = Admission::Status::stopped;
+  {
+    const int need = std::max(n_prompt, n_prompt + max_new - 1);
+    auto admit = [&]() -> asio::awaitable<Admission::Status> {
+      co_return co_await ctx_.admission().admit(kv, need, [this] { return peer_gone_ || ctx_.forced(); });
+    };
+    auto w = co_await (admit() || watch_peer());
+    if (w.index() == 0) admitted = std::get<0>(w);
+  }
+  if (admitted != Admission::Status::admitted) {
+    if (peer_gone_) co_return false;
+    HttpError e{http::status::service_unavailable, "KV cache memory budget exhausted", "server_error", "server_busy"};
+    if (admitted == Admission::Status::never_fits) {
+      e = HttpError{http::status::bad_request,
+                    "this request may grow to " + std::to_string(n_prompt + max_new - 1) +
+                        " positions: more KV memory than the whole --kv-budget-mb",
+                    "invalid_request_error", "kv_budget_exceeded"};
+    } else if (admitted == Admission::Status::stopped) {
+      e = HttpError{http::status::service_unavailable, "server shutting down", "server_error", "shutting_down"};
+    }
+    Response res = error(e);
+    co_return co_await write(std::move(res));
+  }
+  auto done = co_await (generate_admitted(r, kv, max_new) || watch_peer());
+  co_return done.index() == 0 && std::get<0>(done);
+}
+
+asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, KvCache& kv, int max_new) {
   const auto t0 = clock::now();
   const ModelConfig& cfg = ctx_.weights().config();
   const Tokenizer& tok = ctx_.tokenizer();
-  const int context = ctx_.context();
   const int n_prompt = static_cast<int>(r.prompt.size());
-  const int room = context - n_prompt;  // positions left for generated tokens (the last is not run)
-  const int max_new = r.max_tokens_given || !r.chat ? std::min(r.max_tokens, room) : room;
   const std::uint64_t seed = r.seed != 0 ? r.seed : resolve_seed(0) + g_request_counter.fetch_add(1);
   Sampler sampler(cfg.vocab_size, {r.temperature, r.top_p, seed});
-  KvCache kv(cfg, context, &ctx_.kv_budget());
   int sampled = 0;  // drawn by `sampler` on the compute threads after each step
   const std::string id = std::string(r.chat ? "chatcmpl-" : "cmpl-") + std::to_string(g_request_counter.fetch_add(1));
-  const auto created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const auto created =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   ctx_.counters().http_active++;
   struct Guard {
     ServerCounters& c;
     ~Guard() { c.http_active--; }
   } guard{ctx_.counters()};
 
-  auto chunk = [&](const std::string& piece, const char* finish) {
+  auto chunk_object = [&](const std::string& piece, const char* finish) {
     json::object choice{{"index", 0}};
     if (r.chat) {
       json::object delta;
@@ -266,66 +448,59 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r, unsigned ver
       choice["logprobs"] = nullptr;
     }
     choice["finish_reason"] = finish ? json::value(finish) : json::value(nullptr);
-    json::object o{{"id", id},
-                   {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
-                   {"created", created},
-                   {"model", ctx_.options().model_name},
-                   {"choices", json::array{choice}}};
-    return "data: " + json::serialize(o) + "\n\n";
+    return json::object{{"id", id},
+                        {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+                        {"created", created},
+                        {"model", ctx_.options().model_name},
+                        {"choices", json::array{choice}}};
+  };
+  auto chunk = [&](const std::string& piece, const char* finish) {
+    return "data: " + json::serialize(chunk_object(piece, finish)) + "\n\n";
   };
 
-  // Steps through the scheduler; false when the server is stopping or KV memory is gone.
+  // Steps through the scheduler; false when the server is stopping (its memory was
+  // admitted for the whole generation).
   std::optional<HttpError> failure;
   auto step = [&](const std::vector<int>& tokens, int start) -> asio::awaitable<bool> {
     if (!kv.reserve(start + static_cast<int>(tokens.size()))) {
-      const auto deadline = clock::now() + ctx_.options().queue_timeout;
-      asio::steady_timer t(co_await asio::this_coro::executor);
-      bool got = false;
-      while (clock::now() < deadline && !(got = kv.reserve(start + static_cast<int>(tokens.size())))) {
-        t.expires_after(std::chrono::milliseconds(5));
-        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-      }
-      if (!got) {
-        failure = HttpError{http::status::service_unavailable, "KV cache memory budget exhausted", "server_error"};
-        co_return false;
-      }
+      failure = HttpError{http::status::service_unavailable, "the server is out of memory for KV blocks", "server_error"};
+      co_return false;
     }
     boost::system::error_code ec;
     const Scheduler::Output out{nullptr, &sampler, &sampled};
     co_await ctx_.scheduler().async_step(kv, tokens, start, out, true, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) failure = HttpError{http::status::service_unavailable, "server shutting down", "server_error"};
+    if (ec) failure = HttpError{http::status::service_unavailable, "server shutting down", "server_error", "shutting_down"};
     co_return !ec;
   };
 
   if (r.stream) {
-    std::string reply0 = "HTTP/1.1 200 OK\r\nServer: llamawire\r\nContent-Type: text/event-stream\r\n"
-                            "Cache-Control: no-cache\r\nConnection: close\r\n\r\n";
-    if (!co_await write_raw(std::move(reply0))) {
-      co_return false;
-    }
+    std::string head = "HTTP/1.1 200 OK\r\nServer: llamawire\r\nContent-Type: text/event-stream\r\n"
+                       "Cache-Control: no-cache\r\nConnection: close\r\n\r\n";
+    if (!co_await write_raw(std::move(head))) co_return false;
     if (r.chat) {
       // First chunk announces the role, as OpenAI's stream does.
       json::object delta{{"role", "assistant"}, {"content", ""}};
       json::object choice{{"index", 0}, {"delta", delta}, {"finish_reason", nullptr}};
       json::object o{{"id", id}, {"object", "chat.completion.chunk"}, {"created", created},
                      {"model", ctx_.options().model_name}, {"choices", json::array{choice}}};
-      std::string reply1 = "data: " + json::serialize(o) + "\n\n";
-      if (!co_await write_raw(std::move(reply1))) co_return false;
+      std::string first = "data: " + json::serialize(o) + "\n\n";
+      if (!co_await write_raw(std::move(first))) co_return false;
     }
   }
 
-  std::string text;        // everything generated so far (after stop handling)
-  std::size_t sent = 0;    // bytes of `text` already streamed
+  std::string text;      // everything generated so far (after stop handling), raw bytes
+  std::size_t sent = 0;  // bytes of `text` already streamed
   std::size_t holdback = 0;
   for (const auto& s : r.stop) holdback = std::max(holdback, s.size() - 1);
   const char* finish = "length";
   int generated = 0;
   bool ok = true;
+  bool cut = false;  // stopped by a forced shutdown
   if (max_new > 0) ok = co_await step(r.prompt, 0);
   int pos = n_prompt;
   int prev = r.prompt.empty() ? kBosToken : r.prompt.back();
   auto last_at = t0;
-  while (ok && generated < max_new) {
+  while (ok && generated < max_new && !peer_gone_) {
     const int next = sampled;
     if (next == kBosToken || (r.chat && next == kEosToken)) {
       finish = "stop";
@@ -347,10 +522,13 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r, unsigned ver
       }
     }
     if (r.stream) {
-      const std::size_t safe = stopped ? text.size() : (text.size() > holdback ? text.size() - holdback : 0);
+      // Held back: what may still become a stop string, and a character not yet complete
+      // (a chunk never ends inside a UTF-8 sequence).
+      const std::size_t safe =
+          utf8::boundary_at_or_before(text, stopped ? text.size() : (text.size() > holdback ? text.size() - holdback : 0));
       if (safe > sent) {
-        std::string reply2 = chunk(text.substr(sent, safe - sent), nullptr);
-        if (!co_await write_raw(std::move(reply2))) {
+        std::string piece = chunk(utf8::sanitize(std::string_view(text).substr(sent, safe - sent)), nullptr);
+        if (!co_await write_raw(std::move(piece))) {
           ctx_.counters().http_generated_tokens_total += static_cast<std::uint64_t>(generated);
           co_return false;  // the client went away: stop generating
         }
@@ -361,39 +539,54 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r, unsigned ver
       finish = "stop";
       break;
     }
-    if (generated >= max_new || ctx_.forced()) break;
+    if (generated >= max_new) break;
+    if (ctx_.forced()) {
+      cut = true;
+      break;
+    }
     const std::vector<int> one{next};
     ok = co_await step(one, pos);
     ++pos;
   }
   ctx_.counters().http_prompt_tokens_total += static_cast<std::uint64_t>(n_prompt);
   ctx_.counters().http_generated_tokens_total += static_cast<std::uint64_t>(generated);
-  if (!ok) {
+  log::info("http ", r.chat ? "chat" : "completion", " prompt_tokens=", n_prompt, " generated_tokens=", generated,
+            " finish=", peer_gone_ ? "client_gone" : (cut || !ok) ? "shutdown" : finish,
+            " seconds=", std::chrono::duration<double>(clock::now() - t0).count());
+  if (peer_gone_) co_return false;  // nobody to answer
+  if (cut || !ok) {
+    // A shutdown stopped it: say so (the binary protocol ends with END shutdown).
+    HttpError e = failure.value_or(HttpError{http::status::service_unavailable, "", "server_error", "shutting_down"});
+    e.message = "server shutting down: the generation was stopped after " + std::to_string(generated) + " tokens";
+    e.code = "shutting_down";
     if (r.stream) {
-      std::string reply3 = "data: " + error_body(*failure) + "\n\n";
-      co_await write_raw(std::move(reply3));
+      ctx_.counters().http_errors_total++;
+      std::string last = "data: " + error_body(e) + "\n\n";
+      co_await write_raw(std::move(last));
       co_return false;
     }
-    Response reply7 = error(*failure, version, keep_alive);
-    co_return co_await write(std::move(reply7));
+    keep_alive_ = false;
+    Response res = error(e);
+    co_await write(std::move(res));
+    co_return false;
   }
   json::object usage{{"prompt_tokens", n_prompt}, {"completion_tokens", generated}, {"total_tokens", n_prompt + generated}};
   if (r.stream) {
-    std::string reply4 = chunk(text.substr(sent), nullptr);
-    if (text.size() > sent && !co_await write_raw(std::move(reply4))) co_return false;
-    std::string last = chunk("", finish);
-    // The final chunk carries the usage counts too.
-    auto obj = json::parse(last.substr(6)).as_object();
-    obj["usage"] = usage;
-    std::string reply5 = "data: " + json::serialize(obj) + "\n\ndata: [DONE]\n\n";
-    co_await write_raw(std::move(reply5));
+    if (text.size() > sent) {
+      std::string rest = chunk(utf8::sanitize(std::string_view(text).substr(sent)), nullptr);
+      if (!co_await write_raw(std::move(rest))) co_return false;
+    }
+    auto last = chunk_object("", finish);
+    last["usage"] = usage;  // the final chunk carries the usage counts too
+    std::string tail = "data: " + json::serialize(last) + "\n\ndata: [DONE]\n\n";
+    co_await write_raw(std::move(tail));
     co_return false;  // Connection: close ends the stream
   }
   json::object choice{{"index", 0}, {"finish_reason", finish}};
   if (r.chat) {
-    choice["message"] = json::object{{"role", "assistant"}, {"content", text}};
+    choice["message"] = json::object{{"role", "assistant"}, {"content", utf8::sanitize(text)}};
   } else {
-    choice["text"] = text;
+    choice["text"] = utf8::sanitize(text);
     choice["logprobs"] = nullptr;
   }
   json::object body{{"id", id},
@@ -402,12 +595,9 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r, unsigned ver
                     {"model", ctx_.options().model_name},
                     {"choices", json::array{choice}},
                     {"usage", usage}};
-  log::info("http ", r.chat ? "chat" : "completion", " prompt_tokens=", n_prompt, " generated_tokens=", generated,
-            " finish=", finish, " seconds=", std::chrono::duration<double>(clock::now() - t0).count());
-  Response reply8 = make(http::status::ok, json::serialize(body), "application/json", version, keep_alive);
-  co_return co_await write(std::move(reply8));
+  Response res = make(http::status::ok, json::serialize(body), "application/json");
+  co_return co_await write(std::move(res));
 }
-
 
 }  // namespace
 

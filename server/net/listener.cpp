@@ -34,7 +34,9 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, ServerContext& ctx, S
       }
       continue;
     }
-    if (ctx.counters().connections_open.load() >= ctx.options().max_connections) {
+    // At the limit, an idle HTTP connection makes room (it is closed at once; the count
+    // passes the limit by one for that moment) before anyone is refused.
+    if (ctx.counters().connections_open.load() >= ctx.options().max_connections && !ctx.close_an_idle_connection()) {
       ctx.counters().connections_refused++;
       boost::system::error_code wec;
       if (binary_refusal && ctx.tls() == nullptr) {  // a plaintext frame means nothing to a TLS client

@@ -15,11 +15,34 @@ ServerContext::ServerContext(std::shared_ptr<const WeightStore> weights, std::sh
       frame_budget_(opts_.frame_memory_bytes),
       admission_(opts_.max_sessions, kv_budget_, opts_.queue_timeout) {}
 
-std::uint64_t ServerContext::register_session(asio::any_io_executor strand, StopFn on_stop) {
+std::uint64_t ServerContext::register_session(asio::any_io_executor strand, StopFn on_stop, StopFn close_idle) {
   std::lock_guard lock(mutex_);
   const auto id = next_id_++;
-  sessions_.emplace(id, Entry{std::move(strand), std::move(on_stop)});
+  sessions_.emplace(id, Entry{std::move(strand), std::move(on_stop), std::move(close_idle)});
   return id;
+}
+
+void ServerContext::set_idle(std::uint64_t id, bool idle) {
+  std::lock_guard lock(mutex_);
+  const auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  it->second.idle = idle && it->second.close_idle != nullptr;
+  if (idle) it->second.idle_since = std::chrono::steady_clock::now();
+}
+
+bool ServerContext::close_an_idle_connection() {
+  std::lock_guard lock(mutex_);
+  auto victim = sessions_.end();
+  for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
+    if (it->second.idle && (victim == sessions_.end() || it->second.idle_since < victim->second.idle_since)) victim = it;
+  }
+  if (victim == sessions_.end()) return false;
+  victim->second.idle = false;
+  // On its strand, where it also unregisters: registered there means alive.
+  asio::post(victim->second.strand, [this, sid = victim->first, fn = victim->second.close_idle] {
+    if (is_registered(sid)) fn();
+  });
+  return true;
 }
 
 void ServerContext::unregister_session(std::uint64_t id) {

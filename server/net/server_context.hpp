@@ -92,8 +92,16 @@ class ServerContext {
 
   // Sessions register a callback run (on their strand) when the server drains or forces.
   using StopFn = std::function<void()>;
-  std::uint64_t register_session(asio::any_io_executor strand, StopFn on_stop);
+  // `close_idle`, when given, closes the connection if it is still idle (an HTTP
+  // connection waiting for its next request); see set_idle() and close_an_idle_connection().
+  std::uint64_t register_session(asio::any_io_executor strand, StopFn on_stop, StopFn close_idle = {});
   void unregister_session(std::uint64_t id);
+  // Marks a connection as idle (no request under way) or not.
+  void set_idle(std::uint64_t id, bool idle);
+  // At the connection limit: closes the connection idle the longest (kept-alive HTTP
+  // connections, or new ones yet to send a request), so that a new client is not refused
+  // while a slot only sits idle. False when none is idle.
+  bool close_an_idle_connection();
   bool is_registered(std::uint64_t id) const;
   int open_sessions() const;
   void begin_drain();
@@ -135,6 +143,9 @@ class ServerContext {
   struct Entry {
     asio::any_io_executor strand;
     StopFn on_stop;
+    StopFn close_idle;
+    bool idle = false;
+    std::chrono::steady_clock::time_point idle_since{};
   };
   std::map<std::uint64_t, Entry> sessions_;
   asio::thread_pool prep_{1};  // last: joined first, before what its jobs may use
