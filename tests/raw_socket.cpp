@@ -70,6 +70,16 @@ std::optional<std::pair<FrameHeader, Message>> RawSocket::receive() {
   return std::pair{*h, std::move(*m)};
 }
 
+std::string RawSocket::read_until_closed() {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const ssize_t r = ::recv(fd_, buf, sizeof buf, 0);
+    if (r <= 0) return out;
+    out.append(buf, static_cast<std::size_t>(r));
+  }
+}
+
 bool RawSocket::closed_by_peer() {
   std::uint8_t b;
   for (;;) {

@@ -20,6 +20,9 @@ class RawSocket {
 
   bool send(const std::vector<std::uint8_t>& bytes);
   bool send(const Message& m, std::uint32_t rid) { return send(encode_frame(m, rid)); }
+  bool send_text(const std::string& s) { return send(std::vector<std::uint8_t>(s.begin(), s.end())); }
+  // Everything the peer sends until it closes (or the receive timeout passes).
+  std::string read_until_closed();
   // Next frame, or nullopt on EOF/timeout/garbage.
   std::optional<std::pair<FrameHeader, Message>> receive();
   // True when the server has closed the connection (EOF within the timeout).

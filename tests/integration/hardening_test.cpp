@@ -9,10 +9,13 @@
 
 #include <boost/json.hpp>
 
+#include <signal.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
+#include <sstream>
 #include <latch>
 #include <thread>
 
@@ -483,4 +486,330 @@ TEST_CASE("binary: a half-closed peer gets the whole generation and its END", "[
   CHECK(half.tokens == whole.tokens);
   CHECK(s.closed_by_peer());  // then the session ends
   CHECK(server.stop() == 0);
+}
+
+namespace {
+
+json::object http_json(int port, const std::string& target, const json::object& body) {
+  const auto r = t::http_request(port, "POST", target, json::serialize(body));
+  INFO(r.status << " " << r.body);
+  REQUIRE(r.status == 200);
+  return json::parse(r.body).as_object();
+}
+
+// The data payloads of an SSE stream, in order.
+std::vector<std::string> sse_events(const std::string& body) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while ((pos = body.find("data: ", pos)) != std::string::npos) {
+    const auto end = body.find("\n\n", pos);
+    out.push_back(body.substr(pos + 6, end - pos - 6));
+    pos = end;
+  }
+  return out;
+}
+
+json::object metrics_json(int binary_port) {
+  t::RawSocket s(binary_port);
+  REQUIRE(s.handshake());
+  return stats_of(s);
+}
+
+double prometheus_value(const std::string& text, const std::string& series) {
+  const auto at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+}  // namespace
+
+// 3. Silent HTTP connections are cut by the handshake timeout, slow requests by the request
+// timeout, and at the connection limit an idle one makes room for a new client.
+TEST_CASE("http: slow loris and silent connections cannot lock clients out", "[net][hardening][http]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0", "--max-connections", "10",
+                           "--handshake-timeout", "1", "--idle-timeout", "6", "--request-timeout", "1"});
+  const int hp = server.http_port();
+  std::vector<std::unique_ptr<t::RawSocket>> silent;
+  for (int i = 0; i < 10; ++i) silent.push_back(std::make_unique<t::RawSocket>(hp, 5000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // All ten slots are held by idle HTTP connections: a binary client still gets in at once.
+  const auto t0 = steady::now();
+  const auto c = t::run_client(server, {"-n", "8", "-i", "I"});
+  INFO(c.err);
+  CHECK(c.exit_code == 0);
+  CHECK(std::chrono::duration<double>(steady::now() - t0).count() < 1.0);
+  // The silent ones are closed by the handshake timeout (1 s), not the idle timeout (6 s).
+  const auto t1 = steady::now();
+  for (auto& s : silent) CHECK(s->closed_by_peer());
+  CHECK(std::chrono::duration<double>(steady::now() - t1).count() < 3.0);
+  // A request trickling in a byte every 200 ms is cut by the request timeout.
+  {
+    t::RawSocket loris(hp, 8000);
+    const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n";
+    const auto t2 = steady::now();
+    bool cut = false;
+    for (char ch : req + std::string(100, ' ')) {
+      if (!loris.send_text(std::string(1, ch))) {
+        cut = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      if (std::chrono::duration<double>(steady::now() - t2).count() > 4) break;
+    }
+    if (!cut) cut = loris.closed_by_peer();
+    CHECK(cut);
+    CHECK(std::chrono::duration<double>(steady::now() - t2).count() < 4.0);
+  }
+  // Kept-alive connections after a request are idle too: at the limit they make room.
+  std::vector<std::unique_ptr<t::RawSocket>> kept;
+  for (int i = 0; i < 10; ++i) {
+    kept.push_back(std::make_unique<t::RawSocket>(hp, 5000));
+    REQUIRE(kept.back()->send_text("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CHECK(t::http_request(hp, "GET", "/health").status == 200);
+  CHECK(t::run_client(server, {"-n", "8", "-i", "I"}).exit_code == 0);
+  CHECK(server.log().find("request headers not complete within 1000 ms") != std::string::npos);
+  CHECK(server.stop() == 0);
+}
+
+// 6. --max-sessions counts HTTP generations too; they wait in line for a slot.
+TEST_CASE("http: --max-sessions holds for HTTP generations, which wait in line", "[net][hardening][http]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server(
+      {"-c", aidreams(), "-z", tok512(), "--http-port", "0", "--max-sessions", "1", "--queue-timeout", "60"});
+  const int hp = server.http_port();
+  std::vector<std::thread> clients;
+  std::vector<int> status(8, 0);
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&, i] {
+      const json::object req{{"prompt", "I dreamed"}, {"max_tokens", 60}, {"temperature", 0.8}, {"seed", i + 1}};
+      status[static_cast<std::size_t>(i)] = t::http_request(hp, "POST", "/v1/completions", json::serialize(req)).status;
+    });
+  }
+  for (auto& c : clients) c.join();
+  for (int s : status) CHECK(s == 200);
+  // One binary session holds the only slot: an HTTP generation waits, then is refused.
+  t::ServerProcess small(
+      {"-c", aidreams(), "-z", tok512(), "--http-port", "0", "--max-sessions", "1", "--queue-timeout", "0.3"});
+  {
+    t::RawSocket holder(small.port());
+    REQUIRE(holder.handshake());
+    const auto r = t::http_request(small.http_port(), "POST", "/v1/completions", R"({"prompt":"I","max_tokens":4})");
+    CHECK(r.status == 503);
+    CHECK(json::parse(r.body).at("error").at("code").as_string() == "server_busy");
+    CHECK(r.headers.count("Retry-After") == 1);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK(t::http_request(small.http_port(), "POST", "/v1/completions", R"({"prompt":"I","max_tokens":4})").status == 200);
+  const auto st = metrics_json(server.port());
+  CHECK(st.at("sessions_peak").to_number<int>() == 1);
+  CHECK(server.stop() == 0);
+  CHECK(small.stop() == 0);
+}
+
+// 7. A non-streamed request whose client goes away stops computing.
+TEST_CASE("http: abandoned non-streamed requests stop generating", "[net][hardening][http]") {
+  LW_REQUIRE_SHARED();
+  t::TempDir dir;
+  const auto model = t::make_model(dir, "m.bin", {256, 512, 4, 8, 4, 512, 2048});
+  t::ServerProcess server({"-c", model, "-z", tok512(), "--http-port", "0"});
+  const int hp = server.http_port();
+  {
+    std::vector<std::unique_ptr<t::RawSocket>> posts;
+    const std::string body = R"({"prompt":"I dreamed","max_tokens":1500,"temperature":0.9,"seed":3})";
+    for (int i = 0; i < 20; ++i) {
+      posts.push_back(std::make_unique<t::RawSocket>(hp));
+      REQUIRE(posts.back()->send_text("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                      "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    for (auto& p : posts) p->reset();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto m1 = t::http_request(hp, "GET", "/metrics").body;
+  const double g1 = prometheus_value(m1, "llamawire_tokens_total{protocol=\"http\",kind=\"generated\"}");
+  CHECK(prometheus_value(m1, "llamawire_active_sessions{protocol=\"http\"}") == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  const double g2 = prometheus_value(t::http_request(hp, "GET", "/metrics").body,
+                                     "llamawire_tokens_total{protocol=\"http\",kind=\"generated\"}");
+  INFO("generated tokens after the resets: " << g1 << " then " << g2);
+  CHECK(g1 == g2);          // nothing runs any more
+  CHECK(g1 < 20 * 1500 / 4);  // stopped early, not after finishing the 30000 tokens
+  CHECK(server.log().find("finish=client_gone") != std::string::npos);
+  CHECK(server.stop() == 0);
+}
+
+// 8. A generation stopped by the drain timeout says so: 503 shutting_down, or an SSE error.
+TEST_CASE("http: a generation cut by the drain timeout says it was cut", "[net][hardening][http]") {
+  LW_REQUIRE_SHARED();
+  t::TempDir dir;
+  const auto model = t::make_model(dir, "m.bin", {512, 1024, 6, 8, 8, 512, 2048});
+  for (const bool stream : {false, true}) {
+    t::ServerProcess server({"-c", model, "-z", tok512(), "--http-port", "0", "--drain-timeout", "0.25"});
+    const int hp = server.http_port();
+    t::HttpResult r;
+    std::thread client([&] {
+      const json::object req{{"prompt", "I dreamed"}, {"max_tokens", 1800}, {"temperature", 0.9}, {"seed", 1},
+                             {"stream", stream}};
+      r = t::http_request(hp, "POST", "/v1/completions", json::serialize(req));
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    ::kill(server.pid(), SIGTERM);
+    client.join();
+    INFO("stream " << stream << ": " << r.status << " " << r.body.substr(0, 300));
+    if (!stream) {
+      CHECK(r.status == 503);
+      CHECK(json::parse(r.body).at("error").at("code").as_string() == "shutting_down");
+    } else {
+      CHECK(r.status == 200);
+      const auto ev = sse_events(r.body);
+      REQUIRE(!ev.empty());
+      CHECK(ev.back() != "[DONE]");
+      CHECK(json::parse(ev.back()).at("error").at("code").as_string() == "shutting_down");
+    }
+    CHECK(server.stop() == 0);
+  }
+}
+
+// 9. Streamed chunks never split a UTF-8 character, with or without a stop string.
+TEST_CASE("http: streamed chunks are whole UTF-8 characters, with a stop string too", "[net][hardening][http]") {
+  LW_REQUIRE_SHARED();
+  t::TempDir dir;
+  const auto model = t::make_model(dir, "m32k.bin", {64, 128, 2, 4, 4, 32000, 256});
+  t::ServerProcess server({"-c", model, "-z", (t::models_dir() / "tokenizer.bin").string(), "--http-port", "0"});
+  const int hp = server.http_port();
+  int events = 0, multibyte = 0;
+  for (int seed = 1; seed <= 6; ++seed) {
+    json::object req{{"prompt", "\xE6\x97\xA5"}, {"max_tokens", 20}, {"temperature", 1.0}, {"seed", seed},
+                     {"stop", json::array{"QQQQQQQQ"}}};
+    const auto plain = http_json(hp, "/v1/completions", req);
+    const std::string whole(plain.at("choices").as_array()[0].at("text").as_string());
+    CHECK(lw::utf8::sanitize(whole) == whole);
+    req["stream"] = true;
+    const auto r = t::http_request(hp, "POST", "/v1/completions", json::serialize(req));
+    REQUIRE(r.status == 200);
+    std::string joined;
+    for (const auto& e : sse_events(r.body)) {
+      if (e == "[DONE]") continue;
+      CHECK(lw::utf8::sanitize(e) == e);  // every event is valid UTF-8 JSON
+      const auto o = json::parse(e).as_object();
+      const std::string piece(o.at("choices").as_array()[0].at("text").as_string());
+      CHECK(lw::utf8::sanitize(piece) == piece);
+      ++events;
+      for (unsigned char ch : piece) multibyte += ch >= 0x80 ? 1 : 0;
+      joined += piece;
+    }
+    CHECK(joined == whole);
+  }
+  CHECK(events > 20);
+  CHECK(multibyte > 0);  // the texts do hold multi-byte characters
+  CHECK(server.stop() == 0);
+}
+
+// 10. At the end of the context, HTTP generates as many tokens as GENERATE and the CLI.
+TEST_CASE("http: a full context generates as many tokens as GENERATE", "[net][hardening][http]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
+  const int hp = server.http_port();
+  int compared = 0;
+  for (std::uint64_t seed = 1; seed <= 20 && compared < 2; ++seed) {
+    const auto ids = t::run_process({bin("llamawire-tokenize"), "-z", tok512(), "I dreamed"});
+    std::vector<std::uint32_t> prompt;
+    std::istringstream in(ids.out);
+    for (std::uint32_t v; in >> v;) prompt.push_back(v);
+    t::RawSocket s(server.port());
+    REQUIRE(s.handshake());
+    auto g = gen_request(0, prompt, 128, seed);
+    const auto bin_run = generate_on(s, g, 1);
+    REQUIRE(bin_run.ok);
+    if (bin_run.end.reason != lw::StopReason::steps) continue;  // ended by BOS: try another seed
+    const json::object req{{"prompt", "I dreamed"}, {"max_tokens", 128}, {"temperature", 0.9}, {"top_p", 0.9},
+                           {"seed", seed}};
+    const auto o = http_json(hp, "/v1/completions", req);
+    INFO("seed " << seed);
+    CHECK(o.at("usage").at("completion_tokens").to_number<std::uint32_t>() == bin_run.end.generated_tokens);
+    CHECK(bin_run.end.generated_tokens == 128 - prompt.size() + 1);
+    ++compared;
+  }
+  CHECK(compared == 2);
+  CHECK(server.stop() == 0);
+}
+
+// 11. HEAD /health has headers and no body, so a pipelined request after it is read right.
+TEST_CASE("http: HEAD answers carry no body, and pipelining after them works", "[net][hardening][http]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
+  t::RawSocket s(server.http_port(), 5000);
+  REQUIRE(s.send_text("HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                      "HEAD /v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n"
+                      "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  const std::string all = s.read_until_closed();
+  INFO(all);
+  // Three status lines; the bodies: none, none, then {"status":"ok"} at the very end.
+  std::size_t n = 0;
+  for (std::size_t p = 0; (p = all.find("HTTP/1.1 ", p)) != std::string::npos; ++p) ++n;
+  CHECK(n == 3);
+  const auto second = all.find("HTTP/1.1 404");
+  REQUIRE(second != std::string::npos);
+  CHECK(all.substr(0, second).find("{\"status\"") == std::string::npos);
+  const auto third = all.find("HTTP/1.1 200", second);
+  REQUIRE(third != std::string::npos);
+  CHECK(all.substr(second, third - second).find("{\"error\"") == std::string::npos);
+  CHECK(all.size() >= 15);
+  CHECK(all.substr(all.size() - 15) == "{\"status\":\"ok\"}");
+  CHECK(all.find("Content-Length: 15") < second);  // HEAD still says how long GET's body is
+  CHECK(server.stop() == 0);
+}
+
+// 2. Tokenizing a large prompt runs off the network thread: other clients are not held up.
+TEST_CASE("http: big prompts are tokenized off the network thread and refused early", "[net][hardening][http]") {
+  LW_REQUIRE_SHARED();
+  t::TempDir dir;
+  // A context of 2^20 positions, so that a 400 KB prompt passes the length check and is
+  // tokenized in full (then refused: it could never fit the 1 MiB KV budget).
+  const auto model = t::make_model(dir, "long.bin", {8, 8, 1, 1, 1, 512, 1 << 20});
+  t::ServerProcess server({"-c", model, "-z", tok512(), "--http-port", "0", "--kv-budget-mb", "1"});
+  const int hp = server.http_port();
+  std::string text;
+  const char* words[] = {"I ", "dreamed ", "of ", "a ", "gentle ", "hum ", "and ", "vectors, "};
+  for (int i = 0; text.size() < (400u << 10); ++i) text += words[i % 8];
+  const std::string body = json::serialize(json::object{{"prompt", text}, {"max_tokens", 4}});
+  std::atomic<bool> done{false};
+  std::vector<int> status;
+  std::thread posters([&] {
+    for (int i = 0; i < 3; ++i) status.push_back(t::http_request(hp, "POST", "/v1/completions", body).status);
+    done = true;
+  });
+  t::RawSocket s(server.port(), 30000);
+  REQUIRE(s.handshake());
+  double worst_ms = 0;
+  int pings = 0;
+  while (!done) {
+    const auto t0 = steady::now();
+    REQUIRE(s.send(lw::msg::Ping{static_cast<std::uint64_t>(pings)}, 5));
+    const auto r = s.receive();
+    REQUIRE(r);
+    worst_ms = std::max(worst_ms, std::chrono::duration<double, std::milli>(steady::now() - t0).count());
+    ++pings;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  posters.join();
+  for (int st : status) CHECK(st == 400);
+  INFO("worst PING round trip " << worst_ms << " ms over " << pings << " pings");
+  CHECK(pings > 5);
+#ifndef LW_SANITIZED
+  CHECK(worst_ms < 500);  // was seconds: the quadratic merge ran on the network thread
+#endif
+  // A prompt certainly longer than the context is refused before it is encoded.
+  t::ServerProcess small({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
+  const auto t0 = steady::now();
+  const auto r = t::http_request(small.http_port(), "POST", "/v1/completions", body);
+  CHECK(r.status == 400);
+  CHECK(json::parse(r.body).at("error").at("code").as_string() == "context_length_exceeded");
+  CHECK(r.body.find("at least") != std::string::npos);
+  CHECK(std::chrono::duration<double>(steady::now() - t0).count() < 5);
+  CHECK(server.stop() == 0);
+  CHECK(small.stop() == 0);
 }
