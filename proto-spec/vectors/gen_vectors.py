@@ -69,8 +69,11 @@ ok('109-error', 'ERROR', 0xFF, 3, struct.pack('<HB', 7, 0) + s('token 600 out of
    {"code": 7, "fatal": 0, "message": "token 600 out of range [0, 512)"})
 
 
-def bad(name, data, error):
-    write(name, data, {"error": error})
+def bad(name, data, error, before_hello=False):
+    meaning = {"error": error}
+    if before_hello:
+        meaning["before_hello"] = True  # checked against the pre-HELLO limit of 4096 bytes
+    write(name, data, meaning)
 
 
 bad('901-bad-magic', frame(0x07, 1, struct.pack('<Q', 1), magic=0x4547), 'bad_frame')  # "GE": an HTTP GET
@@ -84,4 +87,5 @@ bad('908-hello-string-overrun', frame(0x01, 1, struct.pack('<HHH', 1, 0, 200) + 
 bad('909-ping-truncated', frame(0x07, 1, b'\x01\x02\x03'), 'bad_message')
 bad('910-reset-trailing-bytes', frame(0x05, 1, struct.pack('<II', 0, 0)), 'bad_message')
 bad('911-generate-negative-temperature', frame(0x04, 1, struct.pack('<IIffQI', 0, 10, -1.0, 0.9, 1, 0) + toks([1])), 'bad_message')
+bad('913-hello-too-large-before-handshake', frame(0x01, 1, b'', length=5000), 'frame_too_large', before_hello=True)
 bad('912-generate-unknown-flags', frame(0x04, 1, struct.pack('<IIffQI', 0, 10, 1.0, 0.9, 1, 6) + toks([1])), 'bad_message')
