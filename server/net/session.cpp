@@ -148,7 +148,8 @@ asio::awaitable<Session::PayloadRead> Session::read_payload(std::uint32_t length
     // are the connection's own (bounded by --max-connections); the rest comes from the
     // shared budget, so a hog cannot keep others from sending HELLO, PING or CANCEL.
     const std::size_t want = std::min<std::size_t>(length - got, std::max(kFirstChunk, got));
-    const std::size_t charged = got + want <= kMaxHelloFrameBytes ? 0 : got + want - std::max<std::size_t>(got, kMaxHelloFrameBytes);
+    const std::size_t own = std::max<std::size_t>(got, kMaxHelloFrameBytes);
+    const std::size_t charged = got + want <= own ? 0 : got + want - own;
     if (charged > 0 && !ctx_.frame_budget().try_take(charged)) {
       // Every connection's partial frames together are at the limit: skip this frame's
       // bytes (the stream stays in sync) and refuse it.

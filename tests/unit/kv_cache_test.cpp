@@ -206,7 +206,13 @@ TEST_CASE("KV blocks stay resident up to the warm amount, which is faulted in at
   pool.keep_warm(0);
   CHECK(pool.warm_bytes() == 0);
   CHECK(pool.mapped_bytes() == 0);
+#ifdef LW_SANITIZED
+  // The sanitizers' own allocator grows meanwhile (once seen at +4.4 MiB under parallel
+  // load); 32 MiB going back is what is checked.
+  CHECK(rss_bytes() <= before + (12u << 20));
+#else
   CHECK(rss_bytes() <= before + (4u << 20));
+#endif
 }
 
 TEST_CASE("KV cache grows by blocks within its budget and returns them", "[kv]") {
