@@ -401,10 +401,10 @@ void attn_values(float* out, const float* att, const float* v, std::size_t strid
   }
 }
 
-void rmsnorm(float* o, const float* x, const float* w, int n) {
+void rmsnorm(float* o, const float* x, const float* w, int n, float eps) {
   float ss = dot(x, x, n);
   ss /= static_cast<float>(n);
-  ss += 1e-5f;
+  ss += eps;
   ss = 1.0f / std::sqrt(ss);
   const __m256 vs = _mm256_set1_ps(ss);
   int j = 0;
@@ -437,7 +437,7 @@ void softmax(float* x, int n) {
 }  // namespace
 
 const KernelTable* avx2_table() {
-  static const KernelTable table{"avx2", matmul, matmul_panels, matmul_q8, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
+  static const KernelTable table{"avx2", matmul, matmul_panels, matmul_q8, matmul_blocks_avx2, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
   return &table;
 }
 

@@ -8,6 +8,8 @@
 #include <span>
 #include <string_view>
 
+#include "server/kernels/tensor_types.hpp"
+
 namespace llamawire::kernels {
 
 // A Q8_0 matrix: rows x cols int8 values, one float scale per `group` consecutive values
@@ -43,6 +45,12 @@ struct KernelTable {
   // Same with Q8_0 weights and Q8_0 activations (integer dot per group, float across groups).
   void (*matmul_q8)(float* out, const Q8Vector& x, const Q8Matrix& w, int n, int d, int batch,
                     int row_begin, int row_end);
+  // Block-format weights (GGUF types) against activations already in traits(w.type).act's
+  // format (quantize_act_row): out[b][i] for b in [0, batch), i in [row_begin, row_end).
+  // Each (row, activation) product is summed in an order that depends on neither the batch
+  // nor the row range.
+  void (*matmul_blocks)(float* out, const BlockAct& x, const BlockMatrix& w, int n, int d, int batch,
+                        int row_begin, int row_end);
   // Quantize `n` floats (n % group == 0) into q/s.
   void (*quantize_q8)(std::int8_t* q, float* s, const float* x, int n, int group);
   float (*dot)(const float* a, const float* b, int n);
@@ -53,8 +61,8 @@ struct KernelTable {
   void (*attn_values)(float* out, const float* att, const float* v, std::size_t stride, int count, int n);
   // y += a * x
   void (*axpy)(float* y, float a, const float* x, int n);
-  // o = w * (x / rms(x)), eps 1e-5
-  void (*rmsnorm)(float* o, const float* x, const float* w, int n);
+  // o = w * (x / sqrt(mean(x^2) + eps)); llama2.c's eps is 1e-5, a GGUF file gives its own
+  void (*rmsnorm)(float* o, const float* x, const float* w, int n, float eps);
   void (*softmax)(float* x, int n);
 };
 
@@ -81,6 +89,9 @@ void pack_panels(float* w, int n, int d, float* scratch);
 void panel_row(const float* w, int n, int d, int i, float* out);
 
 const KernelTable& scalar_table();
+// The AVX2 block-format products (avx2_blocks.cpp; the scalar ones where not built).
+void matmul_blocks_avx2(float* out, const BlockAct& x, const BlockMatrix& w, int n, int d, int batch, int row_begin,
+                        int row_end);
 // The AVX2+FMA table, or nullptr when it was not built.
 const KernelTable* avx2_table();
 

@@ -59,6 +59,17 @@ void matmul_q8(float* out, const Q8Vector& x, const Q8Matrix& w, int n, int d, i
   }
 }
 
+void matmul_blocks(float* out, const BlockAct& x, const BlockMatrix& w, int n, int d, int batch, int row_begin,
+                   int row_end) {
+  for (int b = 0; b < batch; ++b) {
+    const std::uint8_t* xb = x.data + static_cast<std::size_t>(b) * x.row_bytes;
+    float* ob = out + static_cast<std::size_t>(b) * d;
+    for (int i = row_begin; i < row_end; ++i) {
+      ob[i] = dot_row(w.type, w.data + static_cast<std::size_t>(i) * w.row_bytes, xb, static_cast<std::size_t>(n));
+    }
+  }
+}
+
 void quantize_q8(std::int8_t* q, float* s, const float* x, int n, int group) {
   // runq.c: scale = max|x| / 127, values rounded half away from zero.
   constexpr float kQMax = 127.0f;
@@ -92,11 +103,11 @@ void attn_values(float* out, const float* att, const float* v, std::size_t strid
   for (int t = 0; t < count; ++t) axpy(out, att[t], v + static_cast<std::size_t>(t) * stride, n);
 }
 
-void rmsnorm(float* o, const float* x, const float* w, int n) {
+void rmsnorm(float* o, const float* x, const float* w, int n, float eps) {
   float ss = 0.0f;
   for (int j = 0; j < n; ++j) ss += x[j] * x[j];
   ss /= static_cast<float>(n);
-  ss += 1e-5f;
+  ss += eps;
   ss = 1.0f / std::sqrt(ss);
   for (int j = 0; j < n; ++j) o[j] = w[j] * (ss * x[j]);
 }
@@ -131,7 +142,7 @@ void panel_row(const float* w, int n, int d, int i, float* out) {
 }
 
 const KernelTable& scalar_table() {
-  static const KernelTable table{"scalar", matmul, matmul_panels, matmul_q8, quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
+  static const KernelTable table{"scalar", matmul, matmul_panels, matmul_q8, matmul_blocks, quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
   return table;
 }
 

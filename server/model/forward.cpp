@@ -10,12 +10,39 @@ namespace llamawire {
 
 struct Forward::Act {
   const float* f = nullptr;  // float activations [batch][n]
-  kernels::Q8Vector q;       // quantized copy when the weights are Q8_0
+  int n = 0;
+  kernels::Q8Vector q;       // quantized copy when the weights are llama2.c's Q8_0
+  kernels::BlockAct blocks[3];  // GGUF: q8_0, q8_1, q8_K rows where the model needs them
+
+  kernels::BlockAct for_type(kernels::TensorType t) const;
 };
 
 namespace {
 
 std::size_t sz(int v) { return static_cast<std::size_t>(v); }
+
+// Index of an activation format in Act::blocks, or -1 for plain floats.
+int act_index(kernels::TensorType act) {
+  switch (act) {
+    case kernels::TensorType::q8_0: return 0;
+    case kernels::TensorType::q8_1: return 1;
+    case kernels::TensorType::q8_k: return 2;
+    default: return -1;
+  }
+}
+constexpr kernels::TensorType kActFormats[3] = {kernels::TensorType::q8_0, kernels::TensorType::q8_1,
+                                                kernels::TensorType::q8_k};
+
+// The activation formats (as a mask over act_index) that these matrices take.
+unsigned act_mask(std::initializer_list<const Matrix*> ms) {
+  unsigned mask = 0;
+  for (const Matrix* m : ms) {
+    if (!m->block_format()) continue;
+    const int i = act_index(kernels::traits(m->blocks.type).act);
+    if (i >= 0) mask |= 1u << i;
+  }
+  return mask;
+}
 
 // Guided chunks for the threads: each takes half of a thread's fair share of what is left
 // (so a core that started late or runs slow evens out), down to `min_units`, so the last
@@ -59,12 +86,42 @@ Forward::Forward(const WeightStore& weights, int max_batch, int max_threads, int
     hq_.resize(B * sz(c.hidden_dim));
     hs_.resize(B * sz(c.hidden_dim / gs));
   }
+  act_dim_mask_ = act_mask({&w_.classifier()});
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& lw = w_.layer(l);
+    act_dim_mask_ |= act_mask({&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w1, &lw.w3});
+    act_hidden_mask_ |= act_mask({&lw.w2});
+  }
+  for (int i = 0; i < 3; ++i) {
+    std::size_t bytes = 0;
+    if (act_dim_mask_ & (1u << i)) bytes = kernels::act_row_bytes(kActFormats[i], sz(c.dim));
+    if (act_hidden_mask_ & (1u << i)) bytes = std::max(bytes, kernels::act_row_bytes(kActFormats[i], sz(c.hidden_dim)));
+    act_buf_[i].resize(B * bytes);
+  }
+}
+
+kernels::BlockAct Forward::Act::for_type(kernels::TensorType t) const {
+  const kernels::TensorType act = kernels::traits(t).act;
+  const int i = act_index(act);
+  if (i < 0) return kernels::BlockAct{act, reinterpret_cast<const std::uint8_t*>(f), sz(n) * sizeof(float)};
+  LW_ASSERT(blocks[i].data != nullptr);
+  return blocks[i];
 }
 
 Forward::Act Forward::prepare(Parallel& par, const kernels::KernelTable& k, const float* x, int n, int batch,
                               std::vector<std::int8_t>& q, std::vector<float>& s) {
   Act a;
   a.f = x;
+  a.n = n;
+  const ModelConfig& c = w_.config();
+  const unsigned mask = (n == c.dim ? act_dim_mask_ : 0u) | (n == c.hidden_dim ? act_hidden_mask_ : 0u);
+  for (int i = 0; i < 3; ++i) {
+    if (!(mask & (1u << i))) continue;
+    const std::size_t rb = kernels::act_row_bytes(kActFormats[i], sz(n));
+    std::uint8_t* buf = act_buf_[i].data();
+    a.blocks[i] = kernels::BlockAct{kActFormats[i], buf, rb};
+    par.for_each(batch, [&](int b, int) { kernels::quantize_act_row(kActFormats[i], x + sz(b) * sz(n), buf + sz(b) * rb, sz(n)); });
+  }
   if (w_.weight_type() == WeightType::q8_0) {
     const int gs = w_.group_size();
     a.q = kernels::Q8Vector{q.data(), s.data(), gs};
@@ -109,7 +166,9 @@ void Forward::matmul(Parallel& par, const kernels::KernelTable& k, std::initiali
     const int n = w.cols;
     const int begin = task == p.first_task ? 0 : ends[sz(task - 1)] * p.unit;
     const int end = std::min(d, ends[sz(task)] * p.unit);
-    if (w.quantized()) {
+    if (w.block_format()) {
+      k.matmul_blocks(p.out, x.for_type(w.blocks.type), w.blocks, n, d, batch, begin, end);
+    } else if (w.quantized()) {
       k.matmul_q8(p.out, x.q, w.q8, n, d, batch, begin, end);
     } else if (w.panels) {
       k.matmul_panels(p.out, x.f, w.f32, n, d, batch, begin, end);
@@ -126,6 +185,7 @@ std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, con
   LW_ASSERT(par.concurrency() <= max_threads_);
   const int D = c.dim, KV = c.kv_dim(), H = c.hidden_dim, HS = c.head_size(), V = c.vocab_size;
   const int kv_mul = c.kv_mul();
+  const int ROT = c.rotary_dims();  // the first ROT dimensions of each head rotate
 
   for (int b = 0; b < B; ++b) {
     const BatchRow& r = rows[sz(b)];
@@ -135,8 +195,8 @@ std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, con
     if (emb != xrow) std::copy_n(emb, D, xrow);
     // RoPE rotation for this row's position, as llama2.c computes it (per pair of a head).
     float* rope = rope_.data() + sz(b) * sz(HS);
-    for (int i = 0; i < HS; i += 2) {
-      const float freq = 1.0f / std::pow(10000.0f, static_cast<float>(i) / static_cast<float>(HS));
+    for (int i = 0; i < ROT; i += 2) {
+      const float freq = 1.0f / std::pow(c.rope_base, static_cast<float>(i) / static_cast<float>(ROT));
       const float val = static_cast<float>(r.pos) * freq;
       rope[i] = std::cos(val);
       rope[i + 1] = std::sin(val);
@@ -147,7 +207,7 @@ std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, con
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& lw = w_.layer(l);
     par.for_each(B, [&](int b, int) {
-      k.rmsnorm(xb_.data() + sz(b) * sz(D), x_.data() + sz(b) * sz(D), lw.rms_att, D);
+      k.rmsnorm(xb_.data() + sz(b) * sz(D), x_.data() + sz(b) * sz(D), lw.rms_att, D, c.rms_eps);
     });
     const Act xb = prepare(par, k, xb_.data(), D, B, xq_, xs_);
     matmul(par, k, {{q_.data(), &lw.wq}, {k_.data(), &lw.wk}, {v_.data(), &lw.wv}}, xb, B);
@@ -159,6 +219,7 @@ std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, con
       float* kk = k_.data() + sz(b) * sz(KV);
       for (int i = 0; i < D; i += 2) {
         const int hd = i % HS;
+        if (hd >= ROT) continue;
         const float fcr = rope[hd], fci = rope[hd + 1];
         const int rotn = i < KV ? 2 : 1;
         for (int v = 0; v < rotn; ++v) {
@@ -216,7 +277,7 @@ std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, con
       float* x = x_.data() + sz(b) * sz(D);
       const float* d = xb2_.data() + sz(b) * sz(D);
       for (int i = 0; i < D; ++i) x[i] += d[i];
-      k.rmsnorm(xb_.data() + sz(b) * sz(D), x, lw.rms_ffn, D);
+      k.rmsnorm(xb_.data() + sz(b) * sz(D), x, lw.rms_ffn, D, c.rms_eps);
     });
     const Act xf = prepare(par, k, xb_.data(), D, B, xq_, xs_);
     matmul(par, k, {{hb_.data(), &lw.w1}, {hb2_.data(), &lw.w3}}, xf, B);
@@ -248,7 +309,7 @@ std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, con
   for (int b = 0; b < B; ++b) {
     if (!rows[sz(b)].want_logits) continue;
     LW_ASSERT(n_want < max_logit_rows_);
-    k.rmsnorm(xcls_.data() + sz(n_want) * sz(D), x_.data() + sz(b) * sz(D), w_.rms_final(), D);
+    k.rmsnorm(xcls_.data() + sz(n_want) * sz(D), x_.data() + sz(b) * sz(D), w_.rms_final(), D, c.rms_eps);
     ++n_want;
   }
   if (n_want == 0) return {};

@@ -61,6 +61,10 @@ class Forward {
   std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_, rope_, xcls_;
   std::vector<std::int8_t> xq_, hq_;
   std::vector<float> xs_, hs_;
+  // GGUF block formats: activation rows in each format the model's matrices take (q8_0,
+  // q8_1, q8_K), for inputs of dim (bit 0 of the masks) and of hidden_dim (bit 1).
+  std::vector<std::uint8_t> act_buf_[3];
+  unsigned act_dim_mask_ = 0, act_hidden_mask_ = 0;
   std::vector<int> chunk_ends_;  // matmul's task boundaries (kept to avoid allocating per call)
 };
 

@@ -195,6 +195,7 @@ Result<CheckpointHeader> parse_checkpoint_header(std::span<const std::uint8_t> h
       add_q8(s.w13, L);
       if (!c.shared_classifier) add_q8(s.wcls, 1);
       break;
+    case CheckpointFormat::gguf: break;  // not a llama2.c header
   }
   if (!ok) return bad(name, "header implies a size that overflows 64 bits");
   h.expected_bytes = total;
@@ -230,6 +231,12 @@ Result<std::shared_ptr<const WeightStore>> WeightStore::load(const std::string& 
     ::close(fd);
     return bad(path, std::string("read error: ") + std::strerror(errno));
   }
+  if (is_gguf(std::span(head, static_cast<std::size_t>(got)))) {
+    auto g = load_gguf(path, fd, file_bytes, opts);
+    ::close(fd);
+    return g;
+  }
+  if (opts.load == Load::automatic) opts.load = Load::read;
   auto header = parse_checkpoint_header(std::span(head, static_cast<std::size_t>(got)), file_bytes, path);
   if (!header) {
     ::close(fd);
@@ -372,6 +379,7 @@ Result<void> WeightStore::bind_tensors() {
       wcls_ = c.shared_classifier ? embedding_ : mat(s.wcls, V, D);
       break;
     }
+    case CheckpointFormat::gguf: return bad(path_, "internal: a GGUF file in the llama2.c binder");
   }
   LW_ASSERT(off == header_.expected_bytes);
   return {};
@@ -450,6 +458,7 @@ void WeightStore::pack_all() {
   std::vector<float> scratch(static_cast<std::size_t>(kernels::kPanelRows) *
                              static_cast<std::size_t>(std::max(c.dim, c.hidden_dim)));
   auto pack = [&](Matrix& m) {
+    if (m.f32 == nullptr || m.panels) return;  // GGUF block formats stay as they are
     kernels::pack_panels(const_cast<float*>(m.f32), m.cols, m.rows, scratch.data());
     m.panels = true;
   };
@@ -461,7 +470,21 @@ void WeightStore::pack_all() {
 }
 
 void Matrix::copy_row(int i, float* out) const {
-  LW_ASSERT(f32 != nullptr && i >= 0 && i < rows);
+  LW_ASSERT(i >= 0 && i < rows);
+  if (block_format()) {
+    kernels::dequantize_row(blocks.type, blocks.data + static_cast<std::size_t>(i) * blocks.row_bytes, out,
+                            static_cast<std::size_t>(cols));
+    return;
+  }
+  if (quantized()) {
+    const auto n = static_cast<std::size_t>(cols);
+    const int gs = q8.group;
+    const std::int8_t* q = q8.q + static_cast<std::size_t>(i) * n;
+    const float* s = q8.s + static_cast<std::size_t>(i) * (n / static_cast<std::size_t>(gs));
+    for (std::size_t j = 0; j < n; ++j) out[j] = static_cast<float>(q[j]) * s[j / static_cast<std::size_t>(gs)];
+    return;
+  }
+  LW_ASSERT(f32 != nullptr);
   if (panels) {
     kernels::panel_row(f32, cols, rows, i, out);
   } else {
@@ -470,29 +493,25 @@ void Matrix::copy_row(int i, float* out) const {
 }
 
 const float* WeightStore::embedding_row(int token, float* scratch) const {
-  const int D = config().dim;
-  if (embedding_.panels) {
-    embedding_.copy_row(token, scratch);
-    return scratch;
+  if (embedding_.f32 != nullptr && !embedding_.panels) {
+    return embedding_.f32 + static_cast<std::size_t>(token) * static_cast<std::size_t>(config().dim);
   }
-  if (!embedding_.quantized()) return embedding_.f32 + static_cast<std::size_t>(token) * static_cast<std::size_t>(D);
-  const std::int8_t* q = embedding_.q8.q + static_cast<std::size_t>(token) * static_cast<std::size_t>(D);
-  const int gs = embedding_.q8.group;
-  const float* s = embedding_.q8.s + static_cast<std::size_t>(token) * static_cast<std::size_t>(D / gs);
-  for (int i = 0; i < D; ++i) scratch[i] = static_cast<float>(q[i]) * s[i / gs];
+  embedding_.copy_row(token, scratch);
   return scratch;
+}
+
+std::uint64_t Matrix::stored_bytes() const {
+  const auto n = static_cast<std::uint64_t>(rows) * static_cast<std::uint64_t>(cols);
+  if (block_format()) return blocks.row_bytes * static_cast<std::uint64_t>(rows);
+  return quantized() ? n + n / static_cast<std::uint64_t>(q8.group) * 4 : n * 4;
 }
 
 std::uint64_t WeightStore::bytes_per_token() const {
   std::uint64_t total = 0;
-  auto mat_bytes = [&](const Matrix& m) {
-    const auto n = static_cast<std::uint64_t>(m.rows) * static_cast<std::uint64_t>(m.cols);
-    return m.quantized() ? n + n / static_cast<std::uint64_t>(m.q8.group) * 4 : n * 4;
-  };
   for (const auto& l : layers_) {
-    for (const Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3}) total += mat_bytes(*m);
+    for (const Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3}) total += m->stored_bytes();
   }
-  return total + mat_bytes(wcls_);
+  return total + wcls_.stored_bytes();
 }
 
 }  // namespace llamawire

@@ -6,6 +6,7 @@
 
 #include "common/error.hpp"
 #include "server/kernels/kernels.hpp"
+#include "server/model/gguf.hpp"
 #include "server/model/model_config.hpp"
 
 #include <cstdint>
@@ -16,8 +17,9 @@
 
 namespace llamawire {
 
-enum class CheckpointFormat { legacy, v1_f32, v2_q8 };
-enum class WeightType { f32, q8_0 };
+enum class CheckpointFormat { legacy, v1_f32, v2_q8, gguf };
+// gguf: each tensor has its own type (see WeightStore::type_summary).
+enum class WeightType { f32, q8_0, gguf };
 
 struct CheckpointHeader {
   ModelConfig config;
@@ -33,16 +35,20 @@ Result<CheckpointHeader> parse_checkpoint_header(std::span<const std::uint8_t> h
                                                  std::uint64_t file_bytes, const std::string& name);
 
 // One weight matrix [rows][cols]: float32 (row-major, or in the kernels' panel layout),
-// or Q8_0 (int8 + a scale per group).
+// or llama2.c's Q8_0 (int8 + a scale per group), or a GGUF block format.
 struct Matrix {
   const float* f32 = nullptr;
   kernels::Q8Matrix q8;
+  kernels::BlockMatrix blocks;  // GGUF types other than f32
   int rows = 0;
   int cols = 0;
   bool panels = false;  // f32 in kernels::pack_panels layout
   bool quantized() const { return q8.q != nullptr; }
-  // Row i as floats (f32 only), whatever the layout.
+  bool block_format() const { return blocks.data != nullptr; }
+  // Row i as floats, whatever the layout or type.
   void copy_row(int i, float* out) const;
+  // Bytes of the whole matrix as stored.
+  std::uint64_t stored_bytes() const;
 };
 
 struct LayerWeights {
@@ -69,11 +75,12 @@ class WeightStore {
   // With weights = q8_0 and a float32 file, either way the file is mapped only while it is
   // quantized (so truncating it during those seconds of startup would fault too); the
   // running server then holds no reference to it.
-  enum class Load { read, mmap };
+  // auto: read for llama2.c files, mmap for GGUF files (which are GBs).
+  enum class Load { read, mmap, automatic };
   struct Options {
-    WeightType weights = WeightType::f32;  // q8_0: quantize f32 files at load
+    WeightType weights = WeightType::f32;  // q8_0: quantize f32 llama2.c files at load
     int q8_group = 64;                     // group size when quantizing at load
-    Load load = Load::read;
+    Load load = Load::automatic;
   };
 
   static Result<std::shared_ptr<const WeightStore>> load(const std::string& path, Options opts);
@@ -89,6 +96,11 @@ class WeightStore {
   WeightType weight_type() const { return type_; }
   int group_size() const { return group_; }
   const std::string& path() const { return path_; }
+  // The parsed GGUF file (metadata, vocabulary), or nullptr for llama2.c checkpoints.
+  const GgufFile* gguf() const { return gguf_.get(); }
+  // "f32", "q8_0", or for GGUF the types with their tensor counts ("q4_K x 20, q6_K x 3, f32 x 7").
+  std::string type_summary() const;
+  bool mapped() const { return mapped_file_; }
 
   // Row `token` of the embedding table, as floats (dequantized into `scratch` for Q8_0).
   const float* embedding_row(int token, float* scratch) const;
@@ -104,6 +116,9 @@ class WeightStore {
  private:
   WeightStore() = default;
   Result<void> bind_tensors();
+  Result<void> bind_gguf();
+  static Result<std::shared_ptr<const WeightStore>> load_gguf(const std::string& path, int fd, std::uint64_t file_bytes,
+                                                              Options opts);
   void quantize_all(int group);
 
   std::string path_;
@@ -118,7 +133,9 @@ class WeightStore {
   std::uint64_t map_len_ = 0;
   std::uint64_t mapped_bytes_ = 0;
   std::vector<std::uint8_t> owned_;  // quantized-at-load copy (one, shared)
-  std::vector<float> norms_;         // RMSNorm weights, when the source is unmapped
+  std::vector<float> norms_;         // RMSNorm weights, when the source is unmapped (or not f32)
+  std::unique_ptr<GgufFile> gguf_;
+  bool mapped_file_ = false;
   Matrix embedding_;                 // [vocab][dim]
   std::vector<LayerWeights> layers_;
   const float* rms_final_ = nullptr;
