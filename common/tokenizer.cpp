@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
+#include <tuple>
 
 namespace llamawire {
 namespace {
@@ -95,10 +97,148 @@ Result<Tokenizer> Tokenizer::parse(std::span<const std::uint8_t> bytes, std::str
   for (int id = 0; id < std::min(t.vocab_size(), 259); ++id) {
     if ((id == 0 || id >= 3) && t.vocab_[static_cast<std::size_t>(id)].empty()) t.max_bytes_per_token_ = 0;
   }
-  t.index_.reserve(t.vocab_.size());
-  for (int i = 0; i < t.vocab_size(); ++i) t.index_.emplace(t.vocab_[static_cast<std::size_t>(i)], i);
+  t.finish_index();
   t.raw_.assign(bytes.begin(), bytes.end());
+  t.vocab_data_.kind = VocabKind::llama2c;
+  t.vocab_data_.pieces = t.vocab_;
+  t.vocab_data_.scores = t.scores_;
   return t;
+}
+
+void Tokenizer::finish_index() {
+  index_.clear();
+  index_.reserve(vocab_.size());
+  for (int i = 0; i < vocab_size(); ++i) index_.emplace(vocab_[static_cast<std::size_t>(i)], i);
+}
+
+namespace {
+
+constexpr std::string_view kSpaceMarker = "\xe2\x96\x81";  // U+2581, SentencePiece's space
+
+std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    if (s.substr(i, from.size()) == from) {
+      out += to;
+      i += from.size();
+    } else {
+      out += s[i++];
+    }
+  }
+  return out;
+}
+
+// "<0xXX>" exactly, as a byte value; -1 otherwise.
+int byte_token_value(std::string_view p) {
+  if (p.size() != 6 || p.substr(0, 3) != "<0x" || p[5] != '>') return -1;
+  const int h1 = hex_digit(p[3]), h2 = hex_digit(p[4]);
+  return h1 < 0 || h2 < 0 ? -1 : h1 * 16 + h2;
+}
+
+}  // namespace
+
+Result<Tokenizer> Tokenizer::from_vocab(Vocab v, std::string_view name) {
+  const std::string who(name);
+  auto fail = [&](const std::string& what) { return make_error(errc::bad_tokenizer, who + ": " + what); };
+  const std::size_t n = v.pieces.size();
+  if (n < 3 || n > static_cast<std::size_t>(kMaxVocab)) {
+    return fail(std::to_string(n) + " tokens (must be in [3, " + std::to_string(kMaxVocab) + "])");
+  }
+  if (v.scores.size() != n) return fail("scores hold " + std::to_string(v.scores.size()) + " values for " + std::to_string(n) + " tokens");
+  if (!v.types.empty() && v.types.size() != n) {
+    return fail("token types hold " + std::to_string(v.types.size()) + " values for " + std::to_string(n) + " tokens");
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(v.scores[i])) return fail("token " + std::to_string(i) + " has a non-finite score");
+    if (v.pieces[i].size() > static_cast<std::size_t>(kMaxTokenLength)) return fail("token " + std::to_string(i) + " is longer than 65536 bytes");
+    if (!v.types.empty() && static_cast<int>(v.types[i]) > 6) return fail("token " + std::to_string(i) + " has an unknown type");
+  }
+  const int vn = static_cast<int>(n);
+  auto check_id = [&](int id, const char* what, bool optional) -> std::optional<Error> {
+    if ((optional && id == -1) || (id >= 0 && id < vn)) return std::nullopt;
+    return fail(std::string(what) + " id " + std::to_string(id) + " is outside the vocabulary (" + std::to_string(vn) + " tokens)");
+  };
+  for (const auto& [id, what, opt] : {std::tuple{v.special.bos, "BOS", true}, {v.special.eos, "EOS", true},
+                                      {v.special.eot, "end-of-turn", true}, {v.special.unk, "unknown-token", true},
+                                      {v.special.pad, "padding", true}}) {
+    if (auto e = check_id(id, what, opt)) return *e;
+  }
+  Tokenizer t;
+  if (v.kind == VocabKind::llama2c) {
+    // A llama2.c vocabulary received as data: as if its tokenizer.bin had been read.
+    ByteWriter w;
+    int mtl = 1;
+    for (const auto& p : v.pieces) mtl = std::max(mtl, static_cast<int>(p.size()));
+    w.write<std::int32_t>(mtl);
+    for (std::size_t i = 0; i < n; ++i) {
+      w.write<float>(v.scores[i]);
+      w.write<std::int32_t>(static_cast<std::int32_t>(v.pieces[i].size()));
+      w.bytes(std::string_view(v.pieces[i]));
+    }
+    const auto bytes = w.take();
+    auto parsed = parse(bytes, name, vn);
+    if (!parsed) return parsed.error();
+    parsed->vocab_data_.special = v.special;
+    return parsed;
+  }
+  if (v.types.empty()) v.types.assign(n, TokenType::normal);
+  t.vocab_.resize(n);
+  t.decoded_.resize(n);
+  t.scores_ = v.scores;
+  for (int& b : t.byte_ids_) b = v.special.unk >= 0 ? v.special.unk : 0;
+  std::size_t longest = 1;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string& p = v.pieces[i];
+    const TokenType ty = v.types[i];
+    t.vocab_[i] = replace_all(p, kSpaceMarker, " ");
+    longest = std::max(longest, t.vocab_[i].size());
+    switch (ty) {
+      case TokenType::normal:
+      case TokenType::undefined: t.decoded_[i] = t.vocab_[i]; break;
+      case TokenType::user_defined: t.decoded_[i] = p; break;
+      case TokenType::byte: {
+        const int b = byte_token_value(p);
+        if (b < 0) return fail("token " + std::to_string(i) + " is of type BYTE but its text is not <0xXX>");
+        t.decoded_[i] = std::string(1, static_cast<char>(b));
+        t.byte_ids_[b] = static_cast<int>(i);
+        break;
+      }
+      default: break;  // control, unknown, unused: nothing
+    }
+  }
+  t.max_token_length_ = static_cast<int>(longest);
+  t.max_bytes_per_token_ = longest;
+  t.finish_index();
+  // Bytes for 1.0 clients: the same pieces in tokenizer.bin form.
+  ByteWriter w;
+  w.write<std::int32_t>(t.max_token_length_);
+  for (std::size_t i = 0; i < n; ++i) {
+    w.write<float>(t.scores_[i]);
+    w.write<std::int32_t>(static_cast<std::int32_t>(t.vocab_[i].size()));
+    w.bytes(std::string_view(t.vocab_[i]));
+  }
+  t.raw_ = w.take();
+  t.vocab_data_ = std::move(v);
+  for (std::size_t i = 0; i < n; ++i) {
+    const TokenType ty = t.vocab_data_.types[i];
+    const std::string& p = t.vocab_data_.pieces[i];
+    if (p.empty()) continue;
+    if (ty == TokenType::control || ty == TokenType::unknown || ty == TokenType::user_defined) {
+      t.specials_.push_back({p, static_cast<int>(i), ty == TokenType::user_defined});
+    }
+  }
+  std::stable_sort(t.specials_.begin(), t.specials_.end(),
+                   [](const Special& a, const Special& b) { return a.text.size() > b.text.size(); });
+  for (std::size_t k = 0; k < t.specials_.size(); ++k) {
+    t.special_by_byte_[static_cast<unsigned char>(t.specials_[k].text[0])].push_back(static_cast<int>(k));
+  }
+  return t;
+}
+
+TokenType Tokenizer::type(int id) const {
+  if (id < 0 || id >= vocab_size() || vocab_data_.types.empty()) return TokenType::normal;
+  return vocab_data_.types[static_cast<std::size_t>(id)];
 }
 
 Result<Tokenizer> Tokenizer::load(const std::string& path, int expected_vocab) {
@@ -200,16 +340,9 @@ void Tokenizer::merge_pairs(std::vector<int>& tokens) const {
   tokens.resize(out);
 }
 
-std::vector<int> Tokenizer::encode(std::string_view text, bool bos, bool eos) const {
-  std::vector<int> tokens;
-  tokens.reserve(text.size() + 3);
-  if (bos) tokens.push_back(kBosToken);
-  if (!text.empty()) {
-    // llama2.c adds the id of " " unconditionally; a vocab without " " has nothing to add.
-    const int dummy_prefix = lookup(" ");
-    if (dummy_prefix >= 0) tokens.push_back(dummy_prefix);
-  }
+void Tokenizer::append_code_points(std::string_view text, std::vector<int>& tokens) const {
   // UTF-8 code points: a lead byte followed by up to 3 continuation bytes.
+  const bool spm = vocab_data_.kind == VocabKind::spm;
   std::string buf;
   for (std::size_t i = 0; i < text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
@@ -222,22 +355,88 @@ std::vector<int> Tokenizer::encode(std::string_view text, bool bos, bool eos) co
     if (id >= 0) {
       tokens.push_back(id);
     } else {
-      // Byte fallback: <0xXX> is id byte + 3 in Llama tokenizers. A vocabulary too small to
-      // hold the byte tokens gets <unk> (0) instead of an id past its end.
       for (unsigned char b : buf) {
-        const int byte_id = static_cast<int>(b) + 3;
-        tokens.push_back(byte_id < vocab_size() ? byte_id : 0);
+        if (spm) {
+          tokens.push_back(byte_ids_[b]);
+        } else {
+          // Byte fallback: <0xXX> is id byte + 3 in Llama tokenizers. A vocabulary too small
+          // to hold the byte tokens gets <unk> (0) instead of an id past its end.
+          const int byte_id = static_cast<int>(b) + 3;
+          tokens.push_back(byte_id < vocab_size() ? byte_id : 0);
+        }
       }
     }
     buf.clear();
   }
+}
+
+std::vector<int> Tokenizer::encode(std::string_view text, bool bos, bool eos, bool parse_special) const {
+  if (vocab_data_.kind == VocabKind::spm) return encode_spm(text, bos, eos, parse_special);
+  std::vector<int> tokens;
+  tokens.reserve(text.size() + 3);
+  if (bos) tokens.push_back(kBosToken);
+  if (!text.empty()) {
+    // llama2.c adds the id of " " unconditionally; a vocab without " " has nothing to add.
+    const int dummy_prefix = lookup(" ");
+    if (dummy_prefix >= 0) tokens.push_back(dummy_prefix);
+  }
+  append_code_points(text, tokens);
   merge_pairs(tokens);
   if (eos) tokens.push_back(kEosToken);
   return tokens;
 }
 
+std::vector<int> Tokenizer::encode_spm(std::string_view text, bool bos, bool eos, bool parse_special) const {
+  std::vector<int> out;
+  out.reserve(text.size() + 3);
+  const SpecialTokens& sp = vocab_data_.special;
+  if (bos && sp.bos >= 0) out.push_back(sp.bos);
+  bool prev_special = true;  // the first fragment gets the space prefix too
+  std::vector<int> frag;
+  std::string buf;
+  auto flush = [&](std::string_view raw) {
+    if (raw.empty()) return;
+    buf.clear();
+    if (vocab_data_.add_space_prefix && prev_special) buf.push_back(' ');
+    buf.append(raw);
+    frag.clear();
+    append_code_points(buf, frag);
+    merge_pairs(frag);
+    out.insert(out.end(), frag.begin(), frag.end());
+    prev_special = false;
+  };
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < text.size();) {
+    const Special* hit = nullptr;
+    for (const int k : special_by_byte_[static_cast<unsigned char>(text[i])]) {
+      const Special& s = specials_[static_cast<std::size_t>(k)];
+      if ((s.always || parse_special) && text.compare(i, s.text.size(), s.text) == 0) {
+        hit = &s;  // longest first
+        break;
+      }
+    }
+    if (hit == nullptr) {
+      ++i;
+      continue;
+    }
+    flush(text.substr(start, i - start));
+    out.push_back(hit->id);
+    prev_special = true;
+    i += hit->text.size();
+    start = i;
+  }
+  flush(text.substr(start));
+  if (eos && sp.eos >= 0) out.push_back(sp.eos);
+  return out;
+}
+
 std::string_view Tokenizer::decode(int prev, int token) const {
   if (token < 0 || token >= vocab_size()) return {};
+  if (vocab_data_.kind == VocabKind::spm) {
+    std::string_view d = decoded_[static_cast<std::size_t>(token)];
+    if (prev == vocab_data_.special.bos && !d.empty() && d[0] == ' ') d.remove_prefix(1);
+    return d;
+  }
   std::string_view p = piece(token);
   if (prev == kBosToken && !p.empty() && p[0] == ' ') p.remove_prefix(1);
   // sscanf(piece, "<0x%02hhX>") semantics: "<0x" then one or two hex digits.

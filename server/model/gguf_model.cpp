@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <tuple>
 
 namespace llamawire {
 namespace {
@@ -257,6 +258,88 @@ std::string WeightStore::type_summary() const {
   std::string s;
   for (const auto& [name, n] : counts) s += (s.empty() ? "" : ", ") + name + " x" + std::to_string(n);
   return s;
+}
+
+}  // namespace llamawire
+
+namespace llamawire {
+
+Result<Vocab> read_gguf_vocab(const GgufFile& g, int vocab_size) {
+  auto model = g.get_string("tokenizer.ggml.model");
+  if (!model) return model.error();
+  if (*model != "llama") {
+    return g.error("tokenizer model '" + std::string(*model) +
+                   "' is not supported (only 'llama', a SentencePiece vocabulary)");
+  }
+  const GgufValue* tokens = g.find("tokenizer.ggml.tokens");
+  if (tokens == nullptr || tokens->type != GgufType::array || tokens->elem != GgufType::string) {
+    return g.error("key 'tokenizer.ggml.tokens': missing or not an array of strings");
+  }
+  const std::uint64_t n = tokens->count;
+  if (vocab_size > 0 && n != static_cast<std::uint64_t>(vocab_size)) {
+    return g.error("key 'tokenizer.ggml.tokens': " + std::to_string(n) + " tokens, but token_embd.weight has " +
+                   std::to_string(vocab_size) + " rows");
+  }
+  Vocab v;
+  v.kind = VocabKind::spm;
+  v.pieces.reserve(static_cast<std::size_t>(n));
+  for (const auto s : tokens->strings) v.pieces.emplace_back(s);
+  v.scores.assign(static_cast<std::size_t>(n), 0.0f);
+  if (const GgufValue* sc = g.find("tokenizer.ggml.scores")) {
+    if (sc->type != GgufType::array || sc->elem != GgufType::f32 || sc->count != n) {
+      return g.error("key 'tokenizer.ggml.scores': expected " + std::to_string(n) + " f32 values");
+    }
+    for (std::uint64_t k = 0; k < n; ++k) v.scores[static_cast<std::size_t>(k)] = static_cast<float>(*sc->number_at(k));
+  }
+  v.types.assign(static_cast<std::size_t>(n), TokenType::normal);
+  if (const GgufValue* ty = g.find("tokenizer.ggml.token_type")) {
+    if (ty->type != GgufType::array || (ty->elem != GgufType::i32 && ty->elem != GgufType::u32) || ty->count != n) {
+      return g.error("key 'tokenizer.ggml.token_type': expected " + std::to_string(n) + " i32 values");
+    }
+    for (std::uint64_t k = 0; k < n; ++k) {
+      const auto t = ty->int_at(k);
+      if (!t || *t < 0 || *t > 6) {
+        return g.error("key 'tokenizer.ggml.token_type': token " + std::to_string(k) + " has type " +
+                       (t ? std::to_string(*t) : std::string("?")) + " (0-6 are defined)");
+      }
+      v.types[static_cast<std::size_t>(k)] = static_cast<TokenType>(*t);
+    }
+  }
+  // Ids: a u32 of 0xFFFFFFFF (or -1) means none, as llama.cpp reads it.
+  auto id = [&](const char* key, int fallback, int& out) -> Result<void> {
+    auto x = g.get_int(key, -1, 0xFFFFFFFFll, fallback);
+    if (!x) return x.error();
+    if (*x == 0xFFFFFFFFll || *x == -1) {
+      out = -1;
+    } else if (*x >= static_cast<std::int64_t>(n)) {
+      return g.error("key '" + std::string(key) + "': id " + std::to_string(*x) + " is outside the vocabulary (" +
+                     std::to_string(n) + " tokens)");
+    } else {
+      out = static_cast<int>(*x);
+    }
+    return {};
+  };
+  for (auto [key, fallback, out] : {std::tuple{"tokenizer.ggml.bos_token_id", 1, &v.special.bos},
+                                    {"tokenizer.ggml.eos_token_id", 2, &v.special.eos},
+                                    {"tokenizer.ggml.unknown_token_id", 0, &v.special.unk},
+                                    {"tokenizer.ggml.padding_token_id", -1, &v.special.pad},
+                                    {"tokenizer.ggml.eot_token_id", -1, &v.special.eot}}) {
+    if (auto r = id(key, fallback, *out); !r) return r.error();
+  }
+  if (v.special.eot == v.special.eos) v.special.eot = -1;
+  auto b = g.get_bool("tokenizer.ggml.add_bos_token", true);
+  auto e = g.get_bool("tokenizer.ggml.add_eos_token", false);
+  auto sp = g.get_bool("tokenizer.ggml.add_space_prefix", true);
+  if (!b) return b.error();
+  if (!e) return e.error();
+  if (!sp) return sp.error();
+  v.add_bos = *b;
+  v.add_eos = *e;
+  v.add_space_prefix = *sp;
+  auto tmpl = g.get_string("tokenizer.chat_template", std::string_view{});
+  if (!tmpl) return tmpl.error();
+  v.chat_template = std::string(*tmpl);
+  return v;
 }
 
 }  // namespace llamawire

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "common/error.hpp"
+#include "common/vocab.hpp"
 #include "server/kernels/kernels.hpp"
 #include "server/model/gguf.hpp"
 #include "server/model/model_config.hpp"
@@ -141,5 +142,9 @@ class WeightStore {
   const float* rms_final_ = nullptr;
   Matrix wcls_;
 };
+
+// The vocabulary of a GGUF file (tokenizer.ggml.*, tokenizer.chat_template), checked: the
+// tokenizer model must be "llama" (SentencePiece), the token count `vocab_size`.
+Result<Vocab> read_gguf_vocab(const GgufFile& g, int vocab_size);
 
 }  // namespace llamawire

@@ -1,6 +1,7 @@
 // The GGUF files of shared/models/gguf against llama.cpp's reference data (golden/gguf):
 // dequantization checksums, teacher-forced log-probabilities within the bounds the golden
 // README derives, top-1 agreement with llama.cpp, and greedy ids.
+#include "common/tokenizer.hpp"
 #include "server/model/forward.hpp"
 #include "server/model/gguf.hpp"
 #include "server/model/weight_store.hpp"
@@ -281,4 +282,45 @@ TEST_CASE("greedy generation on every shared GGUF file gives llama.cpp's ids", "
   CHECK(f32_records == 9);
   CHECK(f32_full == f32_records);
   WARN(full << " of " << records.size() << " greedy records compared in full, the rest up to a near-tie");
+}
+
+namespace {
+
+lw::Tokenizer gguf_tokenizer(const std::string& file) {
+  static std::map<std::string, std::vector<std::uint8_t>> bytes;  // the parse holds views into these
+  auto& b = bytes[file];
+  if (b.empty()) b = read_file(file);
+  const auto g = lw::GgufFile::parse(b, file).value();
+  auto vocab = lw::read_gguf_vocab(g, -1);
+  REQUIRE(vocab.has_value());
+  auto tok = lw::Tokenizer::from_vocab(std::move(*vocab), file);
+  REQUIRE(tok.has_value());
+  return std::move(*tok);
+}
+
+}  // namespace
+
+TEST_CASE("a GGUF vocabulary encodes and decodes as llama.cpp does", "[gguf][golden][tokenizer]") {
+  LW_REQUIRE_SHARED();
+  const auto records = t::read_jsonl(t::golden_dir() / "gguf" / "tokenize.jsonl");
+  REQUIRE(records.size() >= 80);
+  std::map<std::string, lw::Tokenizer> toks;
+  int n = 0;
+  for (const auto& r : records) {
+    const std::string file(r.at("gguf").as_string());
+    if (!toks.count(file)) toks.emplace(file, gguf_tokenizer(file));
+    const lw::Tokenizer& tok = toks.at(file);
+    const std::string text(r.at("text").as_string());
+    INFO(file << ": '" << text << "'");
+    CHECK(tok.add_bos());
+    CHECK(tok.encode(text, tok.add_bos(), false, true) == ints(r.at("ids")));
+    const auto plain = tok.encode(text, tok.add_bos(), false, false);
+    CHECK(plain == ints(r.at("ids_no_parse_special")));
+    // Decoding the plain ids gives the text back (the space prefix goes with BOS).
+    std::string back;
+    for (std::size_t i = 1; i < plain.size(); ++i) back += tok.decode(plain[i - 1], plain[i]);
+    CHECK(back == text);
+    ++n;
+  }
+  CHECK(n == static_cast<int>(records.size()));
 }

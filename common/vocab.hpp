@@ -1,0 +1,51 @@
+// A model's vocabulary as data: what a GGUF file's tokenizer.ggml.* keys hold (or a
+// llama2.c tokenizer.bin), what the server sends in VOCAB, and what a Tokenizer is built
+// from on either side.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace llamawire {
+
+// GGUF's token types (llama.cpp's llama_token_type).
+enum class TokenType : std::uint8_t {
+  undefined = 0,
+  normal = 1,
+  unknown = 2,
+  control = 3,
+  user_defined = 4,
+  unused = 5,
+  byte = 6,
+};
+
+enum class VocabKind : std::uint8_t {
+  llama2c = 0,  // tokenizer.bin: pieces hold real spaces; BOS 1, EOS 2; "<0xXX>" pieces are bytes
+  spm = 1,      // SentencePiece (GGUF tokenizer.ggml.model "llama"): "▁" (U+2581) marks a space
+};
+
+// The ids that end or begin things. -1: none.
+struct SpecialTokens {
+  int bos = 1;
+  int eos = 2;
+  int eot = -1;  // the chat template's end-of-turn token when it is not EOS
+  int unk = 0;
+  int pad = -1;
+  // A generation with "stop on EOS" ends at either of these.
+  bool ends_turn(int t) const { return t == eos || (eot >= 0 && t == eot); }
+};
+
+struct Vocab {
+  VocabKind kind = VocabKind::llama2c;
+  std::vector<std::string> pieces;  // as stored (spm: with "▁")
+  std::vector<float> scores;
+  std::vector<TokenType> types;     // empty for llama2c
+  SpecialTokens special;
+  bool add_bos = true;
+  bool add_eos = false;
+  bool add_space_prefix = true;
+  std::string chat_template;        // tokenizer.chat_template (Jinja text), possibly empty
+};
+
+}  // namespace llamawire
