@@ -1,5 +1,6 @@
 // llamawire-server: load the weights once, serve sessions over the framed protocol.
 #include "common/asio.hpp"
+#include "common/chat_template.hpp"
 #include "common/cli_support.hpp"
 #include "common/log.hpp"
 #include "common/tokenizer.hpp"
@@ -35,7 +36,7 @@ namespace {
 constexpr long long kHttpOff = std::numeric_limits<long long>::min();  // --http-port absent
 
 struct Flags {
-  std::string checkpoint, tokenizer, weights = "f32", kernels, port_file, log_format = "text", log_file, load = "read";
+  std::string checkpoint, tokenizer, weights = "f32", kernels, port_file, log_format = "text", log_file, load, chat_template;
   // Integer options are signed 64-bit here, so that a negative value is refused, not wrapped.
   long long port = 8080, http_port = kHttpOff, threads = 0, io_threads = 1, max_batch = 256, max_sessions = 64,
             max_connections = 1024, max_frame_bytes = 1 << 20, frame_memory_mb = 64, ctx = 0, kv_budget_mb = 0,
@@ -130,7 +131,8 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& f) {
       ("write-timeout", po::value(&f.write_timeout_s)->default_value(30), "seconds one frame write may take")
       ("drain-timeout", po::value(&f.drain_timeout_s)->default_value(30), "seconds running requests may finish after SIGTERM")
       ("weights", po::value(&f.weights)->default_value("f32"), "f32 | q8_0 (quantize at load)")
-      ("load", po::value(&f.load)->default_value("read"), "read (private copy, immune to file changes) | mmap (no copy)")
+      ("load", po::value(&f.load), "read (private copy, immune to file changes) | mmap (no copy); default: read for llama2.c files, mmap for GGUF")
+      ("chat-template", po::value(&f.chat_template), "chat template for the CLI's chat mode and /v1/chat/completions: llama2 | mistral | zephyr | chatml | vicuna (default: the one the model's tokenizer.chat_template writes, else llama2)")
       ("kernels", po::value(&f.kernels), "force a kernel table: scalar | avx2")
       ("api-key", po::value(&f.server.api_key), "require this key in HELLO (default: $LLAMAWIRE_API_KEY)")
       ("port-file", po::value(&f.port_file), "write the listening port to this file")
@@ -151,7 +153,10 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& f) {
   if (auto e = check_ranges(f)) return usage_error(*e, opts);
   if (f.tls_cert.empty() != f.tls_key.empty()) return usage_error("--tls-cert and --tls-key go together", opts);
   if (f.weights != "f32" && f.weights != "q8_0") return usage_error("--weights must be f32 or q8_0", opts);
-  if (f.load != "read" && f.load != "mmap") return usage_error("--load must be read or mmap", opts);
+  if (!f.load.empty() && f.load != "read" && f.load != "mmap") return usage_error("--load must be read or mmap", opts);
+  if (!f.chat_template.empty() && !lw::chat_format_by_name(f.chat_template)) {
+    return usage_error("--chat-template must be one of " + lw::chat_format_list(), opts);
+  }
   if (f.log_format != "text" && f.log_format != "json") return usage_error("--log-format must be text or json", opts);
   if (!f.kernels.empty() && !lw::kernels::select(f.kernels)) {
     return usage_error("kernel table '" + f.kernels + "' is not available here", opts);
@@ -191,30 +196,34 @@ int main(int argc, char** argv) try {
 
   lw::WeightStore::Options wopts;
   wopts.weights = f.weights == "q8_0" ? lw::WeightType::q8_0 : lw::WeightType::f32;
-  wopts.load = f.load == "mmap" ? lw::WeightStore::Load::mmap : lw::WeightStore::Load::read;
+  wopts.load = f.load == "mmap"   ? lw::WeightStore::Load::mmap
+               : f.load == "read" ? lw::WeightStore::Load::read
+                                  : lw::WeightStore::Load::automatic;
   auto store = lw::WeightStore::load(f.checkpoint, wopts);
   if (!store) {
     std::cerr << "llamawire-server: " << store.error().message << "\n";
     return 1;
   }
   const auto& cfg = (*store)->config();
-  lw::Result<lw::Tokenizer> tok = lw::make_error(lw::errc::bad_tokenizer, "no tokenizer");
-  if (!f.tokenizer.empty()) {
-    tok = lw::Tokenizer::load(f.tokenizer, cfg.vocab_size);
-  } else {
-    for (const auto& candidate : lw::default_tokenizer_paths(f.checkpoint, cfg.vocab_size)) {
-      tok = lw::Tokenizer::load(candidate, cfg.vocab_size);
-      if (tok) break;
-    }
-  }
+  auto tok = lw::load_model_tokenizer(**store, f.tokenizer);
   if (!tok) {
     std::cerr << "llamawire-server: " << tok.error().message << "\n";
     return 1;
   }
+  {
+    const lw::ChatChoice chat = lw::choose_chat_format(tok->vocab(), f.chat_template);
+    f.server.chat_format = chat.format;
+    tok->set_eot(lw::end_of_turn_id(*tok, lw::ChatTemplate(chat.format)));
+    if (chat.warn) {
+      lw::log::warn(chat.note);
+    } else {
+      lw::log::info(chat.note);
+    }
+  }
   f.server.model_name = std::filesystem::path(f.checkpoint).filename().string();
   lw::log::info("model ", f.server.model_name, ": dim=", cfg.dim, " hidden=", cfg.hidden_dim, " layers=", cfg.n_layers,
                 " heads=", cfg.n_heads, " kv_heads=", cfg.n_kv_heads, " vocab=", cfg.vocab_size, " seq_len=", cfg.seq_len,
-                " weights=", (*store)->weight_type() == lw::WeightType::q8_0 ? "q8_0" : "f32",
+                " weights=", (*store)->type_summary(), (*store)->gguf() ? " (gguf)" : "",
                 " kernels=", lw::kernels::active().name, " threads=", f.threads);
 
   // Warm KV blocks: the first sessions find them faulted in, and ended sessions' blocks stay

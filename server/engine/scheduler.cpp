@@ -191,7 +191,7 @@ void Scheduler::loop() {
       if (c == nullptr) continue;
       const int t = *j.out.token;
       const int pos = j.start_pos + j.done;  // the next step's position
-      if (t == kBosToken || (c->stop_on_eos && t == kEosToken) || pos >= c->limit_pos ||
+      if (t == c->stops.bos || (c->stop_on_eos && c->stops.ends_turn(t)) || pos >= c->limit_pos ||
           c->hold->load(std::memory_order_acquire) || !j.kv->reserve(pos + 1)) {
         continue;
       }

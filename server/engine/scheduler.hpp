@@ -6,6 +6,8 @@
 // socket.
 #pragma once
 
+#include "common/vocab.hpp"
+
 #include "common/asio.hpp"
 #include "common/error.hpp"
 #include "common/sampler.hpp"
@@ -71,6 +73,7 @@ class Scheduler {
   struct Continuation {
     int limit_pos = 0;
     bool stop_on_eos = false;
+    SpecialTokens stops;  // BOS always stops; EOS / end of turn with stop_on_eos
     const std::atomic<bool>* hold = nullptr;  // set by the session: stop at the next token
     // Must not block: it dispatches to the session. Called in order, before the step
     // completes, on the scheduler thread or in the set_handoff() handler.

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "common/error.hpp"
+#include "common/tokenizer.hpp"
 #include "common/vocab.hpp"
 #include "server/kernels/kernels.hpp"
 #include "server/model/gguf.hpp"
@@ -146,5 +147,10 @@ class WeightStore {
 // The vocabulary of a GGUF file (tokenizer.ggml.*, tokenizer.chat_template), checked: the
 // tokenizer model must be "llama" (SentencePiece), the token count `vocab_size`.
 Result<Vocab> read_gguf_vocab(const GgufFile& g, int vocab_size);
+
+// The tokenizer of a loaded model: a GGUF file's own vocabulary (then `tokenizer_path` must
+// be empty), or for a llama2.c checkpoint `tokenizer_path`, else tokenizer.bin or
+// tok<vocab>.bin beside it.
+Result<Tokenizer> load_model_tokenizer(const WeightStore& store, const std::string& tokenizer_path);
 
 }  // namespace llamawire

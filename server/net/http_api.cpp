@@ -327,7 +327,9 @@ asio::awaitable<void> HttpConnection::handle(Request& req, bool& close) {
     // Parsing and tokenizing grow with the body (up to --http-max-body): off this thread.
     const bool chat = path == "/v1/chat/completions";
     auto parsed = co_await ctx_.off_network(
-        [&] { return parse_generation_request(chat, req.body(), ctx_.tokenizer(), ctx_.context()); });
+        [&] {
+          return parse_generation_request(chat, req.body(), ctx_.tokenizer(), ctx_.chat_template(), ctx_.context());
+        });
     if (auto* e = std::get_if<HttpError>(&parsed)) {
       Response res = error(*e);
       close = !co_await write(std::move(res));
@@ -498,11 +500,15 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, KvC
   bool cut = false;  // stopped by a forced shutdown
   if (max_new > 0) ok = co_await step(r.prompt, 0);
   int pos = n_prompt;
-  int prev = r.prompt.empty() ? kBosToken : r.prompt.back();
+  const SpecialTokens& stops = ctx_.special_tokens();
+  // Chat stops at the end of the turn; a completion too with a GGUF vocabulary (as
+  // llama.cpp's server does), while a llama2.c model runs on past EOS as llama2.c does.
+  const bool stop_at_eos = r.chat || tok.kind() == VocabKind::spm;
+  int prev = r.prompt.empty() ? stops.bos : r.prompt.back();
   auto last_at = t0;
   while (ok && generated < max_new && !peer_gone_) {
     const int next = sampled;
-    if (next == kBosToken || (r.chat && next == kEosToken)) {
+    if (next == stops.bos || (stop_at_eos && stops.ends_turn(next))) {
       finish = "stop";
       break;
     }

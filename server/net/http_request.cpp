@@ -85,11 +85,13 @@ HttpError too_long(std::size_t tokens, int context, bool at_least) {
 
 // Adds encode(text) to the prompt, unless the text is certainly too long for the context:
 // that is known from its length before any encoding (a megabyte is refused at once).
+// A prompt's special-token text ("</s>") is parsed for GGUF vocabularies, as llama.cpp's
+// server does; llama2.c's has no token types.
 std::optional<HttpError> append_encoded(const Tokenizer& tok, std::string_view text, bool bos, int context,
                                         std::vector<int>& prompt) {
   const std::size_t at_least = prompt.size() + tok.min_encoded_tokens(text.size(), bos, false);
   if (at_least >= static_cast<std::size_t>(context)) return too_long(at_least, context, true);
-  const auto t = tok.encode(text, bos, false);
+  const auto t = tok.encode(text, bos, false, tok.kind() == VocabKind::spm);
   prompt.insert(prompt.end(), t.begin(), t.end());
   return std::nullopt;
 }
@@ -107,20 +109,20 @@ std::optional<HttpError> parse_completion(const json::object& o, const Tokenizer
     return HttpError{http::status::bad_request, "'prompt' must be a string (or an array of one string)"};
   }
   if (auto e = parse_common(o, r, context)) return e;
-  return append_encoded(tok, text, true, context, r.prompt);
+  return append_encoded(tok, text, tok.add_bos(), context, r.prompt);
 }
 
-// Llama-2 chat template, as llama2.c's chat: each user turn is its own BOS-prefixed
-// "[INST] ... [/INST]" (the first carries the system prompt), an assistant turn follows
-// as text and EOS.
-std::optional<HttpError> parse_chat(const json::object& o, const Tokenizer& tok, GenRequest& r, int context) {
+// The conversation rendered with the server's chat template (common/chat_template).
+std::optional<HttpError> parse_chat(const json::object& o, const Tokenizer& tok, const ChatTemplate& tmpl, GenRequest& r,
+                                    int context) {
   r.chat = true;
   const auto* m = o.if_contains("messages");
   if (m == nullptr || !m->is_array() || m->as_array().empty()) {
     return HttpError{http::status::bad_request, "'messages' must be a non-empty array"};
   }
-  std::string system;
-  bool first_user = true;
+  std::vector<ChatMessage> messages;
+  bool any_user = false;
+  std::size_t text_bytes = 0;
   for (const auto& mv : m->as_array()) {
     if (!mv.is_object()) return HttpError{http::status::bad_request, "each message must be an object"};
     const auto& msg = mv.as_object();
@@ -131,35 +133,30 @@ std::optional<HttpError> parse_chat(const json::object& o, const Tokenizer& tok,
       return HttpError{http::status::bad_request, "message 'content' must be a string"};
     }
     const std::string rs(role->as_string());
-    const std::string cs(content->as_string());
-    if (rs == "system") {
-      system = cs;
-    } else if (rs == "user") {
-      const std::string rendered = first_user && !system.empty()
-                                       ? "[INST] <<SYS>>\n" + system + "\n<</SYS>>\n\n" + cs + " [/INST]"
-                                       : "[INST] " + cs + " [/INST]";
-      if (auto e = append_encoded(tok, rendered, true, context, r.prompt)) return e;
-      first_user = false;
-    } else if (rs == "assistant") {
-      if (auto e = append_encoded(tok, cs, false, context, r.prompt)) return e;
-      r.prompt.push_back(kEosToken);
-    } else {
+    if (rs != "system" && rs != "user" && rs != "assistant") {
       return HttpError{http::status::bad_request, "message 'role' must be system, user or assistant"};
     }
+    any_user = any_user || rs == "user";
+    messages.push_back({rs, std::string(content->as_string())});
+    text_bytes += messages.back().content.size();
   }
-  if (first_user) return HttpError{http::status::bad_request, "'messages' needs at least one user message"};
+  if (!any_user) return HttpError{http::status::bad_request, "'messages' needs at least one user message"};
   if (auto e = parse_common(o, r, context)) return e;
+  // Certainly too long (from the text's length alone): refused before it is encoded.
+  const std::size_t at_least = tok.min_encoded_tokens(text_bytes, false, false);
+  if (at_least >= static_cast<std::size_t>(context)) return too_long(at_least, context, true);
+  r.prompt = encode_segments(tok, tmpl.render(messages, tok.add_bos()));
   return std::nullopt;
 }
 }  // namespace
 
-std::variant<GenRequest, HttpError> parse_generation_request(bool chat, std::string_view body,
-                                                             const Tokenizer& tok, int context) {
+std::variant<GenRequest, HttpError> parse_generation_request(bool chat, std::string_view body, const Tokenizer& tok,
+                                                             const ChatTemplate& tmpl, int context) {
   boost::system::error_code ec;
   const auto parsed = json::parse(body, ec);
   if (ec || !parsed.is_object()) return HttpError{http::status::bad_request, "request body must be a JSON object"};
   GenRequest r;
-  auto err = chat ? parse_chat(parsed.as_object(), tok, r, context) : parse_completion(parsed.as_object(), tok, r, context);
+  auto err = chat ? parse_chat(parsed.as_object(), tok, tmpl, r, context) : parse_completion(parsed.as_object(), tok, r, context);
   if (err) return *err;
   if (static_cast<int>(r.prompt.size()) >= context) return too_long(r.prompt.size(), context, false);
   return r;

@@ -3,6 +3,7 @@
 // and the unit tests call it directly.
 #pragma once
 
+#include "common/chat_template.hpp"
 #include "common/tokenizer.hpp"
 
 #include <boost/beast/http/status.hpp>
@@ -40,7 +41,7 @@ struct GenRequest {
 
 // Parses a /v1/completions (chat = false) or /v1/chat/completions body; `context` bounds
 // max_tokens and the prompt's length.
-std::variant<GenRequest, HttpError> parse_generation_request(bool chat, std::string_view body,
-                                                             const Tokenizer& tok, int context);
+std::variant<GenRequest, HttpError> parse_generation_request(bool chat, std::string_view body, const Tokenizer& tok,
+                                                             const ChatTemplate& tmpl, int context);
 
 }  // namespace llamawire

@@ -5,6 +5,7 @@
 #include "common/asio.hpp"
 
 #include <boost/asio/ssl/context.hpp>
+#include "common/chat_template.hpp"
 #include "common/tokenizer.hpp"
 #include "server/engine/admission.hpp"
 #include "server/engine/scheduler.hpp"
@@ -41,6 +42,7 @@ struct ServerOptions {
   std::size_t max_outbox_bytes = 4u << 20;  // queued replies before a generation pauses
   std::string api_key;
   std::string model_name;
+  ChatFormat chat_format = kDefaultChatFormat;  // the CLI's chat and /v1/chat/completions
 };
 
 struct ServerCounters {
@@ -72,6 +74,9 @@ class ServerContext {
 
   const WeightStore& weights() const { return *weights_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
+  ChatTemplate chat_template() const { return ChatTemplate(opts_.chat_format); }
+  // BOS, EOS and the template's end of turn: what ends a generation.
+  const SpecialTokens& special_tokens() const { return tokenizer_->special(); }
   Scheduler& scheduler() { return scheduler_; }
   const ServerOptions& options() const { return opts_; }
   KvBudget& kv_budget() { return kv_budget_; }

@@ -574,6 +574,7 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
   Scheduler::Continuation carry;
   carry.limit_pos = limit;
   carry.stop_on_eos = (g.flags & kGenerateStopOnEos) != 0;
+  carry.stops = ctx_.special_tokens();
   carry.hold = &hold_;
   carry.deliver = [&](int next) {
     asio::dispatch(ex_, [&, next] {
@@ -612,11 +613,11 @@ asio::awaitable<void> Session::run_generate(const Job& job) {
     }
     const int next = sampled_;  // drawn by `sampler` with the step's logits
     end.last_token = static_cast<std::uint32_t>(next);
-    if (next == kBosToken) {
+    if (next == carry.stops.bos) {
       end.reason = StopReason::bos;
       break;
     }
-    if ((g.flags & kGenerateStopOnEos) != 0 && next == kEosToken) {
+    if ((g.flags & kGenerateStopOnEos) != 0 && carry.stops.ends_turn(next)) {
       end.reason = StopReason::eos;
       break;
     }
