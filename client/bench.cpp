@@ -110,17 +110,13 @@ asio::awaitable<void> worker(Shared& s, int id) {
   s.context = static_cast<int>(std::min(hello->context, hello->seq_len));
   if (!s.prompt_ready) {
     if (!s.o.prompt.empty()) {
-      auto bytes = co_await conn.tokenizer();
-      if (!bytes) {
-        record_error(s, bytes.error().message);
+      auto model = co_await fetch_vocab(conn, *hello, "");
+      if (!model) {
+        record_error(s, model.error().message);
         co_return;
       }
-      auto tok = Tokenizer::parse(*bytes, "server tokenizer", s.vocab);
-      if (!tok) {
-        record_error(s, tok.error().message);
-        co_return;
-      }
-      if (!s.prompt_ready) s.prompt = tok->encode(s.o.prompt, true, false);
+      const Tokenizer& tok = model->tok;
+      if (!s.prompt_ready) s.prompt = tok.encode(s.o.prompt, tok.add_bos(), false, tok.kind() == VocabKind::spm);
     } else {
       s.prompt = synthetic_prompt(std::max(1, s.o.prompt_tokens), s.vocab);
     }

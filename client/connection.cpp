@@ -154,6 +154,41 @@ asio::awaitable<Result<std::vector<std::uint8_t>>> Connection::tokenizer() {
   co_return std::move(r->bytes);
 }
 
+asio::awaitable<Result<msg::Vocab>> Connection::vocab() {
+  Message request = msg::GetVocab{};
+  co_return co_await call<msg::Vocab>(std::move(request), "GET_VOCAB");
+}
+
+asio::awaitable<Result<ModelVocab>> fetch_vocab(Connection& conn, const msg::HelloOk& hello, const std::string& local_path) {
+  const int vocab = static_cast<int>(hello.vocab_size);
+  Result<Tokenizer> tok = make_error(errc::bad_tokenizer, "no tokenizer");
+  ModelVocab out;
+  if (!local_path.empty()) {
+    tok = Tokenizer::load(local_path, vocab);
+  } else if (hello.major == kProtocolMajor && hello.minor >= 2) {
+    auto v = co_await conn.vocab();
+    if (!v) co_return v.error();
+    if (static_cast<int>(v->vocab.pieces.size()) != vocab) {
+      co_return make_error(errc::bad_tokenizer, "server vocabulary has " + std::to_string(v->vocab.pieces.size()) +
+                                                    " tokens, HELLO_OK said " + std::to_string(vocab));
+    }
+    if (const auto f = chat_format_by_name(v->chat_template)) {
+      out.chat = *f;
+    } else {
+      out.warning = "the server's chat template '" + v->chat_template + "' is unknown here: using " +
+                    std::string(chat_format_name(kDefaultChatFormat));
+    }
+    tok = Tokenizer::from_vocab(std::move(v->vocab), "server vocabulary");
+  } else {
+    auto bytes = co_await conn.tokenizer();
+    if (!bytes) co_return bytes.error();
+    tok = Tokenizer::parse(*bytes, "server tokenizer", vocab);
+  }
+  if (!tok) co_return tok.error();
+  out.tok = std::move(*tok);
+  co_return out;
+}
+
 asio::awaitable<Result<msg::Logits>> Connection::forward(std::uint32_t start_pos, std::vector<std::uint32_t> tokens) {
   Message request = msg::Forward{start_pos, std::move(tokens)};
   co_return co_await call<msg::Logits>(std::move(request), "FORWARD");

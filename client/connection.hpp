@@ -3,8 +3,10 @@
 #pragma once
 
 #include "common/asio.hpp"
+#include "common/chat_template.hpp"
 #include "common/error.hpp"
 #include "common/messages.hpp"
+#include "common/tokenizer.hpp"
 
 #include <boost/asio/ssl.hpp>
 
@@ -21,6 +23,8 @@
 
 namespace llamawire {
 
+struct ModelVocab;
+
 class Connection {
  public:
   using TokenSink = std::function<bool(std::uint32_t token)>;  // false: cancel the generation
@@ -31,6 +35,7 @@ class Connection {
   asio::awaitable<Result<void>> connect(const std::string& host, std::uint16_t port);
   asio::awaitable<Result<msg::HelloOk>> hello(const std::string& api_key, const std::string& client_name);
   asio::awaitable<Result<std::vector<std::uint8_t>>> tokenizer();
+  asio::awaitable<Result<msg::Vocab>> vocab();  // protocol 1.2
   asio::awaitable<Result<msg::Logits>> forward(std::uint32_t start_pos, std::vector<std::uint32_t> tokens);
   // Streams TOKEN frames to on_token (return false to send CANCEL); ends with END.
   asio::awaitable<Result<msg::End>> generate(msg::Generate g, const TokenSink& on_token);
@@ -75,5 +80,15 @@ class Connection {
 
 // An ERROR frame as an Error value ("server: <message>").
 Error error_from_frame(const msg::Error& e);
+
+// What a client needs to speak to a model: its tokenizer and chat template. From a local
+// tokenizer.bin (`local_path`), else from the server: VOCAB when it speaks 1.2 or later,
+// else TOKENIZER (a llama2.c vocabulary, the Llama-2 template).
+struct ModelVocab {
+  Tokenizer tok;
+  ChatFormat chat = kDefaultChatFormat;
+  std::string warning;  // a chat template this client does not know (it uses the default)
+};
+asio::awaitable<Result<ModelVocab>> fetch_vocab(Connection& conn, const msg::HelloOk& hello, const std::string& local_path);
 
 }  // namespace llamawire

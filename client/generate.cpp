@@ -131,8 +131,8 @@ asio::awaitable<Result<TurnResult>> run_turn(Connection& conn, const Tokenizer& 
   pos += static_cast<int>(feed.size());
   for (;;) {
     const int next = sampler.sample(logits->values);
-    if (next == kBosToken) co_return TurnResult{StopReason::bos, pos, next};
-    if (stop_on_eos && next == kEosToken) co_return TurnResult{StopReason::eos, pos, next};
+    if (next == tok.bos_id()) co_return TurnResult{StopReason::bos, pos, next};
+    if (stop_on_eos && tok.special().ends_turn(next)) co_return TurnResult{StopReason::eos, pos, next};
     timing.tick();
     print_piece(tok, prev, next);
     prev = next;
@@ -188,15 +188,13 @@ asio::awaitable<int> run_cli(CliOptions o) {
   auto hello = co_await conn.hello(o.api_key, "llamawire-cli");
   if (!hello) co_return fail("server refused the connection", hello.error());
   const int vocab = static_cast<int>(hello->vocab_size);
-  Result<Tokenizer> tok = make_error(errc::bad_tokenizer, "no tokenizer");
-  if (!o.tokenizer_path.empty()) {
-    tok = Tokenizer::load(o.tokenizer_path, vocab);
-  } else {
-    auto bytes = co_await conn.tokenizer();
-    if (!bytes) co_return fail("cannot download the tokenizer", bytes.error());
-    tok = Tokenizer::parse(*bytes, "server tokenizer", vocab);
-  }
-  if (!tok) co_return fail("tokenizer", tok.error());
+  auto model = co_await fetch_vocab(conn, *hello, o.tokenizer_path);
+  if (!model) co_return fail("cannot get the tokenizer", model.error());
+  if (!model->warning.empty()) std::fprintf(stderr, "llamawire: %s\n", model->warning.c_str());
+  const Tokenizer* tok = &model->tok;
+  // A GGUF vocabulary's text may name its special tokens ("</s>"), and its generations end at
+  // EOS, as llama.cpp's CLI does; a llama2.c one runs on past EOS, as llama2.c does.
+  const bool gguf_vocab = tok->kind() == VocabKind::spm;
 
   const int context = static_cast<int>(std::min(hello->seq_len, hello->context));
   const int steps = std::min(clamp_steps(o.steps, static_cast<int>(hello->seq_len)), context);
@@ -205,13 +203,13 @@ asio::awaitable<int> run_cli(CliOptions o) {
   const Traffic setup = Traffic::of(conn);
 
   if (!o.chat) {
-    const auto prompt = tok->encode(o.prompt, true, false);
+    const auto prompt = tok->encode(o.prompt, tok->add_bos(), false, gguf_vocab);
     const int n = static_cast<int>(prompt.size());
     // Forced prompt tokens print as llama2.c prints them while it runs the prompt.
     const int forced = std::min(n - 1, steps);
     for (int p = 0; p < forced; ++p) print_piece(*tok, prompt[static_cast<std::size_t>(p)], prompt[static_cast<std::size_t>(p) + 1]);
     if (n - 1 < steps) {
-      auto r = co_await run_turn(conn, *tok, o, prompt, 0, steps, false, sampler, timing);
+      auto r = co_await run_turn(conn, *tok, o, prompt, 0, steps, gguf_vocab, sampler, timing);
       if (!r) {
         std::fputs("\n", stdout);
         co_return fail("generation failed", r.error());
@@ -228,8 +226,11 @@ asio::awaitable<int> run_cli(CliOptions o) {
     co_return kExitOk;
   }
 
-  // Chat: llama2.c's Llama-2 template, BOS per turn; the conversation stays in the
-  // session's KV cache, so each turn sends only its new tokens.
+  // Chat with the server's template (the model's own, or --chat-template there); the
+  // conversation stays in the session's KV cache, so each turn sends only its new tokens:
+  // the end token of the last reply (sampled, not yet cached), the template's text after a
+  // reply, the user's turn and the reply prompt (see common/chat_template.hpp).
+  const ChatTemplate tmpl(model->chat);
   std::string system_prompt = o.system_prompt;
   if (!o.system_prompt_given) {
     if (!read_line("Enter system prompt (optional): ", system_prompt)) system_prompt.clear();
@@ -245,13 +246,15 @@ asio::awaitable<int> run_cli(CliOptions o) {
       std::fputs("\n", stdout);
       break;  // EOF ends the conversation cleanly
     }
-    std::string rendered = pos == 0 && !system_prompt.empty()
-                               ? "[INST] <<SYS>>\n" + system_prompt + "\n<</SYS>>\n\n" + user + " [/INST]"
-                               : "[INST] " + user + " [/INST]";
+    ChatSegments segs = first ? tmpl.opening(system_prompt, tok->add_bos()) : tmpl.after_reply();
+    const ChatSegments u = tmpl.user(user, first && tmpl.folds_system() ? std::string_view(system_prompt) : "");
+    const ChatSegments reply = tmpl.reply_prefix();
+    segs.insert(segs.end(), u.begin(), u.end());
+    segs.insert(segs.end(), reply.begin(), reply.end());
     first = false;
     std::vector<int> feed;
     if (pending >= 0) feed.push_back(pending);
-    const auto turn = tok->encode(rendered, true, false);
+    const auto turn = encode_segments(*tok, segs);
     feed.insert(feed.end(), turn.begin(), turn.end());
     if (pos + static_cast<int>(feed.size()) >= steps) {
       std::fflush(stdout);

@@ -108,6 +108,8 @@ MsgType message_type(const Message& m) {
                         [](const msg::Pong&) { return MsgType::pong; },
                         [](const msg::StatsReply&) { return MsgType::stats_reply; },
                         [](const msg::Error&) { return MsgType::error; },
+                        [](const msg::GetVocab&) { return MsgType::get_vocab; },
+                        [](const msg::Vocab&) { return MsgType::vocab; },
                     },
                     m);
 }
@@ -122,6 +124,8 @@ std::string_view message_name(MsgType t) {
     case MsgType::cancel: return "CANCEL";
     case MsgType::ping: return "PING";
     case MsgType::stats: return "STATS";
+    case MsgType::get_vocab: return "GET_VOCAB";
+    case MsgType::vocab: return "VOCAB";
     case MsgType::hello_ok: return "HELLO_OK";
     case MsgType::tokenizer: return "TOKENIZER";
     case MsgType::logits: return "LOGITS";
@@ -136,6 +140,62 @@ std::string_view message_name(MsgType t) {
 }
 
 bool is_known_type(std::uint8_t type) { return message_name(static_cast<MsgType>(type)) != "UNKNOWN"; }
+
+// VOCAB: u8 kind, u32 n_tokens, i32 bos, eos, eot, unk, pad (-1: none), u8 flags
+// (bit 0 add_bos, 1 add_eos, 2 add_space_prefix), string chat_template, then per token
+// f32 score, u8 type, string piece.
+void put_vocab(ByteWriter& w, const msg::Vocab& m) {
+  const Vocab& v = m.vocab;
+  w.write(static_cast<std::uint8_t>(v.kind));
+  w.write(static_cast<std::uint32_t>(v.pieces.size()));
+  for (const int id : {v.special.bos, v.special.eos, v.special.eot, v.special.unk, v.special.pad}) {
+    w.write(static_cast<std::int32_t>(id));
+  }
+  w.write(static_cast<std::uint8_t>((v.add_bos ? 1 : 0) | (v.add_eos ? 2 : 0) | (v.add_space_prefix ? 4 : 0)));
+  put_string(w, m.chat_template);
+  for (std::size_t i = 0; i < v.pieces.size(); ++i) {
+    w.write(i < v.scores.size() ? v.scores[i] : 0.0f);
+    w.write(static_cast<std::uint8_t>(i < v.types.size() ? v.types[i] : TokenType::undefined));
+    put_string(w, v.pieces[i]);
+  }
+}
+
+bool get_vocab(Parser& p, msg::Vocab& m) {
+  Vocab& v = m.vocab;
+  std::uint8_t kind = 0, flags = 0;
+  std::uint32_t n = 0;
+  std::int32_t ids[5] = {};
+  if (!p.get(kind) || !p.get(n)) return false;
+  for (auto& id : ids) {
+    if (!p.get(id)) return false;
+  }
+  if (!p.get(flags) || !p.get_string(m.chat_template)) return false;
+  if (kind > 1) return p.fail("unknown vocabulary kind " + std::to_string(kind));
+  if ((flags & ~7u) != 0) return p.fail("unknown flag bits");
+  // Each token takes at least 7 bytes: a count the payload cannot hold is refused first.
+  if (static_cast<std::uint64_t>(n) * 7 > p.reader().remaining()) {
+    return p.fail("n_tokens " + std::to_string(n) + " is more than the payload holds");
+  }
+  for (const std::int32_t id : ids) {
+    if (id < -1 || id >= static_cast<std::int64_t>(n)) return p.fail("special token id " + std::to_string(id) + " out of range");
+  }
+  v.kind = static_cast<VocabKind>(kind);
+  v.special = SpecialTokens{ids[0], ids[1], ids[2], ids[3], ids[4]};
+  v.add_bos = (flags & 1) != 0;
+  v.add_eos = (flags & 2) != 0;
+  v.add_space_prefix = (flags & 4) != 0;
+  v.pieces.resize(n);
+  v.scores.resize(n);
+  v.types.resize(n);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    std::uint8_t type = 0;
+    if (!p.get(v.scores[i]) || !p.get(type) || !p.get_string(v.pieces[i])) return false;
+    if (type > 6) return p.fail("token " + std::to_string(i) + " has an unknown type " + std::to_string(type));
+    if (!std::isfinite(v.scores[i])) return p.fail("token " + std::to_string(i) + " has a non-finite score");
+    v.types[i] = static_cast<TokenType>(type);
+  }
+  return true;
+}
 
 std::vector<std::uint8_t> encode_payload(const Message& m) {
   ByteWriter w;
@@ -199,6 +259,8 @@ std::vector<std::uint8_t> encode_payload(const Message& m) {
                    w.write(e.fatal);
                    put_string(w, e.message);
                  },
+                 [&](const msg::GetVocab&) {},
+                 [&](const msg::Vocab& v) { put_vocab(w, v); },
              },
              m);
   return w.take();
@@ -272,6 +334,13 @@ Result<Message> decode_payload(std::uint8_t type_byte, std::span<const std::uint
       break;
     }
     case MsgType::stats: out = msg::Stats{}; break;
+    case MsgType::get_vocab: out = msg::GetVocab{}; break;
+    case MsgType::vocab: {
+      msg::Vocab v;
+      ok = get_vocab(p, v);
+      out = std::move(v);
+      break;
+    }
     case MsgType::hello_ok: {
       msg::HelloOk h;
       ok = p.get(h.major) && p.get(h.minor) && p.get(h.dim) && p.get(h.hidden_dim) && p.get(h.n_layers) &&

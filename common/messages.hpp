@@ -1,8 +1,9 @@
-// Typed protocol messages <-> payload bytes (proto-spec/PROTOCOL.md, version 1.0).
+// Typed protocol messages <-> payload bytes (proto-spec/PROTOCOL.md, version 1.2).
 #pragma once
 
 #include "common/error.hpp"
 #include "common/frame.hpp"
+#include "common/vocab.hpp"
 
 #include <cstdint>
 #include <span>
@@ -22,6 +23,7 @@ enum class MsgType : std::uint8_t {
   cancel = 0x06,
   ping = 0x07,
   stats = 0x08,
+  get_vocab = 0x09,  // 1.2
   hello_ok = 0x81,
   tokenizer = 0x82,
   logits = 0x83,
@@ -30,6 +32,7 @@ enum class MsgType : std::uint8_t {
   ok = 0x86,
   pong = 0x87,
   stats_reply = 0x88,
+  vocab = 0x89,  // 1.2
   error = 0xFF,
 };
 
@@ -68,6 +71,7 @@ struct Ping {
   std::uint64_t nonce = 0;
 };
 struct Stats {};
+struct GetVocab {};
 
 struct HelloOk {
   std::uint16_t major = kProtocolMajor;
@@ -76,7 +80,7 @@ struct HelloOk {
   std::uint32_t context = 0;
   std::uint32_t max_frame_bytes = 0;
   std::uint32_t tokenizer_bytes = 0;
-  std::uint8_t weights = 0;  // 0 f32, 1 q8_0
+  std::uint8_t weights = 0;  // 0 f32, 1 q8_0, 2 per-tensor (GGUF) types
   std::string model_name;
 };
 struct Tokenizer {
@@ -105,6 +109,11 @@ struct Pong {
 struct StatsReply {
   std::string json;
 };
+// The model's whole vocabulary and the chat template's name (1.2).
+struct Vocab {
+  llamawire::Vocab vocab;  // chat_template (the Jinja text) is not sent
+  std::string chat_template;  // a name: llama2, mistral, zephyr, chatml, vicuna
+};
 struct Error {
   std::uint16_t code = 0;
   std::uint8_t fatal = 0;
@@ -115,7 +124,7 @@ struct Error {
 
 using Message = std::variant<msg::Hello, msg::GetTokenizer, msg::Forward, msg::Generate, msg::Reset, msg::Cancel,
                              msg::Ping, msg::Stats, msg::HelloOk, msg::Tokenizer, msg::Logits, msg::Token, msg::End,
-                             msg::Ok, msg::Pong, msg::StatsReply, msg::Error>;
+                             msg::Ok, msg::Pong, msg::StatsReply, msg::Error, msg::GetVocab, msg::Vocab>;
 
 MsgType message_type(const Message& m);
 std::string_view message_name(MsgType t);

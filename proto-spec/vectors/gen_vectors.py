@@ -64,6 +64,22 @@ ok('105-end', 'END', 0x85, 4, struct.pack('<BIIII', 1, 4, 73, 77, 1),
    {"reason": "bos", "prompt_tokens": 4, "generated_tokens": 73, "position": 77, "last_token": 1})
 ok('106-ok', 'OK', 0x86, 5, struct.pack('<I', 0), {"position": 0})
 ok('107-pong', 'PONG', 0x87, 7, struct.pack('<Q', 0x0123456789ABCDEF), {"nonce": 0x0123456789ABCDEF})
+ok('009-get-vocab', 'GET_VOCAB', 0x09, 9, b'', {})
+
+
+def vocab_payload(kind, ids, flags, template, tokens):
+    out = struct.pack('<BI', kind, len(tokens)) + struct.pack('<5i', *ids) + struct.pack('<B', flags) + s(template)
+    for score, type_, piece in tokens:
+        out += struct.pack('<fB', score, type_) + s(piece)
+    return out
+
+
+# A four-token SentencePiece vocabulary: <unk> (unknown), <s> (control), </s> (control), "▁a" (normal).
+VOCAB_TOKENS = [(0.0, 2, '<unk>'), (0.0, 3, '<s>'), (0.0, 3, '</s>'), (-1.5, 1, '\u2581a')]
+ok('110-vocab', 'VOCAB', 0x89, 9, vocab_payload(1, [1, 2, -1, 0, -1], 5, 'zephyr', VOCAB_TOKENS),
+   {"kind": 1, "bos": 1, "eos": 2, "eot": -1, "unk": 0, "pad": -1, "add_bos": True, "add_eos": False,
+    "add_space_prefix": True, "chat_template": "zephyr",
+    "tokens": [{"score": sc, "type": ty, "piece": p} for sc, ty, p in VOCAB_TOKENS]})
 ok('108-stats-reply', 'STATS_REPLY', 0x88, 8, b'{"sessions":1}', {"json": '{"sessions":1}'})
 ok('109-error', 'ERROR', 0xFF, 3, struct.pack('<HB', 7, 0) + s('token 600 out of range [0, 512)'),
    {"code": 7, "fatal": 0, "message": "token 600 out of range [0, 512)"})
@@ -88,4 +104,9 @@ bad('909-ping-truncated', frame(0x07, 1, b'\x01\x02\x03'), 'bad_message')
 bad('910-reset-trailing-bytes', frame(0x05, 1, struct.pack('<II', 0, 0)), 'bad_message')
 bad('911-generate-negative-temperature', frame(0x04, 1, struct.pack('<IIffQI', 0, 10, -1.0, 0.9, 1, 0) + toks([1])), 'bad_message')
 bad('913-hello-too-large-before-handshake', frame(0x01, 1, b'', length=5000), 'frame_too_large', before_hello=True)
+bad('914-vocab-count-overrun', frame(0x89, 9, vocab_payload(1, [1, 2, -1, 0, -1], 5, 'llama2', VOCAB_TOKENS)[:1] +
+                                      struct.pack('<I', 1000000) + vocab_payload(1, [1, 2, -1, 0, -1], 5, 'llama2', VOCAB_TOKENS)[5:]),
+    'bad_message')
+bad('915-vocab-bad-token-type', frame(0x89, 9, vocab_payload(1, [1, 2, -1, 0, -1], 5, 'llama2',
+                                                               VOCAB_TOKENS[:3] + [(0.0, 9, 'x')])), 'bad_message')
 bad('912-generate-unknown-flags', frame(0x04, 1, struct.pack('<IIffQI', 0, 10, 1.0, 0.9, 1, 6) + toks([1])), 'bad_message')

@@ -322,7 +322,7 @@ bool Session::handle(const FrameHeader& h, Message m) {
     ok.context = static_cast<std::uint32_t>(ctx_.context());
     ok.max_frame_bytes = ctx_.options().max_frame_bytes;
     ok.tokenizer_bytes = static_cast<std::uint32_t>(ctx_.tokenizer().raw().size());
-    ok.weights = ctx_.weights().weight_type() == WeightType::q8_0 ? 1 : 0;
+    ok.weights = ctx_.weights().weight_type() == WeightType::q8_0 ? 1 : ctx_.weights().weight_type() == WeightType::gguf ? 2 : 0;
     ok.model_name = ctx_.options().model_name;
     send(ok, rid);
     log::info("session ", registry_id_, " hello client=", log::quoted(hello.client_name));
@@ -336,6 +336,12 @@ bool Session::handle(const FrameHeader& h, Message m) {
     case MsgType::get_tokenizer: {
       const auto raw = ctx_.tokenizer().raw();
       send(msg::Tokenizer{std::vector<std::uint8_t>(raw.begin(), raw.end())}, rid);
+      return true;
+    }
+    case MsgType::get_vocab: {
+      msg::Vocab v{ctx_.tokenizer().vocab(), std::string(ctx_.chat_template().name())};
+      v.vocab.chat_template.clear();  // the name travels instead
+      send(v, rid);
       return true;
     }
     case MsgType::forward:

@@ -84,6 +84,18 @@ json::object fields_of(const lw::Message& m) {
           [](const lw::msg::Error& e) {
             return json::object{{"code", e.code}, {"fatal", e.fatal}, {"message", e.message}};
           },
+          [](const lw::msg::GetVocab&) { return json::object{}; },
+          [](const lw::msg::Vocab& vm) {
+            const lw::Vocab& v = vm.vocab;
+            json::array tokens;
+            for (std::size_t i = 0; i < v.pieces.size(); ++i) {
+              tokens.push_back(json::object{{"score", v.scores[i]}, {"type", static_cast<int>(v.types[i])}, {"piece", v.pieces[i]}});
+            }
+            return json::object{{"kind", static_cast<int>(v.kind)}, {"bos", v.special.bos}, {"eos", v.special.eos},
+                                {"eot", v.special.eot}, {"unk", v.special.unk}, {"pad", v.special.pad},
+                                {"add_bos", v.add_bos}, {"add_eos", v.add_eos}, {"add_space_prefix", v.add_space_prefix},
+                                {"chat_template", vm.chat_template}, {"tokens", tokens}};
+          },
       },
       m);
 }
@@ -92,6 +104,7 @@ json::object fields_of(const lw::Message& m) {
 bool same(const json::value& a, const json::value& b) {
   if (a.is_number() && b.is_number()) {
     if (a.is_double() || b.is_double()) return static_cast<float>(a.to_number<double>()) == static_cast<float>(b.to_number<double>());
+    if (a.is_int64() || b.is_int64()) return a.to_number<std::int64_t>() == b.to_number<std::int64_t>();
     return a.to_number<std::uint64_t>() == b.to_number<std::uint64_t>();
   }
   if (a.is_array() && b.is_array()) {
@@ -167,7 +180,7 @@ TEST_CASE("every protocol vector round-trips through the codec", "[proto]") {
     CHECK(same(fields, meaning.at("fields")));
     CHECK(lw::encode_frame(*m, header->request_id) == bytes);
   }
-  CHECK(types_seen.size() == 17);  // every message type has a vector
+  CHECK(types_seen.size() == 19);  // every message type has a vector
 }
 
 TEST_CASE("frame header limits are checked before allocation", "[proto]") {
