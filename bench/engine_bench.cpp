@@ -112,7 +112,7 @@ double compute_gflops(lw::ThreadParallel& par) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  std::string checkpoint, weights = "f32", kernels, load = "read";
+  std::string checkpoint, weights = "f32", kernels, load;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int decode = 64, prompt = 128, batch = 0;
   long long bw_mib = 1024;
@@ -158,13 +158,15 @@ int main(int argc, char** argv) try {
     std::cerr << "llamawire-bench-engine: " << *checks.error() << "\n";
     return 2;
   }
-  if ((weights != "f32" && weights != "q8_0") || (load != "read" && load != "mmap")) {
+  if ((weights != "f32" && weights != "q8_0") || (!load.empty() && load != "read" && load != "mmap")) {
     std::cerr << "--weights is f32 or q8_0, --load is read or mmap\n";
     return 2;
   }
   lw::WeightStore::Options wo;
   wo.weights = weights == "q8_0" ? lw::WeightType::q8_0 : lw::WeightType::f32;
-  wo.load = load == "mmap" ? lw::WeightStore::Load::mmap : lw::WeightStore::Load::read;
+  wo.load = load == "mmap"   ? lw::WeightStore::Load::mmap
+            : load == "read" ? lw::WeightStore::Load::read
+                             : lw::WeightStore::Load::automatic;
   auto store = lw::WeightStore::load(checkpoint, wo);
   if (!store) {
     std::cerr << store.error().message << "\n";
@@ -243,7 +245,7 @@ int main(int argc, char** argv) try {
       "\"bandwidth_gbs\":%.2f,\"compute_gflops\":%.1f,\"bound_tok_s\":%.2f,\"decode_tok_s\":%.2f,\"fraction_of_bound\":%.3f,"
       "\"prompt_tokens\":%d,\"prompt_tok_s\":%.2f,\"prompt_speedup\":%.2f,\"layout\":\"%s\",\"batch\":%d,"
       "\"batch_decode_tok_s\":%.2f,\"batch_speedup\":%.2f}\n",
-      checkpoint.c_str(), (*store)->weight_type() == lw::WeightType::q8_0 ? "q8_0" : "f32",
+      checkpoint.c_str(), (*store)->type_summary().c_str(),
       std::string(lw::kernels::active().name).c_str(), threads, bytes, bw, gflops, bound, decode_tps,
       bound > 0 ? decode_tps / bound : 0.0, prompt, prompt_tps, decode_tps > 0 ? prompt_tps / decode_tps : 0.0,
       (*store)->layer(0).wq.panels ? "panels" : "rows", batch, batch_tps, decode_tps > 0 ? batch_tps / decode_tps : 0.0);

@@ -79,22 +79,14 @@ int main(int argc, char** argv) try {
     return 1;
   }
   const lw::ModelConfig& cfg = (*store)->config();
-  lw::Result<lw::Tokenizer> tok = lw::make_error(lw::errc::bad_tokenizer, "no tokenizer");
-  if (!tokenizer_path.empty()) {
-    tok = lw::Tokenizer::load(tokenizer_path, cfg.vocab_size);
-  } else {
-    for (const auto& candidate : lw::default_tokenizer_paths(checkpoint, cfg.vocab_size)) {
-      tok = lw::Tokenizer::load(candidate, cfg.vocab_size);
-      if (tok) break;
-    }
-  }
+  auto tok = lw::load_model_tokenizer(**store, tokenizer_path);
   if (!tok) {
     std::cerr << "llamawire-run: " << tok.error().message << "\n";
     return 1;
   }
 
   const int n_steps = lw::clamp_steps(steps, cfg.seq_len);
-  const std::vector<int> prompt_tokens = tok->encode(prompt, true, false);
+  const std::vector<int> prompt_tokens = tok->encode(prompt, tok->add_bos(), false, tok->kind() == lw::VocabKind::spm);
   lw::Sampler sampler(cfg.vocab_size, {temperature, topp, lw::resolve_seed(static_cast<std::uint64_t>(seed))});
   lw::ThreadParallel par(threads);
   lw::Forward fwd(**store, std::min(256, cfg.seq_len), threads);
@@ -107,7 +99,7 @@ int main(int argc, char** argv) try {
   std::fputs("\n", stdout);
   std::fflush(stdout);
   std::fprintf(stderr, "kernels: %s, weights: %s, threads: %d\n", std::string(lw::kernels::active().name).c_str(),
-               (*store)->weight_type() == lw::WeightType::q8_0 ? "q8_0" : "f32", threads);
+               (*store)->type_summary().c_str(), threads);
   if (g.prefilled > 1) {
     std::fprintf(stderr, "prompt: %d positions in %.1f ms (%.1f tok/s)\n", g.prefilled, g.prefill_seconds * 1e3,
                  g.prefilled / std::max(g.prefill_seconds, 1e-9));

@@ -109,6 +109,7 @@ class WeightStore {
   const LayerWeights& layer(int l) const { return layers_[static_cast<std::size_t>(l)]; }
   const float* rms_final() const { return rms_final_; }
   const Matrix& classifier() const { return wcls_; }
+  const Matrix& embedding() const { return embedding_; }
 
   // Bytes of weights read per decoded token (for bandwidth figures).
   std::uint64_t bytes_per_token() const;
