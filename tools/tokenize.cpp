@@ -1,5 +1,11 @@
-// llamawire-tokenize: print the ids of encode(TEXT) with BOS.
+// llamawire-tokenize: print the ids of encode(TEXT). With a llama2.c tokenizer.bin: BOS
+// first, space-separated. With a GGUF file: its own vocabulary, BOS as its add_bos_token
+// says, special-token text parsed unless --no-parse-special, printed as llama.cpp's
+// `llama-tokenize --ids` prints them ("[1, 263, 0]").
+#include "common/bytes.hpp"
 #include "common/tokenizer.hpp"
+#include "server/model/gguf.hpp"
+#include "server/model/weight_store.hpp"
 
 #include <boost/program_options.hpp>
 
@@ -10,8 +16,10 @@ namespace lw = llamawire;
 
 int main(int argc, char** argv) try {
   std::string tokenizer_path, text;
-  po::options_description opts("Usage: llamawire-tokenize -z TOKENIZER TEXT");
-  opts.add_options()("help,h", "show this help")("tokenizer,z", po::value(&tokenizer_path), "tokenizer file");
+  po::options_description opts("Usage: llamawire-tokenize -z TOKENIZER|MODEL.gguf TEXT");
+  opts.add_options()("help,h", "show this help")("tokenizer,z", po::value(&tokenizer_path),
+                                                 "llama2.c tokenizer.bin, or a GGUF model file (its vocabulary)")(
+      "no-parse-special", "GGUF: special-token text such as </s> is plain text (llama-tokenize's flag)");
   po::options_description hidden;
   hidden.add_options()("text", po::value(&text));
   po::options_description all;
@@ -33,6 +41,26 @@ int main(int argc, char** argv) try {
   if (tokenizer_path.empty() || !vm.count("text")) {
     std::cerr << "llamawire-tokenize: -z TOKENIZER and TEXT are required\n" << opts;
     return 2;
+  }
+  const auto head = lw::read_file_head(tokenizer_path, 4);
+  if (head && lw::is_gguf(*head)) {
+    lw::WeightStore::Options o;
+    o.load = lw::WeightStore::Load::mmap;  // only the metadata pages are read
+    auto store = lw::WeightStore::load(tokenizer_path, o);
+    if (!store) {
+      std::cerr << "llamawire-tokenize: " << store.error().message << "\n";
+      return 1;
+    }
+    auto tok = lw::load_model_tokenizer(**store, "");
+    if (!tok) {
+      std::cerr << "llamawire-tokenize: " << tok.error().message << "\n";
+      return 1;
+    }
+    const auto ids = tok->encode(text, tok->add_bos(), tok->add_eos(), !vm.count("no-parse-special"));
+    std::cout << "[";
+    for (std::size_t i = 0; i < ids.size(); ++i) std::cout << (i ? ", " : "") << ids[i];
+    std::cout << "]\n";
+    return 0;
   }
   auto tok = lw::Tokenizer::load(tokenizer_path);
   if (!tok) {

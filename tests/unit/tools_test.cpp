@@ -161,3 +161,25 @@ TEST_CASE("llamawire-bench-engine measures each phase it is asked for and reject
     CHECK(!r.err.empty());
   }
 }
+
+TEST_CASE("llamawire-tokenize with a GGUF file prints llama-tokenize's ids, both parse modes", "[tools][gguf]") {
+  LW_REQUIRE_SHARED();
+  int n = 0;
+  for (const auto& o : t::read_jsonl(t::golden_dir() / "gguf" / "tokenize.jsonl")) {
+    const std::string file = (t::models_dir() / "gguf" / std::string(o.at("gguf").as_string())).string();
+    const std::string text(o.at("text").as_string());
+    auto list = [](const boost::json::value& v) {
+      std::string s = "[";
+      for (const auto& x : v.as_array()) s += (s.size() > 1 ? ", " : "") + std::to_string(x.to_number<int>());
+      return s + "]\n";
+    };
+    INFO(file << ": " << text);
+    const auto a = t::run_process({bin("llamawire-tokenize"), "-z", file, text});
+    CHECK(a.exit_code == 0);
+    CHECK(a.out == list(o.at("ids")));
+    const auto b = t::run_process({bin("llamawire-tokenize"), "-z", file, "--no-parse-special", text});
+    CHECK(b.out == list(o.at("ids_no_parse_special")));
+    ++n;
+  }
+  CHECK(n >= 80);
+}
