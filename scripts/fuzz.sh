@@ -13,9 +13,9 @@ if ! command -v clang++ >/dev/null || [ ! -f /usr/lib/llvm-14/lib/clang/14.0.6/l
 fi
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLW_FUZZ=ON \
   -DLW_BUILD_TESTS=OFF -DLW_SANITIZE=address,undefined >/dev/null
-cmake --build "$build" --target fuzz_frame fuzz_tokenizer fuzz_checkpoint fuzz_http
+cmake --build "$build" --target fuzz_frame fuzz_tokenizer fuzz_checkpoint fuzz_http fuzz_gguf
 corpus="$build/corpus"
-mkdir -p "$corpus"/{frame,tokenizer,checkpoint,http} "$build/crashes"
+mkdir -p "$corpus"/{frame,tokenizer,checkpoint,http,gguf} "$build/crashes"
 # Seeds: every protocol vector as raw bytes.
 for hex in proto-spec/vectors/*.hex; do
   xxd -r -p "$hex" > "$corpus/frame/$(basename "$hex" .hex).bin" 2>/dev/null || \
@@ -26,12 +26,16 @@ shared=../shared/models
 if [ -d "$shared" ]; then
   { printf '\xff'; cat "$shared/tok512.bin"; } > "$corpus/tokenizer/tok512.bin"
   for m in "$shared"/*.bin; do head -c 300 "$m" > "$corpus/checkpoint/$(basename "$m")"; done
+  # GGUF seeds: the smallest shared files whole (every type, both vocabularies' headers).
+  for m in aidreams260K-q4_0 aidreams260K-q4_k_m aidreams260K-f16 tiny_gqa-q4_k_m; do
+    [ -f "$shared/gguf/$m.gguf" ] && cp "$shared/gguf/$m.gguf" "$corpus/gguf/$m.gguf"
+  done
 fi
 printf 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 45\r\n\r\n{"prompt":"hi","max_tokens":5,"stop":["a"]}  ' > "$corpus/http/completion.txt"
 printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n{"messages":[{"role":"user","content":"hi"}],"stream":true}' > "$corpus/http/chat.txt"
 printf '{"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"},{"role":"assistant","content":"a"}]}' > "$corpus/http/body.json"
 status=0
-for t in frame tokenizer checkpoint http; do
+for t in frame tokenizer checkpoint http gguf; do
   echo "== fuzz_$t: ${seconds}s" >&2
   regress="tests/fuzz/regressions/$t"
   if [ -d "$regress" ] && [ -n "$(ls -A "$regress")" ]; then

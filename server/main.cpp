@@ -106,8 +106,8 @@ int usage_error(const std::string& what, const po::options_description& opts) {
 std::optional<int> parse_flags(int argc, char** argv, Flags& f) {
   po::options_description opts("Usage: llamawire-server -c CHECKPOINT [options]");
   opts.add_options()("help,h", "show this help")
-      ("checkpoint,c", po::value(&f.checkpoint), "llama2.c checkpoint (legacy, export v1 or v2/Q8_0) [required]")
-      ("tokenizer,z", po::value(&f.tokenizer), "tokenizer file (default: tokenizer.bin, else tok<vocab>.bin, beside the checkpoint)")
+      ("checkpoint,c", po::value(&f.checkpoint), "model: a GGUF file (llama architecture) or a llama2.c checkpoint (legacy, export v1 or v2/Q8_0) [required]")
+      ("tokenizer,z", po::value(&f.tokenizer), "llama2.c checkpoints only: tokenizer file (default: tokenizer.bin, else tok<vocab>.bin, beside the checkpoint)")
       ("address,a", po::value(&f.server.address)->default_value("127.0.0.1"), "address to listen on")
       ("port,o", po::value(&f.port)->default_value(8080), "TCP port, 0-65535 (0: any free port)")
       ("http-port", po::value(&f.http_port), "also serve the OpenAI-compatible HTTP API on this port, 0-65535 (0: any free port; off when absent)")

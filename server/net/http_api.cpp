@@ -517,7 +517,9 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, KvC
     (generated == 1 ? ctx_.counters().ttft_seconds : ctx_.counters().itl_seconds)
         .observe(std::chrono::duration<double>(now - last_at).count());
     last_at = now;
-    text += printable_piece(tok.decode(prev, next));
+    // llama2.c's models print as llama2.c does (lone unprintable bytes dropped); a GGUF
+    // vocabulary's byte tokens build characters (the text is sanitized as it goes out).
+    text += tok.kind() == VocabKind::spm ? tok.decode(prev, next) : printable_piece(tok.decode(prev, next));
     prev = next;
     bool stopped = false;
     for (const auto& s : r.stop) {

@@ -31,14 +31,19 @@ const llamawire::Tokenizer& tokenizer() {
   return tok;
 }
 
+const llamawire::ChatTemplate& chat() {
+  static const llamawire::ChatTemplate t(llamawire::kDefaultChatFormat);
+  return t;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   namespace http = boost::beast::http;
   const std::string_view input(reinterpret_cast<const char*>(data), size);
   // The body alone, against both endpoints.
-  (void)llamawire::parse_generation_request(false, input, tokenizer(), 128);
-  (void)llamawire::parse_generation_request(true, input, tokenizer(), 128);
+  (void)llamawire::parse_generation_request(false, input, tokenizer(), chat(), 128);
+  (void)llamawire::parse_generation_request(true, input, tokenizer(), chat(), 128);
   // A whole request through the parser, as the server configures it.
   http::request_parser<http::string_body> parser;
   parser.body_limit(1 << 16);
@@ -48,7 +53,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   parser.put(boost::asio::buffer(data, size), ec);
   if (!ec && parser.is_done()) {
     const auto& req = parser.get();
-    (void)llamawire::parse_generation_request(req.target() == "/v1/chat/completions", req.body(), tokenizer(), 128);
+    (void)llamawire::parse_generation_request(req.target() == "/v1/chat/completions", req.body(), tokenizer(), chat(), 128);
   }
   return 0;
 }
