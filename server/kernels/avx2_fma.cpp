@@ -441,12 +441,18 @@ const KernelTable* avx2_table() {
   return &table;
 }
 
+const KernelTable* avx2_vnni_table() {
+  static const KernelTable table{"avx2-vnni", matmul, matmul_panels, matmul_q8, matmul_blocks_avxvnni, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
+  return &table;
+}
+
 }  // namespace llamawire::kernels
 
 #else
 
 namespace llamawire::kernels {
 const KernelTable* avx2_table() { return nullptr; }
+const KernelTable* avx2_vnni_table() { return nullptr; }
 }  // namespace llamawire::kernels
 
 #endif

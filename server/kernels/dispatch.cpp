@@ -12,6 +12,8 @@ const KernelTable* pick_default() {
   if (env != nullptr && std::string_view(env) == "scalar") return &scalar_table();
 #if defined(__x86_64__) || defined(__i386__)
   if (avx2_table() != nullptr && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    if (env != nullptr && std::string_view(env) == "avx2") return avx2_table();
+    if (avx2_vnni_table() != nullptr && __builtin_cpu_supports("avxvnni")) return avx2_vnni_table();
     return avx2_table();
   }
 #endif
@@ -36,6 +38,16 @@ bool select(std::string_view name) {
 #if defined(__x86_64__) || defined(__i386__)
     if (avx2_table() != nullptr && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
       current() = avx2_table();
+      return true;
+    }
+#endif
+    return false;
+  }
+  if (name == "avx2-vnni") {
+#if defined(__x86_64__) || defined(__i386__)
+    if (avx2_vnni_table() != nullptr && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("avxvnni")) {
+      current() = avx2_vnni_table();
       return true;
     }
 #endif

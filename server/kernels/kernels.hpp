@@ -92,6 +92,11 @@ const KernelTable& scalar_table();
 // The AVX2 block-format products (avx2_blocks.cpp; the scalar ones where not built).
 void matmul_blocks_avx2(float* out, const BlockAct& x, const BlockMatrix& w, int n, int d, int batch, int row_begin,
                         int row_end);
+// The same built with AVX-VNNI (vpdpbusd); only for CPUs that have it.
+void matmul_blocks_avxvnni(float* out, const BlockAct& x, const BlockMatrix& w, int n, int d, int batch, int row_begin,
+                           int row_end);
+// The AVX2 table with the AVX-VNNI block products, or nullptr when not built.
+const KernelTable* avx2_vnni_table();
 // The AVX2+FMA table, or nullptr when it was not built.
 const KernelTable* avx2_table();
 

@@ -23,7 +23,7 @@ constexpr std::array<std::pair<T, TypeTraits>, 13> kTraits{{
     {T::q5_0, {"q5_0", 32, sizeof(BlockQ5_0), T::q8_0, true}},
     {T::q5_1, {"q5_1", 32, sizeof(BlockQ5_1), T::q8_1, true}},
     {T::q8_0, {"q8_0", 32, sizeof(BlockQ8_0), T::q8_0, true}},
-    {T::q8_1, {"q8_1", 32, 36, T::q8_1, false}},
+    {T::q8_1, {"q8_1", 32, 36, T::q8_1, false}},  // ggml's block size (ours: see Act32View)
     {T::q4_k, {"q4_K", 256, sizeof(BlockQ4K), T::q8_k, true}},
     {T::q5_k, {"q5_K", 256, sizeof(BlockQ5K), T::q8_k, true}},
     {T::q6_k, {"q6_K", 256, sizeof(BlockQ6K), T::q8_k, true}},
@@ -320,19 +320,20 @@ void quant_q6_k(const float* x, BlockQ6K& b) {
 
 // --- activations ----------------------------------------------------------------------
 
-template <typename Act>
-void act_q8_32(const float* x, Act& a) {
+// One 32-value block: q as roundf(x / d), d = max|x| / 127 rounded through binary16 (as
+// ggml's q8_0 / q8_1), s = d * sum(q) (exact in float: an 11-bit d times a 12-bit sum).
+void act_q8_32(const float* x, float& d_out, float& s_out, std::int8_t* q) {
   float amax = 0.0f;
   for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
   const float d = amax / 127.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   int sum = 0;
   for (int j = 0; j < 32; ++j) {
-    a.qs[j] = static_cast<std::int8_t>(round_away(x[j] * id));
-    sum += a.qs[j];
+    q[j] = static_cast<std::int8_t>(round_away(x[j] * id));
+    sum += q[j];
   }
-  a.d = fp16_round(d);
-  if constexpr (requires { a.s; }) a.s = fp16_round(static_cast<float>(sum) * d);
+  d_out = fp16_round(d);
+  s_out = d_out * static_cast<float>(sum);
 }
 
 void act_q8_k(const float* x, ActQ8K& a) {
@@ -361,18 +362,18 @@ void act_q8_k(const float* x, ActQ8K& a) {
 
 // --- products -------------------------------------------------------------------------
 
-template <typename Block, typename Act, typename ValueFn>
+template <typename Block, typename ValueFn>
 float dot_32(const std::uint8_t* w, const std::uint8_t* x, std::size_t n, ValueFn value) {
   const auto* b = reinterpret_cast<const Block*>(w);
-  const auto* a = reinterpret_cast<const Act*>(x);
+  const Act32View a = Act32View::of(x, n);
   float sum = 0.0f;
   for (std::size_t i = 0; i < blocks(n, 32); ++i) {
     int isum = 0;
-    for (int j = 0; j < 32; ++j) isum += value(b[i], j) * a[i].qs[j];
+    for (int j = 0; j < 32; ++j) isum += value(b[i], j) * a.qs[32 * i + static_cast<std::size_t>(j)];
     if constexpr (requires { b[i].m; }) {
-      sum += h2f(b[i].d) * a[i].d * static_cast<float>(isum) + h2f(b[i].m) * a[i].s;
+      sum += h2f(b[i].d) * a.d[i] * static_cast<float>(isum) + h2f(b[i].m) * a.s[i];
     } else {
-      sum += h2f(b[i].d) * a[i].d * static_cast<float>(isum);
+      sum += h2f(b[i].d) * a.d[i] * static_cast<float>(isum);
     }
   }
   return sum;
@@ -556,10 +557,9 @@ void quantize_row(TensorType t, const float* x, std::uint8_t* dst, std::size_t n
     case T::q8_0: {
       auto* b = reinterpret_cast<BlockQ8_0*>(dst);
       for (std::size_t i = 0; i < blocks(n, 32); ++i) {
-        ActQ8_0 a;
-        act_q8_32(x + 32 * i, a);  // a.d is already rounded through binary16
-        b[i].d = float_to_half(a.d);
-        std::memcpy(b[i].qs, a.qs, 32);
+        float d = 0.0f, sum = 0.0f;
+        act_q8_32(x + 32 * i, d, sum, b[i].qs);  // d is already rounded through binary16
+        b[i].d = float_to_half(d);
       }
       return;
     }
@@ -619,8 +619,8 @@ void quantize_row(TensorType t, const float* x, std::uint8_t* dst, std::size_t n
 
 std::size_t act_row_bytes(TensorType act, std::size_t n) {
   switch (act) {
-    case T::q8_0: return blocks(n, 32) * sizeof(ActQ8_0);
-    case T::q8_1: return blocks(n, 32) * sizeof(ActQ8_1);
+    case T::q8_0:
+    case T::q8_1: return blocks(n, 32) * 8 + n;
     case T::q8_k: return blocks(n, 256) * sizeof(ActQ8K);
     default: return n * 4;
   }
@@ -628,14 +628,12 @@ std::size_t act_row_bytes(TensorType act, std::size_t n) {
 
 void quantize_act_row(TensorType act, const float* x, std::uint8_t* dst, std::size_t n) {
   switch (act) {
-    case T::q8_0: {
-      auto* a = reinterpret_cast<ActQ8_0*>(dst);
-      for (std::size_t i = 0; i < blocks(n, 32); ++i) act_q8_32(x + 32 * i, a[i]);
-      return;
-    }
+    case T::q8_0:
     case T::q8_1: {
-      auto* a = reinterpret_cast<ActQ8_1*>(dst);
-      for (std::size_t i = 0; i < blocks(n, 32); ++i) act_q8_32(x + 32 * i, a[i]);
+      auto* d = reinterpret_cast<float*>(dst);
+      float* s = d + blocks(n, 32);
+      auto* q = reinterpret_cast<std::int8_t*>(s + blocks(n, 32));
+      for (std::size_t i = 0; i < blocks(n, 32); ++i) act_q8_32(x + 32 * i, d[i], s[i], q + 32 * i);
       return;
     }
     case T::q8_k: {
@@ -658,16 +656,16 @@ float dot_row(TensorType t, const std::uint8_t* w, const std::uint8_t* x, std::s
     case T::f16: return dot_float(w, x, n, [](const std::uint8_t* p, std::size_t j) { return half_to_float(load_u16(p, j)); });
     case T::bf16: return dot_float(w, x, n, [](const std::uint8_t* p, std::size_t j) { return bf16_to_float(load_u16(p, j)); });
     case T::q4_0:
-      return dot_32<BlockQ4_0, ActQ8_0>(w, x, n, [](const BlockQ4_0& b, int j) { return nibble(b.qs, j) - 8; });
+      return dot_32<BlockQ4_0>(w, x, n, [](const BlockQ4_0& b, int j) { return nibble(b.qs, j) - 8; });
     case T::q4_1:
-      return dot_32<BlockQ4_1, ActQ8_1>(w, x, n, [](const BlockQ4_1& b, int j) { return nibble(b.qs, j); });
+      return dot_32<BlockQ4_1>(w, x, n, [](const BlockQ4_1& b, int j) { return nibble(b.qs, j); });
     case T::q5_0:
-      return dot_32<BlockQ5_0, ActQ8_0>(
+      return dot_32<BlockQ5_0>(
           w, x, n, [](const BlockQ5_0& b, int j) { return (nibble(b.qs, j) | fifth_bit(b.qh, j)) - 16; });
     case T::q5_1:
-      return dot_32<BlockQ5_1, ActQ8_1>(w, x, n,
+      return dot_32<BlockQ5_1>(w, x, n,
                                         [](const BlockQ5_1& b, int j) { return nibble(b.qs, j) | fifth_bit(b.qh, j); });
-    case T::q8_0: return dot_32<BlockQ8_0, ActQ8_0>(w, x, n, [](const BlockQ8_0& b, int j) { return int{b.qs[j]}; });
+    case T::q8_0: return dot_32<BlockQ8_0>(w, x, n, [](const BlockQ8_0& b, int j) { return int{b.qs[j]}; });
     case T::q4_k: return dot_k_affine<BlockQ4K>(w, x, n);
     case T::q5_k: return dot_k_affine<BlockQ5K>(w, x, n);
     case T::q6_k: return dot_q6_k(w, x, n);

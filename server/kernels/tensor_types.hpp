@@ -102,23 +102,25 @@ static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(Block
 static_assert(sizeof(BlockQ5_1) == 24 && sizeof(BlockQ8_0) == 34);
 static_assert(sizeof(BlockQ4K) == 144 && sizeof(BlockQ5K) == 176 && sizeof(BlockQ6K) == 210);
 
-// Activation blocks (ours, in memory only): int8 values with float scales, as ggml's
-// q8_0 / q8_1 / q8_K compute them (d rounded through binary16 for q8_0 and q8_1, as there).
-struct ActQ8_0 {
-  float d;
-  std::int8_t qs[32];
-};
-struct ActQ8_1 {
-  float d;
-  float s;  // d * sum(qs), rounded through binary16
-  std::int8_t qs[32];
+// Activations (ours, in memory only): int8 values with float scales, as ggml's q8_0 / q8_1
+// / q8_K compute them (d rounded through binary16 for q8_0 and q8_1, as there).
+// A q8_0 or q8_1 row of n values is laid out as float d[n/32], float s[n/32], int8 qs[n]:
+// the scales apart from the values, so a kernel reads eight blocks' scales in one load.
+struct Act32View {
+  const float* d;   // per block
+  const float* s;   // d * sum(qs), exact
+  const std::int8_t* qs;
+  static Act32View of(const std::uint8_t* row, std::size_t n) {
+    const auto* d = reinterpret_cast<const float*>(row);
+    return {d, d + n / 32, reinterpret_cast<const std::int8_t*>(d + 2 * (n / 32))};
+  }
 };
 struct ActQ8K {
   float d;
   std::int16_t bsums[16];  // sums of each 16 values
   std::int8_t qs[256];
 };
-static_assert(sizeof(ActQ8_0) == 36 && sizeof(ActQ8_1) == 40 && sizeof(ActQ8K) == 292);
+static_assert(sizeof(ActQ8K) == 292);
 
 // Six-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block.
 inline void k_scale_min(int j, const std::uint8_t* q, int& sc, int& mn) {

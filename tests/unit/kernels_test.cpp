@@ -14,6 +14,7 @@ std::vector<const k::KernelTable*> simd_tables() {
   std::vector<const k::KernelTable*> out;
   if (const auto* t = k::avx2_table(); t != nullptr && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
     out.push_back(t);
+    if (const auto* v = k::avx2_vnni_table(); v != nullptr && __builtin_cpu_supports("avxvnni")) out.push_back(v);
   }
   return out;
 }
@@ -360,6 +361,70 @@ TEST_CASE("attention block kernels equal their dot/axpy loops bit for bit", "[ke
         t->attn_values(out.data(), att.data(), kv.data(), stride, count, n);
         for (int i = 0; i < count; ++i) t->axpy(ref_out.data(), att[static_cast<std::size_t>(i)], kv.data() + static_cast<std::size_t>(i) * stride, n);
         REQUIRE(out == ref_out);
+      }
+    }
+  }
+}
+
+TEST_CASE("block-format products: every SIMD table against the scalar reference, batch-invariant", "[kernels][gguf]") {
+  using T = k::TensorType;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const T type : {T::f16, T::bf16, T::q8_0, T::q4_0, T::q4_1, T::q5_0, T::q5_1, T::q4_k, T::q5_k, T::q6_k}) {
+    const int block = k::traits(type).block == 1 ? 32 : k::traits(type).block;
+    for (const int blocks : {1, 3, 7}) {
+      const int n = block * blocks + (k::traits(type).block == 1 ? 5 : 0);  // 16-bit floats: odd lengths too
+      const int d = 37;
+      const std::size_t rb = k::row_bytes(type, static_cast<std::size_t>(n));
+      std::vector<std::uint8_t> w(rb * d);
+      std::vector<float> row(static_cast<std::size_t>(n));
+      for (int i = 0; i < d; ++i) {
+        for (auto& v : row) v = nd(rng) * (i % 5 == 0 ? 4.0f : 0.5f);
+        k::quantize_row(type, row.data(), w.data() + rb * static_cast<std::size_t>(i), row.size());
+      }
+      const int batch = 7;
+      const T act = k::traits(type).act;
+      const std::size_t xb = k::act_row_bytes(act, static_cast<std::size_t>(n));
+      std::vector<std::uint8_t> x(xb * batch);
+      std::vector<float> xf(static_cast<std::size_t>(n) * batch);
+      for (auto& v : xf) v = nd(rng);
+      for (int b = 0; b < batch; ++b) k::quantize_act_row(act, xf.data() + b * n, x.data() + xb * b, static_cast<std::size_t>(n));
+      const k::BlockMatrix m{type, w.data(), rb};
+      const k::BlockAct a{act, x.data(), xb};
+      std::vector<float> ref(static_cast<std::size_t>(batch) * d);
+      k::scalar_table().matmul_blocks(ref.data(), a, m, n, d, batch, 0, d);
+      // The scalar product agrees with dequantize-then-multiply.
+      std::vector<float> wf(static_cast<std::size_t>(n)), af(static_cast<std::size_t>(n));
+      for (int i = 0; i < d; ++i) {
+        k::dequantize_row(type, w.data() + rb * static_cast<std::size_t>(i), wf.data(), wf.size());
+        double exact = 0, mag = 0;
+        for (int j = 0; j < n; ++j) {
+          exact += static_cast<double>(wf[j]) * xf[static_cast<std::size_t>(j)];
+          mag += std::abs(static_cast<double>(wf[j]) * xf[static_cast<std::size_t>(j)]);
+        }
+        // Activation quantization (8 bits) is the only difference for the integer types.
+        const double tol = (act == T::f32 ? 1e-5 : 2e-2) * mag + 1e-6;
+        INFO(k::traits(type).name << " n=" << n << " row " << i);
+        CHECK(std::abs(ref[static_cast<std::size_t>(i)] - exact) <= tol);
+      }
+      for (const auto* t : simd_tables()) {
+        INFO(t->name << " " << k::traits(type).name << " n=" << n);
+        std::vector<float> got(ref.size(), -1.0f);
+        t->matmul_blocks(got.data(), a, m, n, d, batch, 0, d);
+        for (int b = 0; b < batch; ++b) {
+          for (int i = 0; i < d; ++i) {
+            const std::size_t at = static_cast<std::size_t>(b) * d + i;
+            CHECK(std::abs(got[at] - ref[at]) <= 1e-4f * (1.0f + std::abs(ref[at])));
+          }
+        }
+        // Batch invariance: each activation row alone, over odd row ranges, gives the same bits.
+        for (int b = 0; b < batch; ++b) {
+          std::vector<float> one(static_cast<std::size_t>(d), -2.0f);
+          const k::BlockAct a1{act, x.data() + xb * b, xb};
+          t->matmul_blocks(one.data(), a1, m, n, d, 1, 0, 13);
+          t->matmul_blocks(one.data(), a1, m, n, d, 1, 13, d);
+          for (int i = 0; i < d; ++i) CHECK(one[static_cast<std::size_t>(i)] == got[static_cast<std::size_t>(b) * d + i]);
+        }
       }
     }
   }
