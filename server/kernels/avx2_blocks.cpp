@@ -21,7 +21,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 namespace llamawire::kernels {
 namespace {
@@ -115,13 +114,6 @@ struct Q5_1K {
   static __m256i unpack(const W& b) { return _mm256_or_si256(unpack_nibbles(b.qs), fifth_bits(b.qh)); }
 };
 
-// Per-thread scratch for the combined scales of one weight row.
-float* scale_scratch(std::size_t n) {
-  thread_local std::vector<float> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
-}
-
 // Eight consecutive blocks' binary16 field (d or m) as floats.
 template <typename W, std::uint16_t W::*Field>
 inline __m256 eight_halves(const W* b) {
@@ -132,10 +124,12 @@ inline __m256 eight_halves(const W* b) {
   return _mm256_cvtph_ps(h);
 }
 
-// First the scales: c[b][i] = d_w[i] * d_x[b][i] for all blocks (eight at a time, the same
-// products whatever NB is), and for the affine types the min terms; then the blocks, each
-// unpacked once and dotted with NB activation rows. Two accumulators per pair (even and
-// odd blocks) keep consecutive FMAs independent; they are summed in a fixed order.
+// Eight blocks at a time: their scales c[b][k] = d_w * d_x[b] (one conversion and one
+// multiply for all eight, the same products whatever NB is), the affine and offset terms,
+// then the eight blocks, each unpacked once and dotted with NB activation rows. Working
+// through the row once (not a pass for the scales and another for the values) lets the
+// loads of the next blocks overlap this one's arithmetic. Two accumulators per pair (even
+// and odd blocks) keep consecutive FMAs independent; they are summed in a fixed order.
 template <typename K, int NB>
 void rows_32(const std::uint8_t* w, const std::uint8_t* x, std::size_t x_stride, std::size_t n_blocks, float* out,
              std::size_t out_stride) {
@@ -144,17 +138,25 @@ void rows_32(const std::uint8_t* w, const std::uint8_t* x, std::size_t x_stride,
   const std::size_t n = n_blocks * 32;
   Act32View a[NB];
   for (int b = 0; b < NB; ++b) a[b] = Act32View::of(x + static_cast<std::size_t>(b) * x_stride, n);
-  float* c = scale_scratch(NB * n_blocks);
+  __m256 acc0[NB], acc1[NB], vmins[NB];
   float mins[NB];
-  __m256 vmins[NB];
   for (int b = 0; b < NB; ++b) {
+    acc0[b] = acc1[b] = vmins[b] = _mm256_setzero_ps();
     mins[b] = 0.0f;
-    vmins[b] = _mm256_setzero_ps();
   }
+  alignas(32) float c[NB][8];
+  auto step = [&](std::size_t blk, int k, __m256* acc) {
+    const __m256i q = K::unpack(wb[blk]);
+    for (int b = 0; b < NB; ++b) {
+      const __m256i y = load32(a[b].qs + 32 * blk);
+      const __m256i s = K::kSigned ? dot_i8(q, y) : dot_u8(q, y);
+      acc[b] = _mm256_fmadd_ps(_mm256_broadcast_ss(&c[b][k]), _mm256_cvtepi32_ps(s), acc[b]);
+    }
+  };
   std::size_t i = 0;
   for (; i + 8 <= n_blocks; i += 8) {
     const __m256 dw = eight_halves<W, &W::d>(wb + i);
-    for (int b = 0; b < NB; ++b) _mm256_storeu_ps(c + b * n_blocks + i, _mm256_mul_ps(dw, _mm256_loadu_ps(a[b].d + i)));
+    for (int b = 0; b < NB; ++b) _mm256_store_ps(c[b], _mm256_mul_ps(dw, _mm256_loadu_ps(a[b].d + i)));
     if constexpr (K::kMin) {
       const __m256 mw = eight_halves<W, &W::m>(wb + i);
       for (int b = 0; b < NB; ++b) vmins[b] = _mm256_fmadd_ps(mw, _mm256_loadu_ps(a[b].s + i), vmins[b]);
@@ -163,32 +165,20 @@ void rows_32(const std::uint8_t* w, const std::uint8_t* x, std::size_t x_stride,
       const __m256 mw = _mm256_mul_ps(dw, _mm256_set1_ps(-K::kOffset));
       for (int b = 0; b < NB; ++b) vmins[b] = _mm256_fmadd_ps(mw, _mm256_loadu_ps(a[b].s + i), vmins[b]);
     }
+    for (int k = 0; k < 8; k += 2) {
+      step(i + k, k, acc0);
+      step(i + k + 1, k + 1, acc1);
+    }
   }
   for (; i < n_blocks; ++i) {
     const float dw = h2f(wb[i].d);
-    for (int b = 0; b < NB; ++b) c[b * n_blocks + i] = dw * a[b].d[i];
-    if constexpr (K::kMin) {
-      for (int b = 0; b < NB; ++b) mins[b] += h2f(wb[i].m) * a[b].s[i];
-    }
-    if constexpr (K::kOffset != 0.0f) {
-      for (int b = 0; b < NB; ++b) mins[b] += dw * -K::kOffset * a[b].s[i];
-    }
-  }
-  __m256 acc0[NB], acc1[NB];
-  for (int b = 0; b < NB; ++b) acc0[b] = acc1[b] = _mm256_setzero_ps();
-  auto step = [&](std::size_t blk, __m256* acc) {
-    const __m256i q = K::unpack(wb[blk]);
     for (int b = 0; b < NB; ++b) {
-      const __m256i y = load32(a[b].qs + 32 * blk);
-      const __m256i s = K::kSigned ? dot_i8(q, y) : dot_u8(q, y);
-      acc[b] = _mm256_fmadd_ps(_mm256_broadcast_ss(c + b * n_blocks + blk), _mm256_cvtepi32_ps(s), acc[b]);
+      c[b][0] = dw * a[b].d[i];
+      if constexpr (K::kMin) mins[b] += h2f(wb[i].m) * a[b].s[i];
+      if constexpr (K::kOffset != 0.0f) mins[b] += dw * -K::kOffset * a[b].s[i];
     }
-  };
-  for (i = 0; i + 2 <= n_blocks; i += 2) {
-    step(i, acc0);
-    step(i + 1, acc1);
+    step(i, 0, acc0);
   }
-  if (i < n_blocks) step(i, acc0);
   for (int b = 0; b < NB; ++b) {
     float r = hsum(_mm256_add_ps(acc0[b], acc1[b]));
     if constexpr (K::kMin || K::kOffset != 0.0f) r += hsum(vmins[b]) + mins[b];
@@ -445,6 +435,12 @@ void LW_BLOCKS_ENTRY(float* out, const BlockAct& x, const BlockMatrix& w, int n,
       const RowsFn fn = nb == 4 ? rs->four : nb == 2 ? rs->two : rs->one;
       const std::uint8_t* xb = x.data + static_cast<std::size_t>(b) * x.row_bytes;
       for (int i = i0; i < i1; ++i) {
+        // Decoding streams the weights from memory: ask for the row two ahead while this
+        // one computes (the hardware prefetcher alone falls behind on short rows).
+        if (b == 0 && i + 2 < row_end) {
+          const std::uint8_t* ahead = w.data + static_cast<std::size_t>(i + 2) * w.row_bytes;
+          for (std::size_t off = 0; off < w.row_bytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + off), _MM_HINT_T0);
+        }
         fn(w.data + static_cast<std::size_t>(i) * w.row_bytes, xb, x.row_bytes, count,
            out + static_cast<std::size_t>(b) * D + static_cast<std::size_t>(i), D);
       }
