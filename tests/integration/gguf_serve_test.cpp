@@ -14,6 +14,7 @@
 #include <boost/json.hpp>
 
 #include <filesystem>
+#include <future>
 #include <map>
 #include <set>
 
@@ -188,4 +189,42 @@ TEST_CASE("a 1.0 client gets a tokenizer.bin for a GGUF model; a bad GGUF file s
     if (r.exit_code == 1) CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     CHECK(!r.err.empty());
   }
+}
+
+TEST_CASE("a mapped GGUF file serves 16 clients at weights + KV in use + a small constant", "[net][gguf]") {
+  LW_REQUIRE_SHARED();
+  t::TempDir dir;
+  // The stories42M shape with grouped-query attention (2 KV heads), as Q4_K_M.
+  const auto bin = t::make_model(dir, "s42.bin", {512, 1376, 8, 8, 2, 32000, 1024});
+  const auto file = (dir / "s42-q4_k_m.gguf").string();
+  const auto conv = t::run_process({(t::bin_dir() / "llamawire-convert").string(), bin, file, "-z",
+                                    (t::models_dir() / "tokenizer.bin").string(), "--type", "q4_k_m"},
+                                   "", 300);
+  REQUIRE(conv.exit_code == 0);
+  std::filesystem::remove(bin);
+  const auto weights = std::filesystem::file_size(file);
+  const std::uint64_t ctx = 128;
+  const std::uint64_t kv_per_session = 2 * 8 * ctx * 128 * 4;  // K and V, layers, positions, kv_dim, float
+  // No warm KV reserve (--kv-warm-mb, 64 MiB by default): the KV counted is what is in use.
+  t::ServerProcess server({"-c", file, "--ctx", std::to_string(ctx), "--kv-warm-mb", "0"});
+  CHECK(server.log().find("(gguf)") != std::string::npos);
+  std::vector<std::future<t::ProcessResult>> clients;
+  for (int i = 0; i < 16; ++i) {
+    clients.push_back(std::async(std::launch::async, [&server, i] {
+      return t::run_client(server, {"-n", "0", "-s", std::to_string(i + 1), "-i", "Once upon a time"});
+    }));
+  }
+  for (auto& c : clients) {
+    const auto r = c.get();
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+  }
+  const auto peak = server.peak_rss_bytes();
+  INFO("peak RSS " << peak / 1048576.0 << " MiB; file " << weights / 1048576.0 << " MiB; 16 KV caches "
+                   << 16 * kv_per_session / 1048576.0 << " MiB");
+  CHECK(peak > weights / 2);  // the mapped weights are resident (every step reads them)
+#ifndef LW_SANITIZED
+  CHECK(peak <= weights + 16 * kv_per_session + (64ull << 20));
+#endif
+  CHECK(server.stop() == 0);
 }
