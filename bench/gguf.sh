@@ -63,7 +63,7 @@ rss_load=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
 $bin/llamawire bench -o "$port" --clients 16 --requests 32 -n 32 --prompt "Once upon a time" --json > "$dir/bench.json"
 rss_peak=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
 kill -TERM $pid; wait $pid || true
-file_mb=$(( $(stat -c %s "$models/tinyllama-q4_k_m.gguf") / 1048576 ))
+file_mb=$(( $(stat -L -c %s "$models/tinyllama-q4_k_m.gguf") / 1048576 ))
 python3 - "$dir/bench.json" "$start" "$loaded" "$rss_load" "$rss_peak" "$file_mb" <<'PY'
 import json, sys
 b = json.load(open(sys.argv[1]))
