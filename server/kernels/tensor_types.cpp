@@ -627,21 +627,26 @@ std::size_t act_row_bytes(TensorType act, std::size_t n) {
 }
 
 void quantize_act_row(TensorType act, const float* x, std::uint8_t* dst, std::size_t n) {
+  quantize_act_range(act, x, dst, n, 0, n);
+}
+
+void quantize_act_range(TensorType act, const float* x, std::uint8_t* dst, std::size_t n, std::size_t begin,
+                        std::size_t end) {
   switch (act) {
     case T::q8_0:
     case T::q8_1: {
       auto* d = reinterpret_cast<float*>(dst);
       float* s = d + blocks(n, 32);
       auto* q = reinterpret_cast<std::int8_t*>(s + blocks(n, 32));
-      for (std::size_t i = 0; i < blocks(n, 32); ++i) act_q8_32(x + 32 * i, d[i], s[i], q + 32 * i);
+      for (std::size_t i = begin / 32; i < end / 32; ++i) act_q8_32(x + 32 * i, d[i], s[i], q + 32 * i);
       return;
     }
     case T::q8_k: {
       auto* a = reinterpret_cast<ActQ8K*>(dst);
-      for (std::size_t i = 0; i < blocks(n, 256); ++i) act_q8_k(x + 256 * i, a[i]);
+      for (std::size_t i = begin / 256; i < end / 256; ++i) act_q8_k(x + 256 * i, a[i]);
       return;
     }
-    default: std::memcpy(dst, x, n * 4); return;
+    default: std::memcpy(dst + 4 * begin, x + begin, (end - begin) * 4); return;
   }
 }
 

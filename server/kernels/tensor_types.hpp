@@ -154,6 +154,10 @@ void dequantize_row(TensorType t, const std::uint8_t* src, float* dst, std::size
 // `act` selects the activation layout for q8_0 (ActQ8_0 instead of BlockQ8_0).
 void quantize_row(TensorType t, const float* src, std::uint8_t* dst, std::size_t n);
 void quantize_act_row(TensorType act, const float* src, std::uint8_t* dst, std::size_t n);
+// The blocks of values [begin, end) of that row (both multiples of the format's block), so
+// threads can share one row; the result is the same as quantize_act_row's.
+void quantize_act_range(TensorType act, const float* src, std::uint8_t* dst, std::size_t n, std::size_t begin,
+                        std::size_t end);
 // Bytes of an activation row of n values in format `act`.
 std::size_t act_row_bytes(TensorType act, std::size_t n);
 // Scalar reference product of one weight row (type t, n values) with one activation row

@@ -120,7 +120,16 @@ Forward::Act Forward::prepare(Parallel& par, const kernels::KernelTable& k, cons
     const std::size_t rb = kernels::act_row_bytes(kActFormats[i], sz(n));
     std::uint8_t* buf = act_buf_[i].data();
     a.blocks[i] = kernels::BlockAct{kActFormats[i], buf, rb};
-    par.for_each(batch, [&](int b, int) { kernels::quantize_act_row(kActFormats[i], x + sz(b) * sz(n), buf + sz(b) * rb, sz(n)); });
+    // A small batch (decode) also splits each row, at 256-value boundaries, so both threads
+    // quantize; every block is quantized the same way whatever the split.
+    const int parts = batch >= par.concurrency() ? 1 : std::min(par.concurrency(), std::max(1, n / 256));
+    par.for_each(batch * parts, [&](int task, int) {
+      const int b = task / parts, p = task % parts;
+      const std::size_t groups = sz(n) / 256, rest = sz(n) % 256;
+      std::size_t begin = groups * sz(p) / sz(parts) * 256, end = groups * sz(p + 1) / sz(parts) * 256;
+      if (p == parts - 1) end += rest;  // the tail of 32-value blocks (n % 256) goes last
+      kernels::quantize_act_range(kActFormats[i], x + sz(b) * sz(n), buf + sz(b) * rb, sz(n), begin, end);
+    });
   }
   if (w_.weight_type() == WeightType::q8_0) {
     const int gs = w_.group_size();
@@ -281,16 +290,22 @@ std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, con
     });
     const Act xf = prepare(par, k, xb_.data(), D, B, xq_, xs_);
     matmul(par, k, {{hb_.data(), &lw.w1}, {hb2_.data(), &lw.w3}}, xf, B);
-    par.for_each(B, [&](int b, int) {
+    // SwiGLU per element; a small batch splits its rows too (at 64-value boundaries), so
+    // both threads work.
+    const int parts = B >= par.concurrency() ? 1 : par.concurrency();
+    par.for_each(B * parts, [&](int task, int) {
+      const int b = task / parts, p = task % parts;
       float* h1 = hb_.data() + sz(b) * sz(H);
       const float* h3 = hb2_.data() + sz(b) * sz(H);
+      const int chunks = (H + 63) / 64;
+      const int from = std::min(H, chunks * p / parts * 64), to = std::min(H, chunks * (p + 1) / parts * 64);
       // SwiGLU, val * (1 / (1 + exp(-val))) * h3 as llama2.c computes it, in two passes per
       // chunk: the exp calls, then the rest, which the compiler vectorizes (the same IEEE
       // operations in the same order, so the same bits).
       constexpr int kChunk = 64;
       float e[kChunk];
-      for (int i0 = 0; i0 < H; i0 += kChunk) {
-        const int n = std::min(kChunk, H - i0);
+      for (int i0 = from; i0 < to; i0 += kChunk) {
+        const int n = std::min(kChunk, to - i0);
         for (int j = 0; j < n; ++j) e[j] = std::exp(-h1[i0 + j]);
         for (int j = 0; j < n; ++j) h1[i0 + j] = h1[i0 + j] * (1.0f / (1.0f + e[j])) * h3[i0 + j];
       }
