@@ -136,9 +136,8 @@ int byte_token_value(std::string_view p) {
   return h1 < 0 || h2 < 0 ? -1 : h1 * 16 + h2;
 }
 
-}  // namespace
-
-Result<Tokenizer> Tokenizer::from_vocab(Vocab v, std::string_view name) {
+// Sizes, scores, types and special ids of a vocabulary received or read: all checked.
+std::optional<Error> check_vocab(const Vocab& v, std::string_view name) {
   const std::string who(name);
   auto fail = [&](const std::string& what) { return make_error(errc::bad_tokenizer, who + ": " + what); };
   const std::size_t n = v.pieces.size();
@@ -162,8 +161,17 @@ Result<Tokenizer> Tokenizer::from_vocab(Vocab v, std::string_view name) {
   for (const auto& [id, what, opt] : {std::tuple{v.special.bos, "BOS", true}, {v.special.eos, "EOS", true},
                                       {v.special.eot, "end-of-turn", true}, {v.special.unk, "unknown-token", true},
                                       {v.special.pad, "padding", true}}) {
-    if (auto e = check_id(id, what, opt)) return *e;
+    if (auto e = check_id(id, what, opt)) return e;
   }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Result<Tokenizer> Tokenizer::from_vocab(Vocab v, std::string_view name) {
+  if (auto e = check_vocab(v, name)) return *e;
+  const std::size_t n = v.pieces.size();
+  const int vn = static_cast<int>(n);
   Tokenizer t;
   if (v.kind == VocabKind::llama2c) {
     // A llama2.c vocabulary received as data: as if its tokenizer.bin had been read.
@@ -199,7 +207,10 @@ Result<Tokenizer> Tokenizer::from_vocab(Vocab v, std::string_view name) {
       case TokenType::user_defined: t.decoded_[i] = p; break;
       case TokenType::byte: {
         const int b = byte_token_value(p);
-        if (b < 0) return fail("token " + std::to_string(i) + " is of type BYTE but its text is not <0xXX>");
+        if (b < 0) {
+          return make_error(errc::bad_tokenizer, std::string(name) + ": token " + std::to_string(i) +
+                                                     " is of type BYTE but its text is not <0xXX>");
+        }
         t.decoded_[i] = std::string(1, static_cast<char>(b));
         t.byte_ids_[b] = static_cast<int>(i);
         break;

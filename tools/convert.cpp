@@ -150,6 +150,52 @@ lw::GgufWriter::Producer norm_producer(const float* v, int n) {
   return [v, n](std::vector<std::uint8_t>& out) { std::memcpy(out.data(), v, static_cast<std::size_t>(n) * 4); };
 }
 
+// The tensors in the order of llama.cpp's llama2.c converter, each matrix in the type the
+// choice gives it (or its own with keep_types), then the quantization keys.
+void add_tensors(lw::GgufWriter& w, const lw::WeightStore& s, const TypeChoice& choice, bool keep_types) {
+  const lw::ModelConfig& c = s.config();
+  const lw::GgufFile* g = s.gguf();
+  const int L = c.n_layers;
+  bool any_quantized = false;
+  auto add_matrix = [&](const std::string& name, const std::string& role, int layer, const lw::Matrix& m) {
+    TensorType t = type_for(role, layer, L, m.cols, choice);
+    if (keep_types) t = m.block_format() ? m.blocks.type : TensorType::f32;
+    any_quantized = any_quantized || is_quantized(t) || t == TensorType::f16 || t == TensorType::bf16;
+    w.add_tensor(name, t, {static_cast<std::uint64_t>(m.cols), static_cast<std::uint64_t>(m.rows)}, matrix_producer(m, t));
+  };
+  auto add_norm = [&](const std::string& name, const float* v) {
+    w.add_tensor(name, TensorType::f32, {static_cast<std::uint64_t>(c.dim)}, norm_producer(v, c.dim));
+  };
+  // The order of llama.cpp's llama2.c converter.
+  add_matrix("token_embd.weight", "token_embd", 0, s.embedding());
+  add_norm("output_norm.weight", s.rms_final());
+  // A llama2.c file with a shared classifier gets a copy as output.weight (as llama.cpp's
+  // converter writes it); a GGUF file with tied embeddings stays tied.
+  if (g == nullptr || !c.shared_classifier) add_matrix("output.weight", "output", 0, s.classifier());
+  for (int l = 0; l < L; ++l) {
+    const lw::LayerWeights& lw_ = s.layer(l);
+    const std::string p = "blk." + std::to_string(l) + ".";
+    add_matrix(p + "attn_q.weight", "attn_q", l, lw_.wq);
+    add_matrix(p + "attn_k.weight", "attn_k", l, lw_.wk);
+    add_matrix(p + "attn_v.weight", "attn_v", l, lw_.wv);
+    add_matrix(p + "attn_output.weight", "attn_output", l, lw_.wo);
+    add_norm(p + "attn_norm.weight", lw_.rms_att);
+    add_matrix(p + "ffn_gate.weight", "ffn_gate", l, lw_.w1);
+    add_matrix(p + "ffn_down.weight", "ffn_down", l, lw_.w2);
+    add_matrix(p + "ffn_up.weight", "ffn_up", l, lw_.w3);
+    add_norm(p + "ffn_norm.weight", lw_.rms_ffn);
+  }
+  if (any_quantized) {
+    w.add_u32("general.quantization_version", 2);
+    std::uint32_t ftype = choice.ftype;
+    if (keep_types) {
+      const lw::GgufValue* ft = g->find("general.file_type");
+      ftype = ft != nullptr && ft->as_int() ? static_cast<std::uint32_t>(*ft->as_int()) : 0;
+    }
+    if (ftype != 0) w.add_u32("general.file_type", ftype);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -221,45 +267,7 @@ int main(int argc, char** argv) try {
     add_llama2c_vocab(w, *tok);
     add_llama2c_metadata(w, c);
   }
-  const int L = c.n_layers;
-  bool any_quantized = false;
-  auto add_matrix = [&](const std::string& name, const std::string& role, int layer, const lw::Matrix& m) {
-    TensorType t = type_for(role, layer, L, m.cols, choice);
-    if (keep_types) t = m.block_format() ? m.blocks.type : TensorType::f32;
-    any_quantized = any_quantized || is_quantized(t) || t == TensorType::f16 || t == TensorType::bf16;
-    w.add_tensor(name, t, {static_cast<std::uint64_t>(m.cols), static_cast<std::uint64_t>(m.rows)}, matrix_producer(m, t));
-  };
-  auto add_norm = [&](const std::string& name, const float* v) {
-    w.add_tensor(name, TensorType::f32, {static_cast<std::uint64_t>(c.dim)}, norm_producer(v, c.dim));
-  };
-  // The order of llama.cpp's llama2.c converter.
-  add_matrix("token_embd.weight", "token_embd", 0, s.embedding());
-  add_norm("output_norm.weight", s.rms_final());
-  // A llama2.c file with a shared classifier gets a copy as output.weight (as llama.cpp's
-  // converter writes it); a GGUF file with tied embeddings stays tied.
-  if (g == nullptr || !c.shared_classifier) add_matrix("output.weight", "output", 0, s.classifier());
-  for (int l = 0; l < L; ++l) {
-    const lw::LayerWeights& lw_ = s.layer(l);
-    const std::string p = "blk." + std::to_string(l) + ".";
-    add_matrix(p + "attn_q.weight", "attn_q", l, lw_.wq);
-    add_matrix(p + "attn_k.weight", "attn_k", l, lw_.wk);
-    add_matrix(p + "attn_v.weight", "attn_v", l, lw_.wv);
-    add_matrix(p + "attn_output.weight", "attn_output", l, lw_.wo);
-    add_norm(p + "attn_norm.weight", lw_.rms_att);
-    add_matrix(p + "ffn_gate.weight", "ffn_gate", l, lw_.w1);
-    add_matrix(p + "ffn_down.weight", "ffn_down", l, lw_.w2);
-    add_matrix(p + "ffn_up.weight", "ffn_up", l, lw_.w3);
-    add_norm(p + "ffn_norm.weight", lw_.rms_ffn);
-  }
-  if (any_quantized) {
-    w.add_u32("general.quantization_version", 2);
-    std::uint32_t ftype = choice.ftype;
-    if (keep_types) {
-      const lw::GgufValue* ft = g->find("general.file_type");
-      ftype = ft != nullptr && ft->as_int() ? static_cast<std::uint32_t>(*ft->as_int()) : 0;
-    }
-    if (ftype != 0) w.add_u32("general.file_type", ftype);
-  }
+  add_tensors(w, s, choice, keep_types);
   if (auto r = w.write(out); !r) {
     std::cerr << "llamawire-convert: " << r.error().message << "\n";
     return 1;

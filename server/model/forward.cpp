@@ -187,6 +187,30 @@ void Forward::matmul(Parallel& par, const kernels::KernelTable& k, std::initiali
   });
 }
 
+void Forward::swiglu(Parallel& par, int B) {
+  const int H = w_.config().hidden_dim;
+  // SwiGLU per element; a small batch splits its rows too (at 64-value boundaries), so
+  // both threads work.
+  const int parts = B >= par.concurrency() ? 1 : par.concurrency();
+  par.for_each(B * parts, [&](int task, int) {
+    const int b = task / parts, p = task % parts;
+    float* h1 = hb_.data() + sz(b) * sz(H);
+    const float* h3 = hb2_.data() + sz(b) * sz(H);
+    const int chunks = (H + 63) / 64;
+    const int from = std::min(H, chunks * p / parts * 64), to = std::min(H, chunks * (p + 1) / parts * 64);
+    // SwiGLU, val * (1 / (1 + exp(-val))) * h3 as llama2.c computes it, in two passes per
+    // chunk: the exp calls, then the rest, which the compiler vectorizes (the same IEEE
+    // operations in the same order, so the same bits).
+    constexpr int kChunk = 64;
+    float e[kChunk];
+    for (int i0 = from; i0 < to; i0 += kChunk) {
+      const int n = std::min(kChunk, to - i0);
+      for (int j = 0; j < n; ++j) e[j] = std::exp(-h1[i0 + j]);
+      for (int j = 0; j < n; ++j) h1[i0 + j] = h1[i0 + j] * (1.0f / (1.0f + e[j])) * h3[i0 + j];
+    }
+  });
+}
+
 std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, const kernels::KernelTable& k) {
   const ModelConfig& c = w_.config();
   const int B = static_cast<int>(rows.size());
@@ -290,26 +314,7 @@ std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, con
     });
     const Act xf = prepare(par, k, xb_.data(), D, B, xq_, xs_);
     matmul(par, k, {{hb_.data(), &lw.w1}, {hb2_.data(), &lw.w3}}, xf, B);
-    // SwiGLU per element; a small batch splits its rows too (at 64-value boundaries), so
-    // both threads work.
-    const int parts = B >= par.concurrency() ? 1 : par.concurrency();
-    par.for_each(B * parts, [&](int task, int) {
-      const int b = task / parts, p = task % parts;
-      float* h1 = hb_.data() + sz(b) * sz(H);
-      const float* h3 = hb2_.data() + sz(b) * sz(H);
-      const int chunks = (H + 63) / 64;
-      const int from = std::min(H, chunks * p / parts * 64), to = std::min(H, chunks * (p + 1) / parts * 64);
-      // SwiGLU, val * (1 / (1 + exp(-val))) * h3 as llama2.c computes it, in two passes per
-      // chunk: the exp calls, then the rest, which the compiler vectorizes (the same IEEE
-      // operations in the same order, so the same bits).
-      constexpr int kChunk = 64;
-      float e[kChunk];
-      for (int i0 = from; i0 < to; i0 += kChunk) {
-        const int n = std::min(kChunk, to - i0);
-        for (int j = 0; j < n; ++j) e[j] = std::exp(-h1[i0 + j]);
-        for (int j = 0; j < n; ++j) h1[i0 + j] = h1[i0 + j] * (1.0f / (1.0f + e[j])) * h3[i0 + j];
-      }
-    });
+    swiglu(par, B);
     const Act hact = prepare(par, k, hb_.data(), H, B, hq_, hs_);
     matmul(par, k, xb_.data(), hact, lw.w2, B);
     par.for_each(B, [&](int b, int) {

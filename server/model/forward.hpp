@@ -51,6 +51,8 @@ class Forward {
   void matmul(Parallel& par, const kernels::KernelTable& k, float* out, const Act& x, const Matrix& w, int batch) {
     matmul(par, k, {MatmulOut{out, &w}}, x, batch);
   }
+  // hb_ = SwiGLU(hb_, hb2_) for B rows.
+  void swiglu(Parallel& par, int B);
   Act prepare(Parallel& par, const kernels::KernelTable& k, const float* x, int n, int batch, std::vector<std::int8_t>& q,
               std::vector<float>& s);
 

@@ -178,6 +178,74 @@ std::string dims_text(const GgufTensor& t) {
   return s + "]";
 }
 
+// One key-value pair.
+Result<GgufKv> read_kv(Cursor& c, std::uint64_t k) {
+  const std::string where = "metadata entry " + std::to_string(k);
+  auto key = c.string(where + " (key)", kMaxKeyBytes);
+  if (!key) return key.error();
+  const std::string kwhere = "key " + quote(*key);
+  const auto type = c.read<std::uint32_t>(kwhere + " (value type)");
+  if (!type) return type.error();
+  if (!valid_type(*type)) {
+    return c.fail(kwhere + ": value type " + std::to_string(*type) + " is not a GGUF type (0-12)");
+  }
+  GgufKv kv;
+  kv.key = *key;
+  if (auto r = read_value(c, static_cast<GgufType>(*type), kv.value, kwhere, 0); !r) return r.error();
+  return kv;
+}
+
+// One tensor info: name, shape, type and offset, each checked (the data is checked against
+// the file once the data section's start is known).
+Result<GgufTensor> read_tensor_info(Cursor& c, std::uint64_t k, std::uint32_t alignment) {
+  const std::string where = "tensor info " + std::to_string(k);
+  auto tname = c.string(where + " (name)", kMaxNameBytes);
+  if (!tname) return tname.error();
+  GgufTensor t;
+  t.name = *tname;
+  const std::string twhere = "tensor " + quote(*tname);
+  const auto nd = c.read<std::uint32_t>(twhere + " (dimensions)");
+  if (!nd) return nd.error();
+  if (*nd == 0 || *nd > kMaxDims) {
+    return c.fail(twhere + ": " + std::to_string(*nd) + " dimensions (1 to 4 are allowed)");
+  }
+  t.n_dims = *nd;
+  std::uint64_t elems = 1;
+  for (std::uint32_t d = 0; d < *nd; ++d) {
+    const auto ne = c.read<std::uint64_t>(twhere + " (shape)");
+    if (!ne) return ne.error();
+    if (*ne == 0 || *ne > (std::uint64_t{1} << 40)) {
+      return c.fail(twhere + ": dimension " + std::to_string(d) + " is " + std::to_string(*ne) +
+                     " (must be in [1, 2^40])");
+    }
+    t.ne[d] = *ne;
+    if (__builtin_mul_overflow(elems, *ne, &elems) || elems > (std::uint64_t{1} << 48)) {
+      return c.fail(twhere + ": shape " + dims_text(t) + " has too many elements");
+    }
+  }
+  const auto type = c.read<std::uint32_t>(twhere + " (type)");
+  if (!type) return type.error();
+  const auto tr = kernels::type_traits(*type);
+  if (!tr || !tr->weights) {
+    return c.fail(twhere + ": tensor type id " + std::to_string(*type) +
+                   " is not supported (supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K)");
+  }
+  t.type = static_cast<TensorType>(*type);
+  if (t.ne[0] % static_cast<std::uint64_t>(tr->block) != 0) {
+    return c.fail(twhere + ": row length " + std::to_string(t.ne[0]) + " is not a multiple of " +
+                   std::to_string(tr->block) + ", the block size of " + std::string(tr->name));
+  }
+  t.bytes = t.ne[0] / static_cast<std::uint64_t>(tr->block) * tr->bytes * t.rows();
+  const auto off = c.read<std::uint64_t>(twhere + " (offset)");
+  if (!off) return off.error();
+  t.offset = *off;
+  if (t.offset % alignment != 0) {
+    return c.fail(twhere + ": offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
+                   std::to_string(alignment));
+  }
+  return t;
+}
+
 }  // namespace
 
 std::string_view gguf_type_name(GgufType t) {
@@ -284,20 +352,10 @@ Result<GgufFile> GgufFile::parse(std::span<const std::uint8_t> bytes, const std:
   f.kvs_.reserve(static_cast<std::size_t>(*n_kv));
   std::unordered_set<std::string_view> keys;
   for (std::uint64_t k = 0; k < *n_kv; ++k) {
-    const std::string where = "metadata entry " + std::to_string(k);
-    auto key = c.string(where + " (key)", kMaxKeyBytes);
-    if (!key) return key.error();
-    const std::string kwhere = "key " + quote(*key);
-    if (!keys.insert(*key).second) return f.error(kwhere + ": appears twice");
-    const auto type = c.read<std::uint32_t>(kwhere + " (value type)");
-    if (!type) return type.error();
-    if (!valid_type(*type)) {
-      return f.error(kwhere + ": value type " + std::to_string(*type) + " is not a GGUF type (0-12)");
-    }
-    GgufKv kv;
-    kv.key = *key;
-    if (auto r = read_value(c, static_cast<GgufType>(*type), kv.value, kwhere, 0); !r) return r.error();
-    f.kvs_.push_back(std::move(kv));
+    auto kv = read_kv(c, k);
+    if (!kv) return kv.error();
+    if (!keys.insert(kv->key).second) return f.error("key " + quote(kv->key) + ": appears twice");
+    f.kvs_.push_back(std::move(*kv));
   }
   if (const GgufValue* a = f.find("general.alignment")) {
     const auto v = a->as_int();
@@ -309,53 +367,10 @@ Result<GgufFile> GgufFile::parse(std::span<const std::uint8_t> bytes, const std:
   f.tensors_.reserve(static_cast<std::size_t>(*n_tensors));
   std::unordered_set<std::string_view> names;
   for (std::uint64_t k = 0; k < *n_tensors; ++k) {
-    const std::string where = "tensor info " + std::to_string(k);
-    auto tname = c.string(where + " (name)", kMaxNameBytes);
-    if (!tname) return tname.error();
-    GgufTensor t;
-    t.name = *tname;
-    const std::string twhere = "tensor " + quote(*tname);
-    if (!names.insert(*tname).second) return f.error(twhere + ": appears twice");
-    const auto nd = c.read<std::uint32_t>(twhere + " (dimensions)");
-    if (!nd) return nd.error();
-    if (*nd == 0 || *nd > kMaxDims) {
-      return f.error(twhere + ": " + std::to_string(*nd) + " dimensions (1 to 4 are allowed)");
-    }
-    t.n_dims = *nd;
-    std::uint64_t elems = 1;
-    for (std::uint32_t d = 0; d < *nd; ++d) {
-      const auto ne = c.read<std::uint64_t>(twhere + " (shape)");
-      if (!ne) return ne.error();
-      if (*ne == 0 || *ne > (std::uint64_t{1} << 40)) {
-        return f.error(twhere + ": dimension " + std::to_string(d) + " is " + std::to_string(*ne) +
-                       " (must be in [1, 2^40])");
-      }
-      t.ne[d] = *ne;
-      if (__builtin_mul_overflow(elems, *ne, &elems) || elems > (std::uint64_t{1} << 48)) {
-        return f.error(twhere + ": shape " + dims_text(t) + " has too many elements");
-      }
-    }
-    const auto type = c.read<std::uint32_t>(twhere + " (type)");
-    if (!type) return type.error();
-    const auto tr = kernels::type_traits(*type);
-    if (!tr || !tr->weights) {
-      return f.error(twhere + ": tensor type id " + std::to_string(*type) +
-                     " is not supported (supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K)");
-    }
-    t.type = static_cast<TensorType>(*type);
-    if (t.ne[0] % static_cast<std::uint64_t>(tr->block) != 0) {
-      return f.error(twhere + ": row length " + std::to_string(t.ne[0]) + " is not a multiple of " +
-                     std::to_string(tr->block) + ", the block size of " + std::string(tr->name));
-    }
-    t.bytes = t.ne[0] / static_cast<std::uint64_t>(tr->block) * tr->bytes * t.rows();
-    const auto off = c.read<std::uint64_t>(twhere + " (offset)");
-    if (!off) return off.error();
-    t.offset = *off;
-    if (t.offset % f.alignment_ != 0) {
-      return f.error(twhere + ": offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
-                     std::to_string(f.alignment_));
-    }
-    f.tensors_.push_back(t);
+    auto t = read_tensor_info(c, k, f.alignment_);
+    if (!t) return t.error();
+    if (!names.insert(t->name).second) return f.error("tensor " + quote(t->name) + ": appears twice");
+    f.tensors_.push_back(*t);
   }
   const std::uint64_t info_end = c.position();
   f.data_offset_ = (info_end + f.alignment_ - 1) / f.alignment_ * f.alignment_;

@@ -31,6 +31,93 @@ std::string shape_text(const GgufTensor& t) {
 constexpr const char* kLayerTensors[] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
                                          "ffn_norm",  "ffn_gate", "ffn_up", "ffn_down"};
 
+// The model's shape and constants from the llama.* keys, each range-checked.
+Result<void> read_llama_config(const GgufFile& g, ModelConfig& c) {
+  auto arch = g.get_string("general.architecture");
+  if (!arch) return arch.error();
+  if (*arch != "llama") {
+    return g.error("architecture '" + std::string(*arch) + "' is not supported (only 'llama' is)");
+  }
+  if (const GgufValue* e = g.find("llama.expert_count"); e != nullptr && e->as_int().value_or(0) > 0) {
+    return g.error("key 'llama.expert_count': mixture-of-experts models are not supported");
+  }
+  struct IntKey {
+    const char* key;
+    int* out;
+    std::int64_t hi;
+  };
+  const IntKey keys[] = {{"llama.embedding_length", &c.dim, 1 << 16},
+                         {"llama.feed_forward_length", &c.hidden_dim, 1 << 18},
+                         {"llama.block_count", &c.n_layers, 1024},
+                         {"llama.attention.head_count", &c.n_heads, 1024},
+                         {"llama.context_length", &c.seq_len, 1 << 20}};
+  for (const IntKey& k : keys) {
+    auto v = g.get_int(k.key, 1, k.hi);
+    if (!v) return v.error();
+    *k.out = static_cast<int>(*v);
+  }
+  auto kv = g.get_int("llama.attention.head_count_kv", 1, 1024, c.n_heads);
+  if (!kv) return kv.error();
+  c.n_kv_heads = static_cast<int>(*kv);
+  if (c.dim % c.n_heads != 0) {
+    return g.error("embedding_length " + std::to_string(c.dim) + " is not a multiple of head_count " +
+                   std::to_string(c.n_heads));
+  }
+  if (c.n_heads % c.n_kv_heads != 0) {
+    return g.error("head_count " + std::to_string(c.n_heads) + " is not a multiple of head_count_kv " +
+                   std::to_string(c.n_kv_heads));
+  }
+  if (c.head_size() % 2 != 0) return g.error("head size " + std::to_string(c.head_size()) + " is odd; RoPE needs it even");
+  for (const char* k : {"llama.attention.key_length", "llama.attention.value_length"}) {
+    auto v = g.get_int(k, c.head_size(), c.head_size(), c.head_size());
+    if (!v) return v.error();
+  }
+  auto rot = g.get_int("llama.rope.dimension_count", 2, c.head_size(), c.head_size());
+  if (!rot) return rot.error();
+  if (*rot % 2 != 0) return g.error("key 'llama.rope.dimension_count': " + std::to_string(*rot) + " is odd");
+  c.rope_dims = static_cast<int>(*rot);
+  auto base = g.get_float("llama.rope.freq_base", 10000.0);
+  if (!base) return base.error();
+  if (!std::isfinite(*base) || *base <= 1.0 || *base > 1e12) {
+    return g.error("key 'llama.rope.freq_base': " + std::to_string(*base) + " out of range (1, 1e12]");
+  }
+  c.rope_base = static_cast<float>(*base);
+  auto eps = g.get_float("llama.attention.layer_norm_rms_epsilon");
+  if (!eps) return eps.error();
+  if (!std::isfinite(*eps) || *eps <= 0.0 || *eps >= 1.0) {
+    return g.error("key 'llama.attention.layer_norm_rms_epsilon': " + std::to_string(*eps) + " out of range (0, 1)");
+  }
+  c.rms_eps = static_cast<float>(*eps);
+  if (const GgufValue* sc = g.find("llama.rope.scaling.type"); sc != nullptr && sc->s != "none" && !sc->s.empty()) {
+    return g.error("key 'llama.rope.scaling.type': RoPE scaling '" + std::string(sc->s) + "' is not supported");
+  }
+
+  return {};
+}
+
+// The first tensor that is not part of the llama architecture, as an error.
+Error unknown_tensor(const GgufFile& g, int n_layers) {
+  for (const GgufTensor& t : g.tensors()) {
+    const std::string n(t.name);
+    bool known = n == "token_embd.weight" || n == "output.weight" || n == "output_norm.weight";
+    if (n.rfind("blk.", 0) == 0) {
+      const std::size_t dot = n.find('.', 4);
+      const std::string layer = dot == std::string::npos ? "" : n.substr(4, dot - 4);
+      const bool numeric = !layer.empty() && layer.size() < 5 &&
+                           layer.find_first_not_of("0123456789") == std::string::npos && std::stoi(layer) < n_layers;
+      for (const char* k : kLayerTensors) {
+        if (numeric && n == "blk." + layer + "." + k + ".weight") known = true;
+      }
+    }
+    if (!known) {
+      return g.error("tensor '" + n + "' is not part of the llama architecture as supported here (" +
+                     (n == "rope_freqs.weight" ? "RoPE frequency factors are not supported yet" : "unexpected tensor") +
+                     ")");
+    }
+  }
+  return g.error("internal: tensor count mismatch");
+}
+
 }  // namespace
 
 Result<std::shared_ptr<const WeightStore>> WeightStore::load_gguf(const std::string& path, int fd,
@@ -86,66 +173,8 @@ Result<std::shared_ptr<const WeightStore>> WeightStore::load_gguf(const std::str
 
 Result<void> WeightStore::bind_gguf() {
   const GgufFile& g = *gguf_;
-  auto arch = g.get_string("general.architecture");
-  if (!arch) return arch.error();
-  if (*arch != "llama") {
-    return g.error("architecture '" + std::string(*arch) + "' is not supported (only 'llama' is)");
-  }
-  if (const GgufValue* e = g.find("llama.expert_count"); e != nullptr && e->as_int().value_or(0) > 0) {
-    return g.error("key 'llama.expert_count': mixture-of-experts models are not supported");
-  }
   ModelConfig& c = header_.config;
-  struct IntKey {
-    const char* key;
-    int* out;
-    std::int64_t hi;
-  };
-  const IntKey keys[] = {{"llama.embedding_length", &c.dim, 1 << 16},
-                         {"llama.feed_forward_length", &c.hidden_dim, 1 << 18},
-                         {"llama.block_count", &c.n_layers, 1024},
-                         {"llama.attention.head_count", &c.n_heads, 1024},
-                         {"llama.context_length", &c.seq_len, 1 << 20}};
-  for (const IntKey& k : keys) {
-    auto v = g.get_int(k.key, 1, k.hi);
-    if (!v) return v.error();
-    *k.out = static_cast<int>(*v);
-  }
-  auto kv = g.get_int("llama.attention.head_count_kv", 1, 1024, c.n_heads);
-  if (!kv) return kv.error();
-  c.n_kv_heads = static_cast<int>(*kv);
-  if (c.dim % c.n_heads != 0) {
-    return g.error("embedding_length " + std::to_string(c.dim) + " is not a multiple of head_count " +
-                   std::to_string(c.n_heads));
-  }
-  if (c.n_heads % c.n_kv_heads != 0) {
-    return g.error("head_count " + std::to_string(c.n_heads) + " is not a multiple of head_count_kv " +
-                   std::to_string(c.n_kv_heads));
-  }
-  if (c.head_size() % 2 != 0) return g.error("head size " + std::to_string(c.head_size()) + " is odd; RoPE needs it even");
-  for (const char* k : {"llama.attention.key_length", "llama.attention.value_length"}) {
-    auto v = g.get_int(k, c.head_size(), c.head_size(), c.head_size());
-    if (!v) return v.error();
-  }
-  auto rot = g.get_int("llama.rope.dimension_count", 2, c.head_size(), c.head_size());
-  if (!rot) return rot.error();
-  if (*rot % 2 != 0) return g.error("key 'llama.rope.dimension_count': " + std::to_string(*rot) + " is odd");
-  c.rope_dims = static_cast<int>(*rot);
-  auto base = g.get_float("llama.rope.freq_base", 10000.0);
-  if (!base) return base.error();
-  if (!std::isfinite(*base) || *base <= 1.0 || *base > 1e12) {
-    return g.error("key 'llama.rope.freq_base': " + std::to_string(*base) + " out of range (1, 1e12]");
-  }
-  c.rope_base = static_cast<float>(*base);
-  auto eps = g.get_float("llama.attention.layer_norm_rms_epsilon");
-  if (!eps) return eps.error();
-  if (!std::isfinite(*eps) || *eps <= 0.0 || *eps >= 1.0) {
-    return g.error("key 'llama.attention.layer_norm_rms_epsilon': " + std::to_string(*eps) + " out of range (0, 1)");
-  }
-  c.rms_eps = static_cast<float>(*eps);
-  if (const GgufValue* sc = g.find("llama.rope.scaling.type"); sc != nullptr && sc->s != "none" && !sc->s.empty()) {
-    return g.error("key 'llama.rope.scaling.type': RoPE scaling '" + std::string(sc->s) + "' is not supported");
-  }
-
+  if (auto r = read_llama_config(g, c); !r) return r;
   const GgufTensor* emb = g.tensor("token_embd.weight");
   if (emb == nullptr) return g.error("tensor 'token_embd.weight' is missing");
   if (emb->n_dims != 2 || emb->ne[0] != static_cast<std::uint64_t>(c.dim) || emb->ne[1] > (1u << 22)) {
@@ -221,26 +250,7 @@ Result<void> WeightStore::bind_gguf() {
     wcls_ = embedding_;  // tied embeddings
     c.shared_classifier = true;
   }
-  if (used != g.tensors().size()) {
-    for (const GgufTensor& t : g.tensors()) {
-      const std::string n(t.name);
-      bool known = n == "token_embd.weight" || n == "output.weight" || n == "output_norm.weight";
-      if (n.rfind("blk.", 0) == 0) {
-        const std::size_t dot = n.find('.', 4);
-        const std::string layer = dot == std::string::npos ? "" : n.substr(4, dot - 4);
-        const bool numeric = !layer.empty() && layer.size() < 5 &&
-                             layer.find_first_not_of("0123456789") == std::string::npos && std::stoi(layer) < c.n_layers;
-        for (const char* k : kLayerTensors) {
-          if (numeric && n == "blk." + layer + "." + k + ".weight") known = true;
-        }
-      }
-      if (!known) {
-        return g.error("tensor '" + n + "' is not part of the llama architecture as supported here (" +
-                       (n == "rope_freqs.weight" ? "RoPE frequency factors are not supported yet" : "unexpected tensor") +
-                       ")");
-      }
-    }
-  }
+  if (used != g.tensors().size()) return unknown_tensor(g, c.n_layers);
   return {};
 }
 
