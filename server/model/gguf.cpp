@@ -57,7 +57,7 @@ std::string quote(std::string_view s) {
 // A cursor over the file with the checks every read needs; `where` says what is being read.
 class Cursor {
  public:
-  Cursor(std::span<const std::uint8_t> bytes, const GgufFile& f) : r_(bytes), f_(f) {}
+  Cursor(std::span<const std::uint8_t> bytes, const GgufFile& f) : r_(bytes), f_(f), bytes_(bytes) {}
 
   template <class T>
   Result<T> read(const std::string& where) {
@@ -88,11 +88,13 @@ class Cursor {
   std::size_t position() const { return r_.position(); }
   std::size_t remaining() const { return r_.remaining(); }
   Error fail(const std::string& what) const { return f_.error(what); }
+  std::span<const std::uint8_t> between(std::size_t from, std::size_t to) const { return bytes_.subspan(from, to - from); }
 
  private:
   Error truncated(const std::string& where) { return f_.error(where + ": the file ends early (truncated)"); }
   ByteReader r_;
   const GgufFile& f_;
+  std::span<const std::uint8_t> bytes_;
 };
 
 Result<void> read_value(Cursor& c, GgufType type, GgufValue& v, const std::string& where, int depth);
@@ -165,10 +167,12 @@ Result<void> read_value(Cursor& c, GgufType type, GgufValue& v, const std::strin
   if (depth >= kMaxNesting) {
     return c.fail(where + ": arrays nested deeper than " + std::to_string(kMaxNesting));
   }
+  const std::size_t start = c.position();
   for (std::uint64_t k = 0; k < *count; ++k) {
     GgufValue inner;
     if (auto r = read_value(c, GgufType::array, inner, where + "[" + std::to_string(k) + "]", depth + 1); !r) return r;
   }
+  v.raw = c.between(start, c.position());  // the nested arrays' bytes, kept whole
   return {};
 }
 

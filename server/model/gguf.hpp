@@ -47,7 +47,7 @@ struct GgufValue {
   std::string_view s;   // string
   GgufType elem = GgufType::u8;          // array element type
   std::uint64_t count = 0;               // array element count
-  std::span<const std::uint8_t> raw;     // array of fixed-size elements: their bytes
+  std::span<const std::uint8_t> raw;     // array of fixed-size elements or of arrays: their bytes
   std::vector<std::string_view> strings; // array of strings
 
   bool is_integer() const;

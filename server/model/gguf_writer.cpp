@@ -21,16 +21,6 @@ std::vector<std::uint8_t> scalar(T v) {
   return w.take();
 }
 
-std::size_t elem_size(GgufType t) {
-  switch (t) {
-    case GgufType::u8: case GgufType::i8: case GgufType::boolean: return 1;
-    case GgufType::u16: case GgufType::i16: return 2;
-    case GgufType::u32: case GgufType::i32: case GgufType::f32: return 4;
-    case GgufType::u64: case GgufType::i64: case GgufType::f64: return 8;
-    default: return 0;
-  }
-}
-
 // The payload of a parsed value, as it was in its file.
 void put_value(ByteWriter& w, const GgufValue& v) {
   switch (v.type) {
@@ -51,11 +41,9 @@ void put_value(ByteWriter& w, const GgufValue& v) {
       w.write(v.count);
       if (v.elem == GgufType::string) {
         for (const auto s : v.strings) put_str(w, s);
-      } else if (elem_size(v.elem) != 0) {
-        w.bytes(v.raw);
+      } else {
+        w.bytes(v.raw);  // fixed-size elements, or nested arrays as they were
       }
-      // Nested arrays are not kept by the parser; they are written empty-handed: callers
-      // copying such keys get an empty array of arrays (none of llama's keys nest).
       break;
   }
 }

@@ -265,6 +265,10 @@ TEST_CASE("the GGUF reader decodes every metadata value type", "[gguf]") {
       {0, {200}}, {1, {0xFE}}, {2, {0x34, 0x12}}, {3, {0xFE, 0xFF}}, {10, {1, 0, 0, 0, 0, 0, 0, 0x80}},
       {11, {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}}, {12, {0, 0, 0, 0, 0, 0, 0xF8, 0x3F}}};
   for (const auto& [type, bytes] : raw) w.add_raw("r." + std::to_string(type), type, bytes);
+  // An array of two arrays (of u8 [1, 2] and of strings ["ab"]).
+  w.add_raw("r.nested", 9, {9, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0,  // array of 2 arrays
+                            0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 2,
+                            8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 'a', 'b'});
   w.set_alignment(64);
   w.add_u32("general.alignment", 64);
   const auto bytes = w.bytes();
@@ -288,6 +292,12 @@ TEST_CASE("the GGUF reader decodes every metadata value type", "[gguf]") {
   CHECK(g.find("r.11")->i == -1);
   CHECK(g.find("r.12")->f == 1.5);
   CHECK(g.get_int("a.u32", 0, 5).error().message.find("out of range [0, 5]") != std::string::npos);
+  CHECK(g.find("r.nested")->count == 2);
+  // Every value is copied byte for byte by the writer (what llamawire-convert does).
+  lw::GgufWriter copy;
+  for (const auto& kv : g.kvs()) copy.add_value(std::string(kv.key), kv.value);
+  copy.set_alignment(64);
+  CHECK(copy.bytes() == bytes);
   // A bad alignment is refused.
   lw::GgufWriter w2;
   w2.add_u32("general.alignment", 48);
