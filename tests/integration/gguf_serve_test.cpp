@@ -228,3 +228,29 @@ TEST_CASE("a mapped GGUF file serves 16 clients at weights + KV in use + a small
 #endif
   CHECK(server.stop() == 0);
 }
+
+TEST_CASE("a GGUF session's tokens do not depend on what else the server runs", "[net][gguf]") {
+  LW_REQUIRE_SHARED();
+  for (const char* file : {"k256-q4_k_m.gguf", "aidreams260K-q4_0.gguf", "aidreams260K-f16.gguf"}) {
+    INFO(file);
+    t::ServerProcess server({"-c", gguf(file)});
+    const std::vector<std::string> args{"-n", "60", "-t", "0.9", "-s", "42", "-i", "I dreamed"};
+    const auto solo = t::run_client(server, args);
+    REQUIRE(solo.exit_code == 0);
+    // The same request while six others with other seeds share its batches, both modes.
+    std::vector<std::future<t::ProcessResult>> others;
+    for (int i = 0; i < 6; ++i) {
+      others.push_back(std::async(std::launch::async, [&server, i] {
+        return t::run_client(server, {"-n", "60", "-t", "0.9", "-s", std::to_string(100 + i), "-i", "Once upon a time"});
+      }));
+    }
+    auto with_client = args;
+    with_client.push_back("--client-sampling");
+    const auto busy = t::run_client(server, args);
+    const auto busy_client = t::run_client(server, with_client);
+    for (auto& o : others) CHECK(o.get().exit_code == 0);
+    CHECK(busy.out == solo.out);
+    CHECK(busy_client.out == solo.out);
+    CHECK(server.stop() == 0);
+  }
+}

@@ -63,6 +63,24 @@ TEST_CASE("llama2.c checkpoints convert to exactly the GGUF files llama.cpp's co
     REQUIRE(r.exit_code == 0);
     CHECK(t::read_bytes(out) == t::read_bytes(gguf(ref)));
   }
+  // A llama2.c Q8_0 (export v2) checkpoint: to q8_0 GGUF (its groups of 64 requantized in
+  // ggml's blocks of 32), close to the checkpoint's logits.
+  const auto q80 = (dir / "q80.gguf").string();
+  const auto rq = convert({model("aidreams260K_q80.bin"), q80, "-z", model("tok512.bin")});
+  INFO(rq.err);
+  REQUIRE(rq.exit_code == 0);
+  {
+    const std::vector<int> ids{1, 303, 281, 269, 435, 447, 328};
+    const auto a = logits_of(model("aidreams260K_q80.bin"), ids, lw::WeightStore::Load::mmap);
+    const auto b = logits_of(q80, ids, lw::WeightStore::Load::mmap);
+    REQUIRE(a.size() == b.size());
+    double err = 0, mag = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      err += std::abs(a[i] - b[i]);
+      mag += std::abs(a[i]);
+    }
+    CHECK(err / mag < 0.05);
+  }
   // The converted file gives the checkpoint's logits bit for bit, in both load modes.
   const std::vector<int> ids{1, 303, 281, 269, 435, 447, 328, 446, 299, 303};
   for (const auto load : {lw::WeightStore::Load::read, lw::WeightStore::Load::mmap}) {
