@@ -37,7 +37,7 @@ using clock = std::chrono::steady_clock;
 
 void print_piece(const Tokenizer& tok, int prev, int next) {
   const auto piece = printable_piece(tok.decode(prev, next));
-  std::fwrite(piece.data(), 1, piece.size(), stdout);
+  if (!piece.empty()) std::fwrite(piece.data(), 1, piece.size(), stdout);  // an empty view may hold no pointer
   std::fflush(stdout);
 }
 

@@ -93,7 +93,7 @@ int main(int argc, char** argv) try {
   lw::KvCache kv(cfg, cfg.seq_len);
   const auto g = lw::generate_local(fwd, kv, par, prompt_tokens, sampler, n_steps, [&](int prev, int next) {
     const auto piece = lw::printable_piece(tok->decode(prev, next));
-    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    if (!piece.empty()) std::fwrite(piece.data(), 1, piece.size(), stdout);  // an empty view may hold no pointer
     std::fflush(stdout);
   });
   std::fputs("\n", stdout);
