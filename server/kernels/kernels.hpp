@@ -97,6 +97,8 @@ void matmul_blocks_avxvnni(float* out, const BlockAct& x, const BlockMatrix& w, 
                            int row_end);
 // The AVX2 table with the AVX-VNNI block products, or nullptr when not built.
 const KernelTable* avx2_vnni_table();
+// Whether this CPU has AVX-VNNI (CPUID), for the dispatch and the tests.
+bool cpu_has_avx_vnni();
 // The AVX2+FMA table, or nullptr when it was not built.
 const KernelTable* avx2_table();
 
