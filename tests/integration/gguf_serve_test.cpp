@@ -147,7 +147,7 @@ TEST_CASE("chat templates: --chat-template, the CLI's chat and HTTP chat give th
   CHECK(plain.stop() == 0);
 }
 
-TEST_CASE("a 1.0 client gets a tokenizer.bin for a GGUF model; a bad GGUF file stops the server with one line",
+TEST_CASE("a 1.0 client gets a tokenizer.bin for a GGUF model, and a bad GGUF file stops the server with one line",
           "[net][gguf]") {
   LW_REQUIRE_SHARED();
   t::ServerProcess server({"-c", gguf("vocab32k-q8_0.gguf")});
