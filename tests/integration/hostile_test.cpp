@@ -36,6 +36,7 @@ TEST_CASE("slow, silent and non-reading peers are cut by their timeouts and dela
   for (int i = 0; i < 1500; ++i) idle.push_back(std::make_unique<t::RawSocket>(server.port(), 8000));
   // A slow loris: HELLO one byte every 200 ms.
   std::atomic<bool> stop{false};
+  std::atomic<bool> hog_done{false};
   std::thread loris([&] {
     t::RawSocket s(server.port());
     const auto hello = lw::encode_frame(lw::msg::Hello{}, 1);
@@ -58,7 +59,8 @@ TEST_CASE("slow, silent and non-reading peers are cut by their timeouts and dela
     for (int i = 0; i < 200000 && !stop; ++i) {
       if (!s.send(req)) break;  // the server stopped reading us, then closed us
     }
-    while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(20));  // connected, never reading
+    // Connected, never reading, until the server's write timeout has cut us (or 15 s pass).
+    while (!hog_done) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   });
   // Meanwhile a well-behaved session streams tokens: measure the longest gap.
   double worst_gap_ms = 0;
@@ -84,6 +86,12 @@ TEST_CASE("slow, silent and non-reading peers are cut by their timeouts and dela
   }
   stop = true;
   loris.join();
+  // The hog's write timeout runs 2 s from the moment its socket stopped draining, which on a slow
+  // machine may be after the 4 s of generations: wait for it rather than close the hog first.
+  for (const auto w = steady::now(); ms_since(w) < 15000 && server.log().find("write timed out") == std::string::npos;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  hog_done = true;
   hog.join();
   INFO("worst inter-token gap " << worst_gap_ms << " ms over " << generations << " generations");
   CHECK(generations > 5);
