@@ -6,19 +6,43 @@
 namespace llamawire {
 namespace {
 
-constexpr std::array<std::pair<ChatFormat, std::string_view>, 5> kNames{{{ChatFormat::llama2, "llama2"},
+constexpr std::array<std::pair<ChatFormat, std::string_view>, 6> kNames{{{ChatFormat::llama2, "llama2"},
                                                                          {ChatFormat::mistral, "mistral"},
                                                                          {ChatFormat::zephyr, "zephyr"},
                                                                          {ChatFormat::chatml, "chatml"},
-                                                                         {ChatFormat::vicuna, "vicuna"}}};
+                                                                         {ChatFormat::vicuna, "vicuna"},
+                                                                         {ChatFormat::llama3, "llama3"}}};
 
 constexpr std::string_view kImStart = "<|im_start|>";
 constexpr std::string_view kImEnd = "<|im_end|>";
+constexpr std::string_view kStartHeader = "<|start_header_id|>";
+constexpr std::string_view kEndHeader = "<|end_header_id|>";
+constexpr std::string_view kEotId = "<|eot_id|>";
+
+// Jinja's `trim`, as Llama-3's template applies it to every message.
+std::string trimmed(std::string_view s) {
+  constexpr std::string_view ws = " \t\n\r\v\f";
+  const std::size_t b = s.find_first_not_of(ws);
+  if (b == std::string_view::npos) return {};
+  return std::string(s.substr(b, s.find_last_not_of(ws) - b + 1));
+}
 
 ChatSegment text(std::string s) { return {ChatSegment::Kind::text, std::move(s)}; }
 ChatSegment special(std::string_view s) { return {ChatSegment::Kind::special, std::string(s)}; }
 ChatSegment bos() { return {ChatSegment::Kind::bos, {}}; }
 ChatSegment eos() { return {ChatSegment::Kind::eos, {}}; }
+
+// Llama-3: <|start_header_id|>role<|end_header_id|>\n\n, then (for a message) its trimmed
+// content and <|eot_id|>.
+ChatSegments llama3_header(std::string_view role) {
+  return {special(kStartHeader), text(std::string(role)), special(kEndHeader), text("\n\n")};
+}
+ChatSegments llama3_message(std::string_view role, std::string_view content) {
+  ChatSegments s = llama3_header(role);
+  s.back().text += trimmed(content);
+  s.push_back(special(kEotId));
+  return s;
+}
 
 void append(ChatSegments& to, const ChatSegments& from) { to.insert(to.end(), from.begin(), from.end()); }
 
@@ -46,6 +70,7 @@ std::string chat_format_list() {
 
 std::optional<ChatFormat> detect_chat_format(std::string_view j) {
   auto has = [&](std::string_view s) { return j.find(s) != std::string_view::npos; };
+  if (has(kStartHeader) && has(kEotId)) return ChatFormat::llama3;
   if (has(kImStart)) return ChatFormat::chatml;
   if (has("<|user|>") || has("<|assistant|>")) return ChatFormat::zephyr;
   if (has("[INST]")) return has("<<SYS>>") ? ChatFormat::llama2 : ChatFormat::mistral;
@@ -92,6 +117,7 @@ ChatSegments ChatTemplate::opening(std::string_view system, bool add_bos) const 
       s.push_back(text("\n"));
       break;
     case ChatFormat::vicuna: s.push_back(text(std::string(system) + "\n\n")); break;
+    case ChatFormat::llama3: append(s, llama3_message("system", system)); break;
     default: break;
   }
   return s;
@@ -111,6 +137,7 @@ ChatSegments ChatTemplate::user(std::string_view content, std::string_view syste
     case ChatFormat::zephyr: return {text("<|user|>\n" + c), eos(), text("\n")};
     case ChatFormat::chatml: return {special(kImStart), text("user\n" + c), special(kImEnd), text("\n")};
     case ChatFormat::vicuna: return {text("USER: " + c + "\n")};
+    case ChatFormat::llama3: return llama3_message("user", c);
   }
   return {};
 }
@@ -120,6 +147,7 @@ ChatSegments ChatTemplate::reply_prefix() const {
     case ChatFormat::zephyr: return {text("<|assistant|>\n")};
     case ChatFormat::chatml: return {special(kImStart), text("assistant\n")};
     case ChatFormat::vicuna: return {text("ASSISTANT:")};
+    case ChatFormat::llama3: return llama3_header("assistant");
     default: return {};
   }
 }
@@ -133,7 +161,9 @@ ChatSegments ChatTemplate::after_reply() const {
   }
 }
 
-std::string_view ChatTemplate::end_of_turn() const { return f_ == ChatFormat::chatml ? kImEnd : std::string_view{}; }
+std::string_view ChatTemplate::end_of_turn() const {
+  return f_ == ChatFormat::chatml ? kImEnd : f_ == ChatFormat::llama3 ? kEotId : std::string_view{};
+}
 
 ChatSegments ChatTemplate::render(std::span<const ChatMessage> messages, bool add_bos) const {
   ChatSegments s = opening({}, add_bos);
@@ -151,7 +181,7 @@ ChatSegments ChatTemplate::render(std::span<const ChatMessage> messages, bool ad
       pending_system.clear();
     } else if (m.role == "assistant") {
       append(s, reply_prefix());
-      s.push_back(text(m.content));
+      s.push_back(text(f_ == ChatFormat::llama3 ? trimmed(m.content) : m.content));
       s.push_back(end_of_turn().empty() ? eos() : special(end_of_turn()));
       append(s, after_reply());
     }

@@ -21,7 +21,7 @@
 
 namespace llamawire {
 
-enum class ChatFormat { llama2, mistral, zephyr, chatml, vicuna };
+enum class ChatFormat { llama2, mistral, zephyr, chatml, vicuna, llama3 };
 
 inline constexpr ChatFormat kDefaultChatFormat = ChatFormat::llama2;
 
@@ -30,7 +30,7 @@ std::optional<ChatFormat> chat_format_by_name(std::string_view name);
 // The format a Jinja chat template (tokenizer.chat_template) writes, recognised by its
 // markers; nullopt when it is none of the known ones.
 std::optional<ChatFormat> detect_chat_format(std::string_view jinja);
-// "llama2, mistral, zephyr, chatml, vicuna"
+// "llama2, mistral, zephyr, chatml, vicuna, llama3"
 std::string chat_format_list();
 
 struct ChatSegment {
@@ -65,7 +65,8 @@ class ChatTemplate {
   ChatSegments reply_prefix() const;
   // What follows a reply after its end token (e.g. zephyr's "\n").
   ChatSegments after_reply() const;
-  // The special token that ends a reply when it is not EOS ("<|im_end|>"), else empty.
+  // The special token that ends a reply when it is not EOS ("<|im_end|>", "<|eot_id|>"),
+  // else empty.
   std::string_view end_of_turn() const;
   bool folds_system() const { return f_ == ChatFormat::llama2 || f_ == ChatFormat::mistral; }
 

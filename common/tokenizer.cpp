@@ -1,6 +1,7 @@
 #include "common/tokenizer.hpp"
 
 #include "common/bytes.hpp"
+#include "common/pair_merge.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -153,6 +154,13 @@ std::optional<Error> check_vocab(const Vocab& v, std::string_view name) {
     if (v.pieces[i].size() > static_cast<std::size_t>(kMaxTokenLength)) return fail("token " + std::to_string(i) + " is longer than 65536 bytes");
     if (!v.types.empty() && static_cast<int>(v.types[i]) > 6) return fail("token " + std::to_string(i) + " has an unknown type");
   }
+  if (v.merges.size() > static_cast<std::size_t>(kMaxVocab) * 4) return fail(std::to_string(v.merges.size()) + " merges: too many");
+  for (std::size_t i = 0; i < v.merges.size(); ++i) {
+    if (v.merges[i].size() > 2 * static_cast<std::size_t>(kMaxTokenLength) + 1) return fail("merge " + std::to_string(i) + " is too long");
+  }
+  if (v.kind == VocabKind::bpe && !bpe::pre_tokenizer_from_name(v.pre)) {
+    return fail("pre-tokenizer '" + v.pre + "' is not supported (" + std::string(bpe::known_pre_tokenizers()) + ")");
+  }
   const int vn = static_cast<int>(n);
   auto check_id = [&](int id, const char* what, bool optional) -> std::optional<Error> {
     if ((optional && id == -1) || (id >= 0 && id < vn)) return std::nullopt;
@@ -191,6 +199,7 @@ Result<Tokenizer> Tokenizer::from_vocab(Vocab v, std::string_view name) {
     return parsed;
   }
   if (v.types.empty()) v.types.assign(n, TokenType::normal);
+  const bool is_bpe = v.kind == VocabKind::bpe;
   t.vocab_.resize(n);
   t.decoded_.resize(n);
   t.scores_ = v.scores;
@@ -199,7 +208,14 @@ Result<Tokenizer> Tokenizer::from_vocab(Vocab v, std::string_view name) {
   for (std::size_t i = 0; i < n; ++i) {
     const std::string& p = v.pieces[i];
     const TokenType ty = v.types[i];
-    t.vocab_[i] = replace_all(p, kSpaceMarker, " ");
+    const bool text = ty == TokenType::normal || ty == TokenType::undefined;
+    if (is_bpe) {
+      // A normal piece stands for bytes; one outside the byte alphabet is taken as written.
+      auto bytes = text ? bpe::symbols_to_bytes(p) : std::nullopt;
+      t.vocab_[i] = bytes ? std::move(*bytes) : p;
+    } else {
+      t.vocab_[i] = replace_all(p, kSpaceMarker, " ");
+    }
     longest = std::max(longest, t.vocab_[i].size());
     switch (ty) {
       case TokenType::normal:
@@ -221,15 +237,23 @@ Result<Tokenizer> Tokenizer::from_vocab(Vocab v, std::string_view name) {
   t.max_token_length_ = static_cast<int>(longest);
   t.max_bytes_per_token_ = longest;
   t.finish_index();
-  // Bytes for 1.0 clients: the same pieces in tokenizer.bin form.
-  ByteWriter w;
-  w.write<std::int32_t>(t.max_token_length_);
-  for (std::size_t i = 0; i < n; ++i) {
-    w.write<float>(t.scores_[i]);
-    w.write<std::int32_t>(static_cast<std::int32_t>(t.vocab_[i].size()));
-    w.bytes(std::string_view(t.vocab_[i]));
+  if (is_bpe) {
+    std::vector<bool> normal(n);
+    for (std::size_t i = 0; i < n; ++i) normal[i] = v.types[i] == TokenType::normal || v.types[i] == TokenType::undefined;
+    auto enc = bpe::Encoder::build(v.pieces, normal, v.merges, v.pre, v.special.unk, name);
+    if (!enc) return enc.error();
+    t.bpe_ = std::make_unique<const bpe::Encoder>(std::move(*enc));
+  } else {
+    // Bytes for 1.0 clients: the same pieces in tokenizer.bin form.
+    ByteWriter w;
+    w.write<std::int32_t>(t.max_token_length_);
+    for (std::size_t i = 0; i < n; ++i) {
+      w.write<float>(t.scores_[i]);
+      w.write<std::int32_t>(static_cast<std::int32_t>(t.vocab_[i].size()));
+      w.bytes(std::string_view(t.vocab_[i]));
+    }
+    t.raw_ = w.take();
   }
-  t.raw_ = w.take();
   t.vocab_data_ = std::move(v);
   for (std::size_t i = 0; i < n; ++i) {
     const TokenType ty = t.vocab_data_.types[i];
@@ -279,8 +303,11 @@ std::size_t Tokenizer::min_encoded_tokens(std::size_t text_bytes, bool bos, bool
   std::size_t n = (bos ? 1 : 0) + (eos ? 1 : 0);
   if (text_bytes == 0) return n;
   if (max_bytes_per_token_ == 0) return n + 1;
-  // The text and the dummy-prefix space, in tokens of at most max_bytes_per_token_ bytes.
-  return n + (text_bytes + 1 + max_bytes_per_token_ - 1) / max_bytes_per_token_;
+  // The text and (but for bpe) the dummy-prefix space, in tokens of at most
+  // max_bytes_per_token_ bytes. (bpe reads an ill-formed byte as U+FFFD, three bytes: the
+  // text only grows.)
+  const std::size_t prefix = vocab_data_.kind == VocabKind::bpe ? 0 : 1;
+  return n + (text_bytes + prefix + max_bytes_per_token_ - 1) / max_bytes_per_token_;
 }
 
 int Tokenizer::lookup(std::string_view s) const {
@@ -289,66 +316,17 @@ int Tokenizer::lookup(std::string_view s) const {
 }
 
 // Merges the adjacent pair with the highest score (leftmost on ties) until none merges, as
-// llama2.c's loop does, in O(n log n) instead of its O(n^2): the tokens form a linked list,
-// and every mergeable pair waits in a max-heap ordered by (score, then leftmost). A merge
-// changes its left token and removes its right one; the entries that named either are left
-// in the heap and skipped when they surface (each node's version tells them apart), and the
-// two new pairs with the neighbours are pushed. The order of merges, and so the ids, are
-// exactly those of the full rescan: the heap's top is the rescan's choice at every step
-// (same scores, same tie rule, and positions keep their order in the list).
+// llama2.c's loop does, in O(n log n) instead of its O(n^2) (see merge_adjacent).
 void Tokenizer::merge_pairs(std::vector<int>& tokens) const {
-  const std::size_t n = tokens.size();
-  if (n < 2) return;
-  constexpr int kNone = -1;
-  std::vector<int> next(n), prev(n);
-  std::vector<std::uint32_t> version(n, 0);
-  for (std::size_t i = 0; i < n; ++i) {
-    next[i] = i + 1 < n ? static_cast<int>(i + 1) : kNone;
-    prev[i] = i > 0 ? static_cast<int>(i - 1) : kNone;
-  }
-  struct Pair {
-    float score;
-    int left, right, id;
-    std::uint32_t left_version, right_version;
-  };
-  // Top: the highest score; among equal scores, the leftmost (smallest position).
-  auto below = [](const Pair& a, const Pair& b) { return a.score < b.score || (a.score == b.score && a.left > b.left); };
-  std::vector<Pair> heap;
-  heap.reserve(n);
   std::string merged;
-  auto push = [&](int l, int r) {
-    if (l == kNone || r == kNone) return;
-    merged.assign(piece(tokens[static_cast<std::size_t>(l)]));
-    merged += piece(tokens[static_cast<std::size_t>(r)]);
+  merge_adjacent(tokens, [&](int l, int r) -> std::optional<MergeChoice> {
+    merged.assign(piece(l));
+    merged += piece(r);
     const int id = lookup(merged);
     // llama2.c starts its search at a best score of -1e10 and takes only better ones.
-    if (id < 0 || !(score(id) > -1e10f)) return;
-    heap.push_back({score(id), l, r, id, version[static_cast<std::size_t>(l)], version[static_cast<std::size_t>(r)]});
-    std::push_heap(heap.begin(), heap.end(), below);
-  };
-  for (std::size_t i = 0; i + 1 < n; ++i) push(static_cast<int>(i), static_cast<int>(i + 1));
-  std::vector<char> alive(n, 1);
-  while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), below);
-    const Pair p = heap.back();
-    heap.pop_back();
-    const auto l = static_cast<std::size_t>(p.left), r = static_cast<std::size_t>(p.right);
-    if (!alive[l] || !alive[r] || next[l] != p.right || version[l] != p.left_version || version[r] != p.right_version) {
-      continue;  // stale: one of its tokens has changed or gone since it was pushed
-    }
-    tokens[l] = p.id;
-    ++version[l];
-    alive[r] = 0;
-    next[l] = next[r];
-    if (next[r] != kNone) prev[static_cast<std::size_t>(next[r])] = p.left;
-    push(prev[l], p.left);
-    push(p.left, next[l]);
-  }
-  std::size_t out = 0;
-  for (int i = 0; i != kNone; i = next[static_cast<std::size_t>(i)]) {
-    tokens[out++] = tokens[static_cast<std::size_t>(i)];
-  }
-  tokens.resize(out);
+    if (id < 0 || !(score(id) > -1e10f)) return std::nullopt;
+    return MergeChoice{score(id), id};
+  });
 }
 
 void Tokenizer::append_code_points(std::string_view text, std::vector<int>& tokens) const {
@@ -382,7 +360,7 @@ void Tokenizer::append_code_points(std::string_view text, std::vector<int>& toke
 }
 
 std::vector<int> Tokenizer::encode(std::string_view text, bool bos, bool eos, bool parse_special) const {
-  if (vocab_data_.kind == VocabKind::spm) return encode_spm(text, bos, eos, parse_special);
+  if (vocab_data_.kind != VocabKind::llama2c) return encode_vocab(text, bos, eos, parse_special);
   std::vector<int> tokens;
   tokens.reserve(text.size() + 3);
   if (bos) tokens.push_back(kBosToken);
@@ -397,24 +375,31 @@ std::vector<int> Tokenizer::encode(std::string_view text, bool bos, bool eos, bo
   return tokens;
 }
 
-std::vector<int> Tokenizer::encode_spm(std::string_view text, bool bos, bool eos, bool parse_special) const {
+void Tokenizer::encode_fragment(std::string_view raw, bool after_special, std::vector<int>& out) const {
+  if (raw.empty()) return;
+  if (bpe_) {
+    bpe_->encode(raw, out);
+    return;
+  }
+  std::string buf;
+  if (vocab_data_.add_space_prefix && after_special) buf.push_back(' ');
+  buf.append(raw);
+  std::vector<int> frag;
+  append_code_points(buf, frag);
+  merge_pairs(frag);
+  out.insert(out.end(), frag.begin(), frag.end());
+}
+
+std::vector<int> Tokenizer::encode_vocab(std::string_view text, bool bos, bool eos, bool parse_special) const {
   std::vector<int> out;
-  out.reserve(text.size() + 3);
+  out.reserve(text.size() / 2 + 3);
   const SpecialTokens& sp = vocab_data_.special;
   if (bos && sp.bos >= 0) out.push_back(sp.bos);
-  bool prev_special = true;  // the first fragment gets the space prefix too
-  std::vector<int> frag;
-  std::string buf;
+  bool after_special = true;  // the first fragment gets the space prefix too
   auto flush = [&](std::string_view raw) {
     if (raw.empty()) return;
-    buf.clear();
-    if (vocab_data_.add_space_prefix && prev_special) buf.push_back(' ');
-    buf.append(raw);
-    frag.clear();
-    append_code_points(buf, frag);
-    merge_pairs(frag);
-    out.insert(out.end(), frag.begin(), frag.end());
-    prev_special = false;
+    encode_fragment(raw, after_special, out);
+    after_special = false;
   };
   std::size_t start = 0;
   for (std::size_t i = 0; i < text.size();) {
@@ -432,7 +417,7 @@ std::vector<int> Tokenizer::encode_spm(std::string_view text, bool bos, bool eos
     }
     flush(text.substr(start, i - start));
     out.push_back(hit->id);
-    prev_special = true;
+    after_special = true;
     i += hit->text.size();
     start = i;
   }
@@ -443,6 +428,7 @@ std::vector<int> Tokenizer::encode_spm(std::string_view text, bool bos, bool eos
 
 std::string_view Tokenizer::decode(int prev, int token) const {
   if (token < 0 || token >= vocab_size()) return {};
+  if (vocab_data_.kind == VocabKind::bpe) return decoded_[static_cast<std::size_t>(token)];
   if (vocab_data_.kind == VocabKind::spm) {
     std::string_view d = decoded_[static_cast<std::size_t>(token)];
     if (prev == vocab_data_.special.bos && !d.empty() && d[0] == ' ') d.remove_prefix(1);

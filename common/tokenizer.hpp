@@ -3,10 +3,12 @@
 // score-ordered merges, plus token types, special-token parsing and byte tokens by name).
 #pragma once
 
+#include "common/bpe.hpp"
 #include "common/error.hpp"
 #include "common/vocab.hpp"
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -42,13 +44,16 @@ class Tokenizer {
   // and unknown ones when parse_special), each text fragment gets a space prefix when it
   // starts the text or follows a special token (add_space_prefix), code points, byte
   // fallback to the "<0xXX>" tokens (else unk), the same merges within each fragment.
+  // bpe: the same cut at special tokens, then each fragment as bpe::Encoder says (no
+  // space prefix; ill-formed UTF-8 is read as U+FFFD).
   // BOS and EOS are the vocabulary's.
   std::vector<int> encode(std::string_view text, bool bos, bool eos, bool parse_special = false) const;
 
   // The text of `token` following `prev`, with the leading space stripped after BOS.
   // llama2c: "<0xXX>" pieces become the raw byte. spm: normal tokens with "▁" as spaces,
   // byte tokens as their byte, user-defined ones as written; control, unknown and unused
-  // tokens print nothing (llama.cpp's token_to_piece without `special`).
+  // tokens print nothing (llama.cpp's token_to_piece without `special`). bpe: normal tokens
+  // as the bytes their symbols stand for (no space is stripped after BOS), the rest as spm.
   std::string_view decode(int prev, int token) const;
 
   // A lower bound on encode(text, bos, eos).size() from the text's length alone, so that a
@@ -61,7 +66,8 @@ class Tokenizer {
   std::string_view piece(int id) const { return vocab_[static_cast<std::size_t>(id)]; }
   float score(int id) const { return scores_[static_cast<std::size_t>(id)]; }
   // The tokenizer.bin bytes, as the server sends them to 1.0 clients (for an spm
-  // vocabulary: written from it, with real spaces).
+  // vocabulary: written from it, with real spaces). Empty for bpe: llama2.c's encoding
+  // cannot stand for it.
   std::span<const std::uint8_t> raw() const { return raw_; }
   VocabKind kind() const { return vocab_data_.kind; }
   const SpecialTokens& special() const { return vocab_data_.special; }
@@ -84,7 +90,9 @@ class Tokenizer {
   // Code points of `text` (looked up, or their bytes' fallback ids) appended to `out`.
   void append_code_points(std::string_view text, std::vector<int>& out) const;
   void finish_index();
-  std::vector<int> encode_spm(std::string_view text, bool bos, bool eos, bool parse_special) const;
+  // spm and bpe: cut at special tokens, each fragment encoded by kind.
+  std::vector<int> encode_vocab(std::string_view text, bool bos, bool eos, bool parse_special) const;
+  void encode_fragment(std::string_view raw, bool after_special, std::vector<int>& out) const;
 
   int max_token_length_ = 0;
   // At most this many text bytes per token (0: no bound: a byte-fallback piece is empty).
@@ -94,14 +102,15 @@ class Tokenizer {
   std::unordered_map<std::string_view, int> index_;  // views into vocab_
   std::vector<std::uint8_t> raw_;
   Vocab vocab_data_;                 // kind, types, special ids, flags (pieces: spm only)
-  std::vector<std::string> decoded_; // spm: what decode prints per token
+  std::vector<std::string> decoded_; // spm, bpe: what decode prints per token
+  std::unique_ptr<const bpe::Encoder> bpe_;
   int byte_ids_[256] = {};           // spm: the "<0xXX>" token of each byte (unk if none)
   struct Special {
     std::string_view text;
     int id;
     bool always;  // user-defined: parsed even without parse_special
   };
-  std::vector<Special> specials_;    // spm: longest first
+  std::vector<Special> specials_;    // spm, bpe: longest first
   std::vector<int> special_by_byte_[256];  // indexes into specials_, by first byte
 };
 

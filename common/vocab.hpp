@@ -23,6 +23,7 @@ enum class TokenType : std::uint8_t {
 enum class VocabKind : std::uint8_t {
   llama2c = 0,  // tokenizer.bin: pieces hold real spaces; BOS 1, EOS 2; "<0xXX>" pieces are bytes
   spm = 1,      // SentencePiece (GGUF tokenizer.ggml.model "llama"): "▁" (U+2581) marks a space
+  bpe = 2,      // byte-level BPE (GGUF tokenizer.ggml.model "gpt2"): pieces in GPT-2's byte alphabet
 };
 
 // The ids that end or begin things. -1: none.
@@ -46,6 +47,9 @@ struct Vocab {
   bool add_eos = false;
   bool add_space_prefix = true;
   std::string chat_template;        // tokenizer.chat_template (Jinja text), possibly empty
+  // bpe only: tokenizer.ggml.merges ("left right", by rank) and tokenizer.ggml.pre.
+  std::vector<std::string> merges;
+  std::string pre;
 };
 
 }  // namespace llamawire

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <stdexcept>
@@ -26,6 +27,47 @@ fs::path shared_dir() {
 fs::path models_dir() { return shared_dir() / "models"; }
 fs::path golden_dir() { return shared_dir() / "golden"; }
 fs::path bin_dir() { return LW_BIN_DIR; }
+
+fs::path llama3_vocab_json() { return fs::path(LW_TESTDATA_DIR) / "llama3" / "vocab.json"; }
+fs::path llama3_cases() { return fs::path(LW_SOURCE_DIR) / "tests" / "data" / "llama3" / "cases.jsonl"; }
+
+namespace {
+
+// `make(tmp)` writes a file at tmp; it becomes `path` by an atomic rename, so test processes
+// running at once each see either no file or a whole one.
+fs::path make_once(const fs::path& path, const std::function<void(const fs::path&)>& make) {
+  if (fs::exists(path)) return path;
+  fs::create_directories(path.parent_path());
+  std::random_device rd;
+  const fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(rd());
+  make(tmp);
+  fs::rename(tmp, path);
+  return path;
+}
+
+void run_or_throw(const std::vector<std::string>& argv) {
+  const auto r = run_process(argv, "", 600);
+  if (r.exit_code != 0) throw std::runtime_error(argv[0] + " failed: " + r.err);
+}
+
+}  // namespace
+
+fs::path llama3_vocab_gguf() {
+  return make_once(fs::path(LW_TESTDATA_DIR) / "llama3-vocab.gguf", [](const fs::path& tmp) {
+    run_or_throw({(bin_dir() / "llamawire-convert").string(), "--vocab", llama3_vocab_json().string(), tmp.string()});
+  });
+}
+
+fs::path llama3_model(const std::string& type) {
+  return make_once(fs::path(LW_TESTDATA_DIR) / ("llama3-tiny-" + type + ".gguf"), [&](const fs::path& tmp) {
+    const std::string bin = tmp.string() + ".bin";
+    run_or_throw({(bin_dir() / "llamawire-mkmodel").string(), "--dim", "256", "--hidden", "768", "--layers", "2", "--heads",
+                  "32", "--kv-heads", "8", "--vocab", "128256", "--seq-len", "512", "--seed", "3", bin});
+    run_or_throw({(bin_dir() / "llamawire-convert").string(), bin, tmp.string(), "--vocab", llama3_vocab_json().string(),
+                  "--rope-base", "500000", "--rope-scaling", "llama3:32", "--tie-output", "--type", type});
+    fs::remove(bin);
+  });
+}
 
 std::vector<boost::json::object> read_jsonl(const fs::path& path) {
   std::ifstream in(path);

@@ -26,6 +26,18 @@ std::filesystem::path bin_dir();
     }                                                                           \
   } while (0)
 
+// The Llama-3 test data: vocab.json (unpacked at configure time from tests/data/llama3) and
+// the source directory's cases.jsonl.
+std::filesystem::path llama3_vocab_json();
+std::filesystem::path llama3_cases();
+// A vocabulary-only GGUF file of the Llama-3 vocabulary, written once per process by
+// llamawire-convert --vocab (in the build's testdata directory).
+std::filesystem::path llama3_vocab_gguf();
+// A small Llama-3-shaped model (the real vocabulary, 500000 RoPE base, Llama-3.1 frequency
+// factors, tied embeddings, GQA 32/8), `type` q8_0, q4_k_m, f32 ..., written once per
+// process and type (llamawire-mkmodel, then llamawire-convert).
+std::filesystem::path llama3_model(const std::string& type);
+
 std::vector<boost::json::object> read_jsonl(const std::filesystem::path& path);
 std::vector<std::uint8_t> read_bytes(const std::filesystem::path& path);
 void write_bytes(const std::filesystem::path& path, const std::vector<std::uint8_t>& bytes);

@@ -3,16 +3,29 @@
 // T (norms stay f32). From llama2.c it writes the metadata and vocabulary as llama.cpp's
 // llama2.c converter does (same keys, same order, the tokenizer's spaces as U+2581); from
 // GGUF it keeps the input's metadata and vocabulary and requantizes the tensors.
+//
+// For Llama-3-shaped test models (random llama2.c weights, a real vocabulary): --vocab
+// takes the vocabulary from a GGUF file or a vocabulary JSON (tests/data/llama3), and
+// --rope-base, --rope-scaling llama3:FACTOR and --tie-output give the Llama-3.x model
+// features. `llamawire-convert --vocab V OUT` (no IN) writes a vocabulary-only GGUF file.
+#include "common/bytes.hpp"
 #include "common/cli_support.hpp"
 #include "common/tokenizer.hpp"
 #include "server/kernels/tensor_types.hpp"
+#include "server/model/gguf.hpp"
 #include "server/model/gguf_writer.hpp"
 #include "server/model/weight_store.hpp"
 
+#include <boost/json.hpp>
 #include <boost/program_options.hpp>
 
+#include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <unordered_map>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -110,14 +123,120 @@ void add_llama2c_vocab(lw::GgufWriter& w, const lw::Tokenizer& tok) {
   w.add_string("tokenizer.ggml.model", "llama");
 }
 
-void add_llama2c_metadata(lw::GgufWriter& w, const lw::ModelConfig& c) {
+// The merges of a vocabulary whose ranks are its ids (tiktoken's, as Llama-3's): every split
+// of a token into two tokens, ordered by the merged token's id, then the left part's, then
+// the right part's. (tests/data/llama3/make-data.mjs checks that this is exactly the list
+// in Llama-3's tokenizer.json.) Pieces are split between characters of the byte alphabet.
+std::vector<std::string> merges_from_ranks(const std::vector<std::string>& pieces, const std::vector<std::int32_t>& types) {
+  std::unordered_map<std::string_view, int> rank;
+  for (std::size_t i = 0; i < pieces.size(); ++i) {
+    if (types[i] == static_cast<std::int32_t>(lw::TokenType::normal)) rank.emplace(pieces[i], static_cast<int>(i));
+  }
+  std::vector<std::string> merges;
+  std::vector<std::tuple<int, int, std::size_t>> local;
+  for (std::size_t id = 0; id < pieces.size(); ++id) {
+    if (types[id] != static_cast<std::int32_t>(lw::TokenType::normal)) continue;
+    const std::string_view p = pieces[id];
+    local.clear();
+    for (std::size_t k = 1; k < p.size(); ++k) {
+      if ((static_cast<unsigned char>(p[k]) & 0xC0) == 0x80) continue;  // inside a character
+      const auto l = rank.find(p.substr(0, k)), r = rank.find(p.substr(k));
+      if (l != rank.end() && r != rank.end()) local.emplace_back(l->second, r->second, k);
+    }
+    std::sort(local.begin(), local.end());
+    for (const auto& [l, r, k] : local) merges.push_back(std::string(p.substr(0, k)) + " " + std::string(p.substr(k)));
+  }
+  return merges;
+}
+
+// A vocabulary JSON (tests/data/llama3/README.md): the tokenizer.* keys it stands for;
+// returns the number of tokens.
+std::size_t add_json_vocab(lw::GgufWriter& w, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(path + ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const boost::json::object o = boost::json::parse(ss.str()).as_object();
+  std::vector<std::string> pieces;
+  for (const auto& t : o.at("tokens").as_array()) pieces.emplace_back(t.as_string());
+  std::vector<std::int32_t> types;
+  for (const auto& t : o.at("types").as_array()) types.push_back(static_cast<std::int32_t>(t.to_number<int>()));
+  if (types.size() != pieces.size()) throw std::runtime_error(path + ": 'types' and 'tokens' differ in length");
+  auto merges = merges_from_ranks(pieces, types);
+  if (const auto* n = o.if_contains("n_merges"); n != nullptr && n->to_number<std::size_t>() != merges.size()) {
+    throw std::runtime_error(path + ": the rank rule gives " + std::to_string(merges.size()) + " merges, the file says " +
+                             std::to_string(n->to_number<std::size_t>()));
+  }
+  w.add_string("tokenizer.ggml.model", std::string(o.at("model").as_string()));
+  w.add_string("tokenizer.ggml.pre", std::string(o.at("pre").as_string()));
+  w.add_strings("tokenizer.ggml.tokens", pieces);
+  w.add_i32s("tokenizer.ggml.token_type", types);
+  w.add_strings("tokenizer.ggml.merges", merges);
+  w.add_u32("tokenizer.ggml.bos_token_id", static_cast<std::uint32_t>(o.at("bos").to_number<int>()));
+  w.add_u32("tokenizer.ggml.eos_token_id", static_cast<std::uint32_t>(o.at("eos").to_number<int>()));
+  w.add_bool("tokenizer.ggml.add_bos_token", o.at("add_bos").as_bool());
+  if (const auto* t = o.if_contains("chat_template")) w.add_string("tokenizer.chat_template", std::string(t->as_string()));
+  return pieces.size();
+}
+
+// The tokenizer.* keys of --vocab (a GGUF file's, copied, or a vocabulary JSON's); returns
+// the vocabulary's size.
+std::size_t add_vocab_from(lw::GgufWriter& w, const std::string& path) {
+  if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0) return add_json_vocab(w, path);
+  {
+    auto bytes = lw::read_file(path, std::size_t{1} << 31);
+    if (!bytes) throw std::runtime_error(bytes.error().message);
+    auto g = lw::GgufFile::parse(*bytes, path);
+    if (!g) throw std::runtime_error(g.error().message);
+    for (const auto& kv : g->kvs()) {
+      if (kv.key.rfind("tokenizer.", 0) == 0) w.add_value(std::string(kv.key), kv.value);
+    }
+    const lw::GgufValue* tokens = g->find("tokenizer.ggml.tokens");
+    if (tokens == nullptr) throw std::runtime_error(path + ": no tokenizer.ggml.tokens");
+    return static_cast<std::size_t>(tokens->count);
+  }
+}
+
+// Llama-3.1 RoPE scaling as Meta's reference and llama.cpp's converter compute it: per
+// rotated pair i (frequency base^(-2i/dims)), 1 for short wavelengths, FACTOR for long ones,
+// and a smooth blend between, with the original context 8192 and factors 1 (low) and 4 (high).
+std::vector<float> llama3_rope_factors(float base, int dims, float factor) {
+  const double old_ctx = 8192, low = 1, high = 4;
+  const double low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
+  std::vector<float> out;
+  for (int i = 0; i < dims; i += 2) {
+    const double freq = 1.0 / std::pow(static_cast<double>(base), static_cast<double>(i) / dims);
+    const double wavelen = 2 * M_PI / freq;
+    if (wavelen < high_wavelen) {
+      out.push_back(1.0f);
+    } else if (wavelen > low_wavelen) {
+      out.push_back(factor);
+    } else {
+      const double smooth = (old_ctx / wavelen - low) / (high - low);
+      out.push_back(static_cast<float>(1.0 / ((1 - smooth) / factor + smooth)));
+    }
+  }
+  return out;
+}
+
+// Model features beyond llama2.c's (all off: the file is what llama.cpp's converter writes).
+struct Features {
+  bool own_vocab = false;   // --vocab: the tokenizer ids come with it
+  float rope_base = 0;      // --rope-base (0: not written, 10000)
+  float rope_scaling = 0;   // --rope-scaling llama3:FACTOR (0: none)
+  bool tie_output = false;  // --tie-output
+};
+
+void add_llama2c_metadata(lw::GgufWriter& w, const lw::ModelConfig& c, const Features& f) {
   w.add_string("general.architecture", "llama");
   w.add_string("general.name", "llama");
-  w.add_u32("tokenizer.ggml.unknown_token_id", 0);
-  w.add_u32("tokenizer.ggml.bos_token_id", 1);
-  w.add_u32("tokenizer.ggml.eos_token_id", 2);
-  w.add_u32("tokenizer.ggml.seperator_token_id", 0xFFFFFFFFu);  // sic, as llama.cpp spells it
-  w.add_u32("tokenizer.ggml.padding_token_id", 0xFFFFFFFFu);
+  if (!f.own_vocab) {
+    w.add_u32("tokenizer.ggml.unknown_token_id", 0);
+    w.add_u32("tokenizer.ggml.bos_token_id", 1);
+    w.add_u32("tokenizer.ggml.eos_token_id", 2);
+    w.add_u32("tokenizer.ggml.seperator_token_id", 0xFFFFFFFFu);  // sic, as llama.cpp spells it
+    w.add_u32("tokenizer.ggml.padding_token_id", 0xFFFFFFFFu);
+  }
   w.add_u32("llama.context_length", static_cast<std::uint32_t>(c.seq_len));
   w.add_u32("llama.embedding_length", static_cast<std::uint32_t>(c.dim));
   w.add_u32("llama.feed_forward_length", static_cast<std::uint32_t>(c.hidden_dim));
@@ -126,6 +245,8 @@ void add_llama2c_metadata(lw::GgufWriter& w, const lw::ModelConfig& c) {
   w.add_u32("llama.block_count", static_cast<std::uint32_t>(c.n_layers));
   w.add_u32("llama.rope.dimension_count", static_cast<std::uint32_t>(c.head_size()));
   w.add_f32("llama.attention.layer_norm_rms_epsilon", c.rms_eps);
+  if (f.rope_base > 0) w.add_f32("llama.rope.freq_base", f.rope_base);
+  if (f.own_vocab) w.add_u32("llama.vocab_size", static_cast<std::uint32_t>(c.vocab_size));
 }
 
 // Every row of `m` as floats, then quantized to `t`; a block matrix already of type `t` is
@@ -152,7 +273,8 @@ lw::GgufWriter::Producer norm_producer(const float* v, int n) {
 
 // The tensors in the order of llama.cpp's llama2.c converter, each matrix in the type the
 // choice gives it (or its own with keep_types), then the quantization keys.
-void add_tensors(lw::GgufWriter& w, const lw::WeightStore& s, const TypeChoice& choice, bool keep_types) {
+void add_tensors(lw::GgufWriter& w, const lw::WeightStore& s, const TypeChoice& choice, bool keep_types,
+                 const Features& f) {
   const lw::ModelConfig& c = s.config();
   const lw::GgufFile* g = s.gguf();
   const int L = c.n_layers;
@@ -167,11 +289,23 @@ void add_tensors(lw::GgufWriter& w, const lw::WeightStore& s, const TypeChoice& 
     w.add_tensor(name, TensorType::f32, {static_cast<std::uint64_t>(c.dim)}, norm_producer(v, c.dim));
   };
   // The order of llama.cpp's llama2.c converter.
-  add_matrix("token_embd.weight", "token_embd", 0, s.embedding());
+  // A tied embedding is also the classifier: it gets the classifier's type, as
+  // llama-quantize gives it.
+  const bool tied = g == nullptr ? f.tie_output : c.shared_classifier;
+  add_matrix("token_embd.weight", tied ? "output" : "token_embd", 0, s.embedding());
   add_norm("output_norm.weight", s.rms_final());
   // A llama2.c file with a shared classifier gets a copy as output.weight (as llama.cpp's
   // converter writes it); a GGUF file with tied embeddings stays tied.
-  if (g == nullptr || !c.shared_classifier) add_matrix("output.weight", "output", 0, s.classifier());
+  if ((g == nullptr && !f.tie_output) || !c.shared_classifier) add_matrix("output.weight", "output", 0, s.classifier());
+  if (f.rope_scaling > 0) {
+    auto factors = std::make_shared<std::vector<float>>(
+        llama3_rope_factors(f.rope_base > 0 ? f.rope_base : 10000.0f, c.rotary_dims(), f.rope_scaling));
+    w.add_tensor("rope_freqs.weight", TensorType::f32, {factors->size()}, [factors](std::vector<std::uint8_t>& out) {
+      std::memcpy(out.data(), factors->data(), factors->size() * 4);
+    });
+  } else if (const float* rf = s.rope_freqs().empty() ? nullptr : s.rope_freqs().data()) {
+    w.add_tensor("rope_freqs.weight", TensorType::f32, {s.rope_freqs().size()}, norm_producer(rf, static_cast<int>(s.rope_freqs().size())));
+  }
   for (int l = 0; l < L; ++l) {
     const lw::LayerWeights& lw_ = s.layer(l);
     const std::string p = "blk." + std::to_string(l) + ".";
@@ -199,13 +333,21 @@ void add_tensors(lw::GgufWriter& w, const lw::WeightStore& s, const TypeChoice& 
 }  // namespace
 
 int main(int argc, char** argv) try {
-  std::string in, out, type = "", tokenizer;
+  std::string in, out, type = "", tokenizer, vocab_path, rope_scaling;
+  Features features;
   po::options_description opts("Usage: llamawire-convert IN OUT [options]\n\nOptions");
   opts.add_options()("help,h", "this help")(
       "type,t", po::value(&type),
       "matrix type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q4_k_m q5_k q5_k_m q6_k (default: f32 for f32 "
       "inputs, q8_0 for llama2.c Q8_0 ones, the input's own types for GGUF)")(
-      "tokenizer,z", po::value(&tokenizer), "llama2.c tokenizer.bin for a llama2.c input (default: beside it)");
+      "tokenizer,z", po::value(&tokenizer), "llama2.c tokenizer.bin for a llama2.c input (default: beside it)")(
+      "vocab", po::value(&vocab_path),
+      "for a llama2.c input: the vocabulary (tokenizer.* keys) of this GGUF file or vocabulary JSON instead of a "
+      "tokenizer.bin; with OUT alone, write a vocabulary-only GGUF file")(
+      "rope-base", po::value(&features.rope_base), "for a llama2.c input: write llama.rope.freq_base (e.g. 500000)")(
+      "rope-scaling", po::value(&rope_scaling),
+      "for a llama2.c input: llama3:FACTOR writes rope_freqs.weight, Llama-3.1 scaling (Llama-3.2: 32, 3.1: 8)")(
+      "tie-output", "for a llama2.c input with a shared classifier: no output.weight (tied embeddings)");
   po::options_description hidden;
   hidden.add_options()("in", po::value(&in))("out", po::value(&out));
   po::options_description all;
@@ -224,9 +366,36 @@ int main(int argc, char** argv) try {
     std::cout << opts << "\n";
     return 0;
   }
-  if (in.empty() || out.empty()) {
-    std::cerr << "llamawire-convert: IN and OUT are required\n" << opts << "\n";
+  if (!in.empty() && out.empty() && !vocab_path.empty()) std::swap(in, out);  // `--vocab V OUT`
+  if (out.empty() || (in.empty() && vocab_path.empty())) {
+    std::cerr << "llamawire-convert: IN and OUT are required (or --vocab V and OUT)\n" << opts << "\n";
     return 2;
+  }
+  if (!rope_scaling.empty()) {
+    char* end = nullptr;
+    const bool prefixed = rope_scaling.rfind("llama3:", 0) == 0;
+    features.rope_scaling = prefixed ? std::strtof(rope_scaling.c_str() + 7, &end) : 0.0f;
+    if (!prefixed || end == nullptr || *end != '\0' || !(features.rope_scaling >= 1.0f && features.rope_scaling <= 1024.0f)) {
+      std::cerr << "llamawire-convert: --rope-scaling '" << rope_scaling << "': expected llama3:FACTOR, FACTOR in [1, 1024]\n";
+      return 2;
+    }
+  }
+  if (vm.count("rope-base") && !(features.rope_base > 1.0f && features.rope_base <= 1e12f)) {
+    std::cerr << "llamawire-convert: --rope-base must be in (1, 1e12]\n";
+    return 2;
+  }
+  features.tie_output = vm.count("tie-output") > 0;
+  features.own_vocab = !vocab_path.empty();
+  if (in.empty()) {
+    lw::GgufWriter w;
+    w.add_string("general.architecture", "llama");  // as llama.cpp's vocab-only files say
+    add_vocab_from(w, vocab_path);
+    if (auto r = w.write(out); !r) {
+      std::cerr << "llamawire-convert: " << r.error().message << "\n";
+      return 1;
+    }
+    std::fprintf(stderr, "llamawire-convert: vocabulary %s -> %s\n", vocab_path.c_str(), out.c_str());
+    return 0;
   }
   if (!type.empty() && !type_names().count(type)) {
     std::cerr << "llamawire-convert: --type '" << type << "' is not one of f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k "
@@ -243,8 +412,15 @@ int main(int argc, char** argv) try {
   const lw::WeightStore& s = **store;
   const lw::ModelConfig& c = s.config();
   const lw::GgufFile* g = s.gguf();
-  if (g != nullptr && !tokenizer.empty()) {
-    std::cerr << "llamawire-convert: --tokenizer applies to llama2.c inputs; " << in << " has its own vocabulary\n";
+  if (g != nullptr && (!tokenizer.empty() || features.own_vocab || features.rope_base > 0 || features.rope_scaling > 0 ||
+                       features.tie_output)) {
+    std::cerr << "llamawire-convert: --tokenizer, --vocab, --rope-base, --rope-scaling and --tie-output apply to llama2.c "
+                 "inputs; "
+              << in << " has its own vocabulary and features\n";
+    return 2;
+  }
+  if (features.tie_output && !c.shared_classifier) {
+    std::cerr << "llamawire-convert: --tie-output: " << in << " has a separate classifier\n";
     return 2;
   }
   if (type.empty()) type = s.weight_type() == lw::WeightType::q8_0 ? "q8_0" : "f32";
@@ -258,6 +434,14 @@ int main(int argc, char** argv) try {
       if (key == "general.file_type" || key == "general.quantization_version" || key == "general.alignment") continue;
       w.add_value(key, kv.value);
     }
+  } else if (features.own_vocab) {
+    const std::size_t n = add_vocab_from(w, vocab_path);
+    if (n != static_cast<std::size_t>(c.vocab_size)) {
+      std::cerr << "llamawire-convert: " << vocab_path << " holds " << n << " tokens, " << in << " has vocab_size "
+                << c.vocab_size << "\n";
+      return 1;
+    }
+    add_llama2c_metadata(w, c, features);
   } else {
     auto tok = lw::load_model_tokenizer(s, tokenizer);
     if (!tok) {
@@ -265,9 +449,9 @@ int main(int argc, char** argv) try {
       return 1;
     }
     add_llama2c_vocab(w, *tok);
-    add_llama2c_metadata(w, c);
+    add_llama2c_metadata(w, c, features);
   }
-  add_tensors(w, s, choice, keep_types);
+  add_tensors(w, s, choice, keep_types, features);
   if (auto r = w.write(out); !r) {
     std::cerr << "llamawire-convert: " << r.error().message << "\n";
     return 1;

@@ -226,11 +226,14 @@ std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, con
     float* xrow = x_.data() + sz(b) * sz(D);
     const float* emb = w_.embedding_row(r.token, xrow);
     if (emb != xrow) std::copy_n(emb, D, xrow);
-    // RoPE rotation for this row's position, as llama2.c computes it (per pair of a head).
+    // RoPE rotation for this row's position, as llama2.c computes it (per pair of a head);
+    // a frequency factor divides the angle, as ggml's rope does with freq_factors.
     float* rope = rope_.data() + sz(b) * sz(HS);
+    const std::vector<float>& factors = w_.rope_freqs();
     for (int i = 0; i < ROT; i += 2) {
       const float freq = 1.0f / std::pow(c.rope_base, static_cast<float>(i) / static_cast<float>(ROT));
-      const float val = static_cast<float>(r.pos) * freq;
+      float val = static_cast<float>(r.pos) * freq;
+      if (!factors.empty()) val /= factors[sz(i / 2)];
       rope[i] = std::cos(val);
       rope[i + 1] = std::sin(val);
     }

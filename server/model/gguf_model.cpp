@@ -1,6 +1,7 @@
 // Loading a GGUF file of the `llama` architecture into a WeightStore: the model's shape
 // from its metadata, its tensors by name, each checked against the shape it must have.
 #include "server/model/weight_store.hpp"
+#include "common/bpe.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -99,7 +100,7 @@ Result<void> read_llama_config(const GgufFile& g, ModelConfig& c) {
 Error unknown_tensor(const GgufFile& g, int n_layers) {
   for (const GgufTensor& t : g.tensors()) {
     const std::string n(t.name);
-    bool known = n == "token_embd.weight" || n == "output.weight" || n == "output_norm.weight";
+    bool known = n == "token_embd.weight" || n == "output.weight" || n == "output_norm.weight" || n == "rope_freqs.weight";
     if (n.rfind("blk.", 0) == 0) {
       const std::size_t dot = n.find('.', 4);
       const std::string layer = dot == std::string::npos ? "" : n.substr(4, dot - 4);
@@ -111,8 +112,7 @@ Error unknown_tensor(const GgufFile& g, int n_layers) {
     }
     if (!known) {
       return g.error("tensor '" + n + "' is not part of the llama architecture as supported here (" +
-                     (n == "rope_freqs.weight" ? "RoPE frequency factors are not supported yet" : "unexpected tensor") +
-                     ")");
+                     "unexpected tensor)");
     }
   }
   return g.error("internal: tensor count mismatch");
@@ -250,6 +250,22 @@ Result<void> WeightStore::bind_gguf() {
     wcls_ = embedding_;  // tied embeddings
     c.shared_classifier = true;
   }
+  // Llama-3.1 RoPE scaling: one f32 factor per rotated pair; theta is divided by it.
+  if (const GgufTensor* rf = g.tensor("rope_freqs.weight")) {
+    const auto pairs = static_cast<std::uint64_t>(c.rotary_dims() / 2);
+    if (rf->n_dims != 1 || rf->ne[0] != pairs || rf->type != TensorType::f32) {
+      return g.error("tensor 'rope_freqs.weight': shape " + shape_text(*rf) + ", expected f32 [" + std::to_string(pairs) + "]");
+    }
+    const auto* f = reinterpret_cast<const float*>(map_ + g.data_offset() + rf->offset);
+    rope_freqs_.assign(f, f + pairs);
+    for (std::size_t i = 0; i < rope_freqs_.size(); ++i) {
+      if (!std::isfinite(rope_freqs_[i]) || rope_freqs_[i] <= 0.0f) {
+        return g.error("tensor 'rope_freqs.weight': factor " + std::to_string(i) + " is " + std::to_string(rope_freqs_[i]) +
+                       " (must be finite and positive)");
+      }
+    }
+    ++used;
+  }
   if (used != g.tensors().size()) return unknown_tensor(g, c.n_layers);
   return {};
 }
@@ -277,10 +293,11 @@ namespace llamawire {
 Result<Vocab> read_gguf_vocab(const GgufFile& g, int vocab_size) {
   auto model = g.get_string("tokenizer.ggml.model");
   if (!model) return model.error();
-  if (*model != "llama") {
+  if (*model != "llama" && *model != "gpt2") {
     return g.error("tokenizer model '" + std::string(*model) +
-                   "' is not supported (only 'llama', a SentencePiece vocabulary)");
+                   "' is not supported ('llama', SentencePiece, and 'gpt2', byte-level BPE)");
   }
+  const bool is_bpe = *model == "gpt2";
   const GgufValue* tokens = g.find("tokenizer.ggml.tokens");
   if (tokens == nullptr || tokens->type != GgufType::array || tokens->elem != GgufType::string) {
     return g.error("key 'tokenizer.ggml.tokens': missing or not an array of strings");
@@ -291,7 +308,22 @@ Result<Vocab> read_gguf_vocab(const GgufFile& g, int vocab_size) {
                    std::to_string(vocab_size) + " rows");
   }
   Vocab v;
-  v.kind = VocabKind::spm;
+  v.kind = is_bpe ? VocabKind::bpe : VocabKind::spm;
+  if (is_bpe) {
+    auto pre = g.get_string("tokenizer.ggml.pre", std::string_view{});
+    if (!pre) return pre.error();
+    if (!bpe::pre_tokenizer_from_name(*pre)) {
+      return g.error("key 'tokenizer.ggml.pre': pre-tokenizer '" + std::string(*pre) + "' is not supported (" +
+                     std::string(bpe::known_pre_tokenizers()) + ")");
+    }
+    v.pre = std::string(*pre);
+    const GgufValue* merges = g.find("tokenizer.ggml.merges");
+    if (merges == nullptr || merges->type != GgufType::array || merges->elem != GgufType::string) {
+      return g.error("key 'tokenizer.ggml.merges': missing or not an array of strings");
+    }
+    v.merges.reserve(static_cast<std::size_t>(merges->count));
+    for (const auto m : merges->strings) v.merges.emplace_back(m);
+  }
   v.pieces.reserve(static_cast<std::size_t>(n));
   for (const auto s : tokens->strings) v.pieces.emplace_back(s);
   v.scores.assign(static_cast<std::size_t>(n), 0.0f);
@@ -329,15 +361,18 @@ Result<Vocab> read_gguf_vocab(const GgufFile& g, int vocab_size) {
     }
     return {};
   };
-  for (auto [key, fallback, out] : {std::tuple{"tokenizer.ggml.bos_token_id", 1, &v.special.bos},
-                                    {"tokenizer.ggml.eos_token_id", 2, &v.special.eos},
-                                    {"tokenizer.ggml.unknown_token_id", 0, &v.special.unk},
+  // llama.cpp's defaults: SentencePiece 1, 2, 0; BPE 11, 11, none (GPT-2's <|endoftext|>).
+  for (auto [key, fallback, out] : {std::tuple{"tokenizer.ggml.bos_token_id", is_bpe ? 11 : 1, &v.special.bos},
+                                    {"tokenizer.ggml.eos_token_id", is_bpe ? 11 : 2, &v.special.eos},
+                                    {"tokenizer.ggml.unknown_token_id", is_bpe ? -1 : 0, &v.special.unk},
                                     {"tokenizer.ggml.padding_token_id", -1, &v.special.pad},
                                     {"tokenizer.ggml.eot_token_id", -1, &v.special.eot}}) {
     if (auto r = id(key, fallback, *out); !r) return r.error();
   }
   if (v.special.eot == v.special.eos) v.special.eot = -1;
-  auto b = g.get_bool("tokenizer.ggml.add_bos_token", true);
+  // llama.cpp adds BOS by default for SentencePiece and the Llama-3 pre-tokenizer.
+  const bool bos_default = !is_bpe || *bpe::pre_tokenizer_from_name(v.pre) == bpe::PreTokenizer::llama3;
+  auto b = g.get_bool("tokenizer.ggml.add_bos_token", bos_default);
   auto e = g.get_bool("tokenizer.ggml.add_eos_token", false);
   auto sp = g.get_bool("tokenizer.ggml.add_space_prefix", true);
   if (!b) return b.error();

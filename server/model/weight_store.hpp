@@ -108,6 +108,9 @@ class WeightStore {
   const float* embedding_row(int token, float* scratch) const;
   const LayerWeights& layer(int l) const { return layers_[static_cast<std::size_t>(l)]; }
   const float* rms_final() const { return rms_final_; }
+  // Per rotated pair of a head, the factor its RoPE angle is divided by (GGUF
+  // rope_freqs.weight, Llama-3.1 scaling); empty: none.
+  const std::vector<float>& rope_freqs() const { return rope_freqs_; }
   const Matrix& classifier() const { return wcls_; }
   const Matrix& embedding() const { return embedding_; }
 
@@ -142,6 +145,7 @@ class WeightStore {
   Matrix embedding_;                 // [vocab][dim]
   std::vector<LayerWeights> layers_;
   const float* rms_final_ = nullptr;
+  std::vector<float> rope_freqs_;
   Matrix wcls_;
 };
 
