@@ -48,6 +48,7 @@ std::string_view errc_name(errc e) noexcept {
     case errc::unauthorized: return "unauthorized";
     case errc::shutting_down: return "server shutting down";
     case errc::internal: return "internal error";
+    case errc::unsupported: return "not supported";
     case errc::bad_checkpoint: return "bad checkpoint";
     case errc::bad_tokenizer: return "bad tokenizer";
     case errc::io_error: return "i/o error";
@@ -74,6 +75,7 @@ std::string_view errc_id(errc e) noexcept {
     case errc::unauthorized: return "unauthorized";
     case errc::shutting_down: return "shutting_down";
     case errc::internal: return "internal";
+    case errc::unsupported: return "unsupported";
     case errc::bad_checkpoint: return "bad_checkpoint";
     case errc::bad_tokenizer: return "bad_tokenizer";
     case errc::io_error: return "io_error";
@@ -89,7 +91,7 @@ std::uint16_t to_wire(errc e) noexcept {
 }
 
 errc from_wire(std::uint16_t code) noexcept {
-  if (code >= 1 && code <= static_cast<std::uint16_t>(errc::internal)) return static_cast<errc>(code);
+  if (code >= 1 && code <= static_cast<std::uint16_t>(errc::unsupported)) return static_cast<errc>(code);
   return errc::internal;
 }
 

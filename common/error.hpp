@@ -30,6 +30,7 @@ enum class errc : std::uint16_t {
   unauthorized = 13,        // missing or wrong API key
   shutting_down = 14,       // server is draining
   internal = 15,            // server bug; logged
+  unsupported = 16,         // (1.3) a valid request this server cannot serve this client
   bad_checkpoint = 100,     // local only: model file invalid
   bad_tokenizer = 101,      // local only: tokenizer file invalid
   io_error = 102,           // local only: file or socket error

@@ -143,7 +143,8 @@ bool is_known_type(std::uint8_t type) { return message_name(static_cast<MsgType>
 
 // VOCAB: u8 kind, u32 n_tokens, i32 bos, eos, eot, unk, pad (-1: none), u8 flags
 // (bit 0 add_bos, 1 add_eos, 2 add_space_prefix), string chat_template, then per token
-// f32 score, u8 type, string piece.
+// f32 score, u8 type, string piece; 1.3 trailer: u32 n_end, i32 ids, string pre, u32
+// n_merges, strings.
 void put_vocab(ByteWriter& w, const msg::Vocab& m) {
   const Vocab& v = m.vocab;
   w.write(static_cast<std::uint8_t>(v.kind));
@@ -158,6 +159,12 @@ void put_vocab(ByteWriter& w, const msg::Vocab& m) {
     w.write(static_cast<std::uint8_t>(i < v.types.size() ? v.types[i] : TokenType::undefined));
     put_string(w, v.pieces[i]);
   }
+  if (!m.extended) return;
+  w.write(static_cast<std::uint32_t>(v.special.also_end.size()));
+  for (const int id : v.special.also_end) w.write(static_cast<std::int32_t>(id));
+  put_string(w, v.pre);
+  w.write(static_cast<std::uint32_t>(v.merges.size()));
+  for (const auto& mg : v.merges) put_string(w, mg);
 }
 
 bool get_vocab(Parser& p, msg::Vocab& m) {
@@ -170,7 +177,7 @@ bool get_vocab(Parser& p, msg::Vocab& m) {
     if (!p.get(id)) return false;
   }
   if (!p.get(flags) || !p.get_string(m.chat_template)) return false;
-  if (kind > 1) return p.fail("unknown vocabulary kind " + std::to_string(kind));
+  if (kind > 2) return p.fail("unknown vocabulary kind " + std::to_string(kind));
   if ((flags & ~7u) != 0) return p.fail("unknown flag bits");
   // Each token takes at least 7 bytes: a count the payload cannot hold is refused first.
   if (static_cast<std::uint64_t>(n) * 7 > p.reader().remaining()) {
@@ -193,6 +200,29 @@ bool get_vocab(Parser& p, msg::Vocab& m) {
     if (type > 6) return p.fail("token " + std::to_string(i) + " has an unknown type " + std::to_string(type));
     if (!std::isfinite(v.scores[i])) return p.fail("token " + std::to_string(i) + " has a non-finite score");
     v.types[i] = static_cast<TokenType>(type);
+  }
+  m.extended = !p.reader().empty();
+  if (!m.extended) {
+    if (v.kind == VocabKind::bpe) return p.fail("a BPE vocabulary without its merges (the 1.3 trailer)");
+    return true;
+  }
+  std::uint32_t n_end = 0, n_merges = 0;
+  if (!p.get(n_end)) return false;
+  if (static_cast<std::uint64_t>(n_end) * 4 > p.reader().remaining()) return p.fail("n_end " + std::to_string(n_end) + " is more than the payload holds");
+  for (std::uint32_t i = 0; i < n_end; ++i) {
+    std::int32_t id = 0;
+    if (!p.get(id)) return false;
+    if (id < 0 || id >= static_cast<std::int64_t>(n)) return p.fail("end token id " + std::to_string(id) + " out of range");
+    v.special.also_end.push_back(id);
+  }
+  if (!p.get_string(v.pre) || !p.get(n_merges)) return false;
+  // Each merge takes at least 2 bytes.
+  if (static_cast<std::uint64_t>(n_merges) * 2 > p.reader().remaining()) {
+    return p.fail("n_merges " + std::to_string(n_merges) + " is more than the payload holds");
+  }
+  v.merges.resize(n_merges);
+  for (auto& mg : v.merges) {
+    if (!p.get_string(mg)) return false;
   }
   return true;
 }

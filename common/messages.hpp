@@ -112,7 +112,10 @@ struct StatsReply {
 // The model's whole vocabulary and the chat template's name (1.2).
 struct Vocab {
   llamawire::Vocab vocab;  // chat_template (the Jinja text) is not sent
-  std::string chat_template;  // a name: llama2, mistral, zephyr, chatml, vicuna
+  std::string chat_template;  // a name: llama2, mistral, zephyr, chatml, vicuna, llama3
+  // 1.3: the trailer (end ids, pre-tokenizer, merges) follows the tokens. A server sends it
+  // to clients of 1.3 and later only; a decoder reads it when present.
+  bool extended = true;
 };
 struct Error {
   std::uint16_t code = 0;

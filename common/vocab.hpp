@@ -33,8 +33,17 @@ struct SpecialTokens {
   int eot = -1;  // the chat template's end-of-turn token when it is not EOS
   int unk = 0;
   int pad = -1;
-  // A generation with "stop on EOS" ends at either of these.
-  bool ends_turn(int t) const { return t == eos || (eot >= 0 && t == eot); }
+  // More tokens that end a generation (llama.cpp's end-of-generation set: control tokens
+  // such as <|eot_id|>, <|end_of_text|>, <|eom_id|> found by name), besides eos and eot.
+  std::vector<int> also_end;
+  // A generation with "stop on EOS" ends at any of these.
+  bool ends_turn(int t) const {
+    if (t == eos || (eot >= 0 && t == eot)) return true;
+    for (const int e : also_end) {
+      if (t == e) return true;
+    }
+    return false;
+  }
 };
 
 struct Vocab {

@@ -370,6 +370,16 @@ Result<Vocab> read_gguf_vocab(const GgufFile& g, int vocab_size) {
     if (auto r = id(key, fallback, *out); !r) return r.error();
   }
   if (v.special.eot == v.special.eos) v.special.eot = -1;
+  // llama.cpp's end-of-generation set: control tokens with these names end a generation
+  // too (Llama-3: <|eot_id|> and <|end_of_text|>, whichever EOS is).
+  for (std::size_t k = 0; k < v.pieces.size(); ++k) {
+    const int tid = static_cast<int>(k);
+    if (v.types[k] != TokenType::control || tid == v.special.eos || tid == v.special.eot) continue;
+    for (const char* name : {"<|eot_id|>", "<|end_of_text|>", "<|eom_id|>", "<|im_end|>", "<|endoftext|>", "<|end|>",
+                             "<end_of_turn>"}) {
+      if (v.pieces[k] == name) v.special.also_end.push_back(tid);
+    }
+  }
   // llama.cpp adds BOS by default for SentencePiece and the Llama-3 pre-tokenizer.
   const bool bos_default = !is_bpe || *bpe::pre_tokenizer_from_name(v.pre) == bpe::PreTokenizer::llama3;
   auto b = g.get_bool("tokenizer.ggml.add_bos_token", bos_default);

@@ -303,6 +303,7 @@ bool Session::handle(const FrameHeader& h, Message m) {
     }
     ctx_.counters().sessions_active++;
     hello_done_ = true;
+    client_minor_ = hello.minor;
     // Between requests this session's cache may be evicted for a waiting request; its
     // tokens stay in history_ and what it lost is recomputed at its next request.
     holder_id_ = ctx_.admission().add_holder(ex_, [this] {
@@ -335,11 +336,26 @@ bool Session::handle(const FrameHeader& h, Message m) {
   switch (type) {
     case MsgType::get_tokenizer: {
       const auto raw = ctx_.tokenizer().raw();
+      if (raw.empty()) {
+        send_error(errc::unsupported,
+                   "this model's vocabulary is byte-level BPE, which a tokenizer.bin cannot describe: use GET_VOCAB "
+                   "(protocol 1.3)",
+                   false, rid);
+        return true;
+      }
       send(msg::Tokenizer{std::vector<std::uint8_t>(raw.begin(), raw.end())}, rid);
       return true;
     }
     case MsgType::get_vocab: {
-      msg::Vocab v{ctx_.tokenizer().vocab(), std::string(ctx_.chat_template().name())};
+      const Vocab& vocab = ctx_.tokenizer().vocab();
+      if (vocab.kind == VocabKind::bpe && client_minor_ < 3) {
+        send_error(errc::unsupported,
+                   "this model's vocabulary is byte-level BPE, which VOCAB carries from protocol 1.3 on (this client "
+                   "speaks 1." + std::to_string(client_minor_) + ")",
+                   false, rid);
+        return true;
+      }
+      msg::Vocab v{vocab, std::string(ctx_.chat_template().name()), client_minor_ >= 3};
       v.vocab.chat_template.clear();  // the name travels instead
       send(v, rid);
       return true;

@@ -111,6 +111,7 @@ class Session {
   std::uint64_t frame_bytes_held_ = 0;  // of ctx_.frame_budget(), for the frame being read
 
   bool hello_done_ = false;
+  std::uint16_t client_minor_ = 0;  // HELLO's minor: what this client understands
   bool closing_ = false;
   bool reader_done_ = false;
   bool generator_done_ = false;

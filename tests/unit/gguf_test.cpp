@@ -138,8 +138,11 @@ TEST_CASE("GGUF metadata defects are named", "[gguf]") {
   s.arch = "gpt2";
   CHECK(err(s).find("architecture 'gpt2' is not supported") != std::string::npos);
   s = {};
-  s.tokenizer = "gpt2";
-  CHECK(err(s).find("tokenizer model 'gpt2' is not supported") != std::string::npos);
+  s.tokenizer = "rwkv";
+  CHECK(err(s).find("tokenizer model 'rwkv' is not supported") != std::string::npos);
+  s = {};
+  s.tokenizer = "gpt2";  // byte-level BPE needs its pre-tokenizer named
+  CHECK(err(s).find("key 'tokenizer.ggml.pre': pre-tokenizer '' is not supported") != std::string::npos);
   s = {};
   s.drop = {"llama.embedding_length"};
   CHECK(err(s).find("'llama.embedding_length': missing") != std::string::npos);
