@@ -116,7 +116,7 @@ asio::awaitable<void> worker(Shared& s, int id) {
         co_return;
       }
       const Tokenizer& tok = model->tok;
-      if (!s.prompt_ready) s.prompt = tok.encode(s.o.prompt, tok.add_bos(), false, tok.kind() == VocabKind::spm);
+      if (!s.prompt_ready) s.prompt = tok.encode(s.o.prompt, tok.add_bos(), false, tok.kind() != VocabKind::llama2c);
     } else {
       s.prompt = synthetic_prompt(std::max(1, s.o.prompt_tokens), s.vocab);
     }

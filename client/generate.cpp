@@ -35,8 +35,12 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
+// llama2.c's printing rule (a lone unprintable byte is dropped) for its own vocabularies; a
+// GGUF vocabulary's pieces print as they decode (a character split over byte tokens then
+// arrives whole), as llama.cpp prints them.
 void print_piece(const Tokenizer& tok, int prev, int next) {
-  const auto piece = printable_piece(tok.decode(prev, next));
+  const auto decoded = tok.decode(prev, next);
+  const auto piece = tok.kind() == VocabKind::llama2c ? printable_piece(decoded) : decoded;
   if (!piece.empty()) std::fwrite(piece.data(), 1, piece.size(), stdout);  // an empty view may hold no pointer
   std::fflush(stdout);
 }
@@ -194,7 +198,7 @@ asio::awaitable<int> run_cli(CliOptions o) {
   const Tokenizer* tok = &model->tok;
   // A GGUF vocabulary's text may name its special tokens ("</s>"), and its generations end at
   // EOS, as llama.cpp's CLI does; a llama2.c one runs on past EOS, as llama2.c does.
-  const bool gguf_vocab = tok->kind() == VocabKind::spm;
+  const bool gguf_vocab = tok->kind() != VocabKind::llama2c;
 
   const int context = static_cast<int>(std::min(hello->seq_len, hello->context));
   const int steps = std::min(clamp_steps(o.steps, static_cast<int>(hello->seq_len)), context);

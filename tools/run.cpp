@@ -86,13 +86,14 @@ int main(int argc, char** argv) try {
   }
 
   const int n_steps = lw::clamp_steps(steps, cfg.seq_len);
-  const std::vector<int> prompt_tokens = tok->encode(prompt, tok->add_bos(), false, tok->kind() == lw::VocabKind::spm);
+  const std::vector<int> prompt_tokens = tok->encode(prompt, tok->add_bos(), false, tok->kind() != lw::VocabKind::llama2c);
   lw::Sampler sampler(cfg.vocab_size, {temperature, topp, lw::resolve_seed(static_cast<std::uint64_t>(seed))});
   lw::ThreadParallel par(threads);
   lw::Forward fwd(**store, std::min(256, cfg.seq_len), threads);
   lw::KvCache kv(cfg, cfg.seq_len);
   const auto g = lw::generate_local(fwd, kv, par, prompt_tokens, sampler, n_steps, [&](int prev, int next) {
-    const auto piece = lw::printable_piece(tok->decode(prev, next));
+    const auto decoded = tok->decode(prev, next);
+    const auto piece = tok->kind() == lw::VocabKind::llama2c ? lw::printable_piece(decoded) : decoded;
     if (!piece.empty()) std::fwrite(piece.data(), 1, piece.size(), stdout);  // an empty view may hold no pointer
     std::fflush(stdout);
   });

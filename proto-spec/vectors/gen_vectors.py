@@ -80,6 +80,22 @@ ok('110-vocab', 'VOCAB', 0x89, 9, vocab_payload(1, [1, 2, -1, 0, -1], 5, 'zephyr
    {"kind": 1, "bos": 1, "eos": 2, "eot": -1, "unk": 0, "pad": -1, "add_bos": True, "add_eos": False,
     "add_space_prefix": True, "chat_template": "zephyr",
     "tokens": [{"score": sc, "type": ty, "piece": p} for sc, ty, p in VOCAB_TOKENS]})
+
+
+def vocab_trailer(end_ids, pre, merges):
+    out = struct.pack('<I', len(end_ids)) + b''.join(struct.pack('<i', i) for i in end_ids) + s(pre)
+    return out + struct.pack('<I', len(merges)) + b''.join(s(m) for m in merges)
+
+
+# 1.3: a four-token byte-level BPE vocabulary with its trailer: "a", "b", "ab" (normal, the
+# merge "a b" makes "ab"), "<|eot_id|>" (control, an end id); BOS none, EOS 3.
+BPE_TOKENS = [(0.0, 1, 'a'), (0.0, 1, 'b'), (0.0, 1, 'ab'), (0.0, 3, '<|eot_id|>')]
+ok('111-vocab-bpe', 'VOCAB', 0x89, 9,
+   vocab_payload(2, [-1, 3, -1, -1, -1], 1, 'llama3', BPE_TOKENS) + vocab_trailer([3], 'llama-bpe', ['a b']),
+   {"kind": 2, "bos": -1, "eos": 3, "eot": -1, "unk": -1, "pad": -1, "add_bos": True, "add_eos": False,
+    "add_space_prefix": False, "chat_template": "llama3",
+    "tokens": [{"score": sc, "type": ty, "piece": p} for sc, ty, p in BPE_TOKENS],
+    "end_ids": [3], "pre": "llama-bpe", "merges": ["a b"]})
 ok('108-stats-reply', 'STATS_REPLY', 0x88, 8, b'{"sessions":1}', {"json": '{"sessions":1}'})
 ok('109-error', 'ERROR', 0xFF, 3, struct.pack('<HB', 7, 0) + s('token 600 out of range [0, 512)'),
    {"code": 7, "fatal": 0, "message": "token 600 out of range [0, 512)"})
@@ -109,4 +125,8 @@ bad('914-vocab-count-overrun', frame(0x89, 9, vocab_payload(1, [1, 2, -1, 0, -1]
     'bad_message')
 bad('915-vocab-bad-token-type', frame(0x89, 9, vocab_payload(1, [1, 2, -1, 0, -1], 5, 'llama2',
                                                                VOCAB_TOKENS[:3] + [(0.0, 9, 'x')])), 'bad_message')
+bad('916-vocab-bpe-without-trailer', frame(0x89, 9, vocab_payload(2, [-1, 3, -1, -1, -1], 1, 'llama3', BPE_TOKENS)),
+    'bad_message')
+bad('917-vocab-end-id-out-of-range', frame(0x89, 9, vocab_payload(2, [-1, 3, -1, -1, -1], 1, 'llama3', BPE_TOKENS) +
+                                           vocab_trailer([4], 'llama-bpe', ['a b'])), 'bad_message')
 bad('912-generate-unknown-flags', frame(0x04, 1, struct.pack('<IIffQI', 0, 10, 1.0, 0.9, 1, 6) + toks([1])), 'bad_message')

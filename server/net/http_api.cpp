@@ -503,7 +503,7 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, KvC
   const SpecialTokens& stops = ctx_.special_tokens();
   // Chat stops at the end of the turn; a completion too with a GGUF vocabulary (as
   // llama.cpp's server does), while a llama2.c model runs on past EOS as llama2.c does.
-  const bool stop_at_eos = r.chat || tok.kind() == VocabKind::spm;
+  const bool stop_at_eos = r.chat || tok.kind() != VocabKind::llama2c;
   int prev = r.prompt.empty() ? stops.bos : r.prompt.back();
   auto last_at = t0;
   while (ok && generated < max_new && !peer_gone_) {
@@ -519,7 +519,7 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, KvC
     last_at = now;
     // llama2.c's models print as llama2.c does (lone unprintable bytes dropped); a GGUF
     // vocabulary's byte tokens build characters (the text is sanitized as it goes out).
-    text += tok.kind() == VocabKind::spm ? tok.decode(prev, next) : printable_piece(tok.decode(prev, next));
+    text += tok.kind() != VocabKind::llama2c ? tok.decode(prev, next) : printable_piece(tok.decode(prev, next));
     prev = next;
     bool stopped = false;
     for (const auto& s : r.stop) {

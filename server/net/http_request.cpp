@@ -91,7 +91,7 @@ std::optional<HttpError> append_encoded(const Tokenizer& tok, std::string_view t
                                         std::vector<int>& prompt) {
   const std::size_t at_least = prompt.size() + tok.min_encoded_tokens(text.size(), bos, false);
   if (at_least >= static_cast<std::size_t>(context)) return too_long(at_least, context, true);
-  const auto t = tok.encode(text, bos, false, tok.kind() == VocabKind::spm);
+  const auto t = tok.encode(text, bos, false, tok.kind() != VocabKind::llama2c);
   prompt.insert(prompt.end(), t.begin(), t.end());
   return std::nullopt;
 }

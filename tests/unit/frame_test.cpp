@@ -91,10 +91,19 @@ json::object fields_of(const lw::Message& m) {
             for (std::size_t i = 0; i < v.pieces.size(); ++i) {
               tokens.push_back(json::object{{"score", v.scores[i]}, {"type", static_cast<int>(v.types[i])}, {"piece", v.pieces[i]}});
             }
-            return json::object{{"kind", static_cast<int>(v.kind)}, {"bos", v.special.bos}, {"eos", v.special.eos},
-                                {"eot", v.special.eot}, {"unk", v.special.unk}, {"pad", v.special.pad},
-                                {"add_bos", v.add_bos}, {"add_eos", v.add_eos}, {"add_space_prefix", v.add_space_prefix},
-                                {"chat_template", vm.chat_template}, {"tokens", tokens}};
+            json::object o{{"kind", static_cast<int>(v.kind)}, {"bos", v.special.bos}, {"eos", v.special.eos},
+                           {"eot", v.special.eot}, {"unk", v.special.unk}, {"pad", v.special.pad},
+                           {"add_bos", v.add_bos}, {"add_eos", v.add_eos}, {"add_space_prefix", v.add_space_prefix},
+                           {"chat_template", vm.chat_template}, {"tokens", tokens}};
+            if (vm.extended) {  // the 1.3 trailer
+              json::array ends, merges;
+              for (const int id : v.special.also_end) ends.push_back(id);
+              for (const auto& mg : v.merges) merges.push_back(json::value(mg));
+              o["end_ids"] = ends;
+              o["pre"] = v.pre;
+              o["merges"] = merges;
+            }
+            return o;
           },
       },
       m);
