@@ -1,6 +1,8 @@
 // libFuzzer: the frame header decoder and every message parser. Whatever decodes must
-// re-encode to the same bytes.
+// re-encode to the same bytes. A VOCAB that decodes is built into a tokenizer (as a client
+// does with the server's) and, if it builds, encodes a text.
 #include "common/messages.hpp"
+#include "common/tokenizer.hpp"
 
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +21,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (m) {
       const auto again = lw::encode_payload(*m);
       if (again.size() != payload.size() || !std::equal(again.begin(), again.end(), payload.begin())) std::abort();
+      if (const auto* v = std::get_if<lw::msg::Vocab>(&*m)) {
+        auto tok = lw::Tokenizer::from_vocab(v->vocab, "fuzz");
+        if (tok) {
+          const std::string text(reinterpret_cast<const char*>(data), std::min<std::size_t>(size, 48));
+          for (const int id : tok->encode(text, true, true, true)) {
+            if (id < 0 || id >= tok->vocab_size()) std::abort();
+            (void)tok->decode(-1, id);
+          }
+        }
+      }
     }
   }
   return 0;
