@@ -99,6 +99,27 @@ TEST_CASE("a Llama-3-shaped GGUF serves the CLI in both modes, the load tester a
   REQUIRE(res.status == 200);
   CHECK(json::parse(res.body).at("usage").at("prompt_tokens").to_number<int>() == static_cast<int>(want.size()));
 
+  // Generation ends at <|eot_id|> and <|end_of_text|> (not at other control tokens). This
+  // random-weight model repeats its last token, so a prompt ending in one (a raw prompt
+  // parses special-token text) makes it the first token drawn.
+  for (const auto& [tail, stops] : {std::pair{"<|eot_id|>", true}, {"<|end_of_text|>", true}, {"<|start_header_id|>", false}}) {
+    INFO(tail);
+    json::object c{{"prompt", std::string("Hello ") + tail}, {"max_tokens", 8}, {"temperature", 0}};
+    const auto r = t::http_request(server.http_port(), "POST", "/v1/completions", json::serialize(c));
+    REQUIRE(r.status == 200);
+    const auto body = json::parse(r.body);
+    CHECK(body.at("choices").at(0).at("finish_reason").as_string() == (stops ? "stop" : "length"));
+    CHECK(body.at("usage").at("completion_tokens").to_number<int>() == (stops ? 0 : 8));
+    for (const bool client_sampling : {false, true}) {
+      std::vector<std::string> args{"-n", "20", "-t", "0", "-i", std::string("Hello ") + tail};
+      if (client_sampling) args.push_back("--client-sampling");
+      const auto cli = t::run_client(server, args);
+      CHECK(cli.exit_code == 0);
+      CHECK(cli.out == "Hello \n");  // control tokens print nothing
+      if (stops) CHECK(cli.err.find(" 0 tokens") != std::string::npos);
+    }
+  }
+
   // The CLI's chat, both modes, two turns, the same text.
   const std::string input = "Hello there\nand again\n";
   const auto a = t::run_client(server, {"-m", "chat", "-y", "Be brief.", "-t", "0", "-n", "120"}, input);
