@@ -202,7 +202,8 @@ Result<Encoder> Encoder::build(const std::vector<std::string>& pieces, const std
     const std::string& m = merges[rank];
     const std::size_t sp = m.size() > 1 ? m.find(' ', 1) : std::string::npos;
     if (sp == std::string::npos) {
-      return make_error(errc::bad_tokenizer, who + ": merge " + std::to_string(rank) + " is not two pieces separated by a space");
+      return make_error(errc::bad_tokenizer,
+                        who + ": merge " + std::to_string(rank) + " is not two pieces separated by a space");
     }
     const std::string_view l(m.data(), sp), r(m.data() + sp + 1, m.size() - sp - 1);
     joined.assign(l);
@@ -226,7 +227,8 @@ void Encoder::encode_word(std::string_view bytes, std::vector<int>& out) const {
   symbols.reserve(bytes.size());
   for (const char c : bytes) symbols.push_back(byte_ids_[static_cast<unsigned char>(c)]);
   merge_adjacent(symbols, [&](int l, int r) -> std::optional<MergeChoice> {
-    const auto it = merges_.find((static_cast<std::uint64_t>(static_cast<std::uint32_t>(l)) << 32) | static_cast<std::uint32_t>(r));
+    const auto key = (static_cast<std::uint64_t>(static_cast<std::uint32_t>(l)) << 32) | static_cast<std::uint32_t>(r);
+    const auto it = merges_.find(key);
     if (it == merges_.end()) return std::nullopt;
     return MergeChoice{-static_cast<double>(it->second.first), it->second.second};
   });

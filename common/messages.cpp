@@ -208,11 +208,15 @@ bool get_vocab(Parser& p, msg::Vocab& m) {
   }
   std::uint32_t n_end = 0, n_merges = 0;
   if (!p.get(n_end)) return false;
-  if (static_cast<std::uint64_t>(n_end) * 4 > p.reader().remaining()) return p.fail("n_end " + std::to_string(n_end) + " is more than the payload holds");
+  if (static_cast<std::uint64_t>(n_end) * 4 > p.reader().remaining()) {
+    return p.fail("n_end " + std::to_string(n_end) + " is more than the payload holds");
+  }
   for (std::uint32_t i = 0; i < n_end; ++i) {
     std::int32_t id = 0;
     if (!p.get(id)) return false;
-    if (id < 0 || id >= static_cast<std::int64_t>(n)) return p.fail("end token id " + std::to_string(id) + " out of range");
+    if (id < 0 || id >= static_cast<std::int64_t>(n)) {
+      return p.fail("end token id " + std::to_string(id) + " out of range");
+    }
     v.special.also_end.push_back(id);
   }
   if (!p.get_string(v.pre) || !p.get(n_merges)) return false;

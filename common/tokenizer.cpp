@@ -154,9 +154,13 @@ std::optional<Error> check_vocab(const Vocab& v, std::string_view name) {
     if (v.pieces[i].size() > static_cast<std::size_t>(kMaxTokenLength)) return fail("token " + std::to_string(i) + " is longer than 65536 bytes");
     if (!v.types.empty() && static_cast<int>(v.types[i]) > 6) return fail("token " + std::to_string(i) + " has an unknown type");
   }
-  if (v.merges.size() > static_cast<std::size_t>(kMaxVocab) * 4) return fail(std::to_string(v.merges.size()) + " merges: too many");
+  if (v.merges.size() > static_cast<std::size_t>(kMaxVocab) * 4) {
+    return fail(std::to_string(v.merges.size()) + " merges: too many");
+  }
   for (std::size_t i = 0; i < v.merges.size(); ++i) {
-    if (v.merges[i].size() > 2 * static_cast<std::size_t>(kMaxTokenLength) + 1) return fail("merge " + std::to_string(i) + " is too long");
+    if (v.merges[i].size() > 2 * static_cast<std::size_t>(kMaxTokenLength) + 1) {
+      return fail("merge " + std::to_string(i) + " is too long");
+    }
   }
   if (v.kind == VocabKind::bpe && !bpe::pre_tokenizer_from_name(v.pre)) {
     return fail("pre-tokenizer '" + v.pre + "' is not supported (" + std::string(bpe::known_pre_tokenizers()) + ")");
