@@ -1,7 +1,7 @@
 // llamawire-tokenize: print the ids of encode(TEXT). With a llama2.c tokenizer.bin: BOS
 // first, space-separated. With a GGUF file: its own vocabulary, BOS as its add_bos_token
 // says, special-token text parsed unless --no-parse-special, printed as llama.cpp's
-// `llama-tokenize --ids` prints them ("[1, 263, 0]").
+// `llama-tokenize --ids` prints them ("[1, 263, 0]"); a vocabulary-only GGUF file too.
 #include "common/bytes.hpp"
 #include "common/tokenizer.hpp"
 #include "server/model/gguf.hpp"
@@ -42,16 +42,28 @@ int main(int argc, char** argv) try {
     std::cerr << "llamawire-tokenize: -z TOKENIZER and TEXT are required\n" << opts;
     return 2;
   }
-  const auto head = lw::read_file_head(tokenizer_path, 4);
+  std::uint64_t file_bytes = 0;
+  const auto head = lw::read_file_head(tokenizer_path, 4, &file_bytes);
   if (head && lw::is_gguf(*head)) {
     lw::WeightStore::Options o;
     o.load = lw::WeightStore::Load::mmap;  // only the metadata pages are read
     auto store = lw::WeightStore::load(tokenizer_path, o);
-    if (!store) {
-      std::cerr << "llamawire-tokenize: " << store.error().message << "\n";
-      return 1;
+    lw::Result<lw::Tokenizer> tok = lw::make_error(lw::errc::bad_tokenizer, "no vocabulary");
+    if (store) {
+      tok = lw::load_model_tokenizer(**store, "");
+    } else {
+      // A vocabulary-only file (no tensors, as `llamawire-convert --vocab V OUT` writes and
+      // llama.cpp's tokenizer tests use): its tokenizer.* keys alone.
+      auto bytes = file_bytes < (std::uint64_t{1} << 28) ? lw::read_file(tokenizer_path, std::size_t{1} << 28)
+                                                         : lw::Result<std::vector<std::uint8_t>>(store.error());
+      auto g = bytes ? lw::GgufFile::parse(*bytes, tokenizer_path) : lw::Result<lw::GgufFile>(bytes.error());
+      if (!g || !g->tensors().empty()) {
+        std::cerr << "llamawire-tokenize: " << store.error().message << "\n";
+        return 1;
+      }
+      auto v = lw::read_gguf_vocab(*g, 0);
+      tok = v ? lw::Tokenizer::from_vocab(std::move(*v), tokenizer_path) : lw::Result<lw::Tokenizer>(v.error());
     }
-    auto tok = lw::load_model_tokenizer(**store, "");
     if (!tok) {
       std::cerr << "llamawire-tokenize: " << tok.error().message << "\n";
       return 1;

@@ -201,3 +201,14 @@ TEST_CASE("bpe: 1 MB of English text encodes in well under a second, and decodes
   WARN("1 MiB encodes to " << ids.size() << " tokens in " << s << " s");
   CHECK(decode_all(tok, ids) == text);
 }
+
+TEST_CASE("bpe: llamawire-tokenize reads a vocabulary-only GGUF file as llama-tokenize --ids prints", "[bpe][tools]") {
+  const auto r = t::run_process({(t::bin_dir() / "llamawire-tokenize").string(), "-z", t::llama3_vocab_gguf().string(),
+                                 "Hello world<|eot_id|>"});
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "[128000, 9906, 1917, 128009]\n");
+  const auto plain = t::run_process({(t::bin_dir() / "llamawire-tokenize").string(), "-z", t::llama3_vocab_gguf().string(),
+                                     "--no-parse-special", "<|eot_id|>"});
+  CHECK(plain.out == "[128000, 27, 91, 68, 354, 851, 91, 29]\n");
+}
