@@ -114,7 +114,7 @@ const std::array<std::string, 256>& symbol_table() {
 
 std::optional<PreTokenizer> pre_tokenizer_from_name(std::string_view name) {
   if (name == "llama-bpe" || name == "llama3" || name == "llama-v3" || name == "falcon3") return PreTokenizer::llama3;
-  if (name == "gpt2") return PreTokenizer::gpt2;
+  if (name == "gpt-2") return PreTokenizer::gpt2;
   if (name == "smollm") return PreTokenizer::smollm;
   return std::nullopt;
 }
@@ -122,13 +122,13 @@ std::optional<PreTokenizer> pre_tokenizer_from_name(std::string_view name) {
 std::string_view pre_tokenizer_name(PreTokenizer p) {
   switch (p) {
     case PreTokenizer::llama3: return "llama-bpe";
-    case PreTokenizer::gpt2: return "gpt2";
+    case PreTokenizer::gpt2: return "gpt-2";
     case PreTokenizer::smollm: return "smollm";
   }
   return "?";
 }
 
-std::string_view known_pre_tokenizers() { return "llama-bpe, llama3, llama-v3, falcon3, smollm, gpt2"; }
+std::string_view known_pre_tokenizers() { return "llama-bpe, llama3, llama-v3, falcon3, smollm, gpt-2"; }
 
 std::string_view byte_to_symbol(unsigned char b) { return symbol_table()[b]; }
 

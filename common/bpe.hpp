@@ -22,11 +22,11 @@ namespace llamawire::bpe {
 // The pre-tokenizer split rules that GGUF files name in tokenizer.ggml.pre.
 enum class PreTokenizer : std::uint8_t {
   llama3 = 0,  // "llama-bpe", "llama3", "llama-v3", "falcon3": Llama-3's regex (below)
-  gpt2 = 1,    // "gpt2": GPT-2's regex
+  gpt2 = 1,    // "gpt-2": GPT-2's regex
   smollm = 2,  // "smollm": every digit alone, then GPT-2's regex within the rest
 };
 std::optional<PreTokenizer> pre_tokenizer_from_name(std::string_view name);
-// The canonical name ("llama-bpe", "gpt2", "smollm").
+// The canonical name ("llama-bpe", "gpt-2", "smollm").
 std::string_view pre_tokenizer_name(PreTokenizer p);
 // The names accepted, for error messages.
 std::string_view known_pre_tokenizers();

@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <map>
 #include <random>
 
 namespace lw = llamawire;
@@ -24,13 +25,18 @@ std::string unhex(std::string_view h) {
   return out;
 }
 
-const lw::Tokenizer& llama3() {
-  static const lw::Tokenizer tok = [] {
+// The vocabulary-only file's vocabulary, as the server reads a GGUF file's.
+const lw::Vocab& llama3_vocab() {
+  static const lw::Vocab v = [] {
     const auto bytes = t::read_bytes(t::llama3_vocab_gguf());
     auto g = lw::GgufFile::parse(bytes, "llama3-vocab.gguf").value();
-    auto v = lw::read_gguf_vocab(g, 0).value();
-    return lw::Tokenizer::from_vocab(std::move(v), "llama3").value();
+    return lw::read_gguf_vocab(g, 0).value();
   }();
+  return v;
+}
+
+const lw::Tokenizer& llama3() {
+  static const lw::Tokenizer tok = lw::Tokenizer::from_vocab(llama3_vocab(), "llama3").value();
   return tok;
 }
 
@@ -87,6 +93,30 @@ TEST_CASE("bpe: the Llama-3 vocabulary encodes every reference case as both refe
     if (!special && name.rfind("invalid", 0) != 0) CHECK(decode_all(tok, want) == text);
   }
   CHECK(failures == 0);
+}
+
+TEST_CASE("bpe: every pre-tokenizer gives llama.cpp's ids on the same vocabulary", "[bpe]") {
+  // tests/data/llama3/llamacpp-cases.jsonl: llama-tokenize (c392e50) on the Llama-3
+  // vocabulary with tokenizer.ggml.pre set to each name, BOS first, no special parsing.
+  const auto cases = t::read_jsonl(t::llama3_cases().parent_path() / "llamacpp-cases.jsonl");
+  std::map<std::string, int> per_pre;
+  for (const std::string pre : {"llama-bpe", "smollm", "gpt-2"}) {
+    lw::Vocab v = llama3_vocab();
+    v.pre = pre;
+    const auto tok = lw::Tokenizer::from_vocab(std::move(v), pre).value();
+    for (const auto& c : cases) {
+      if (c.at("pre").as_string() != pre) continue;
+      const std::string text = unhex(c.at("hex").as_string());
+      std::vector<int> want;
+      for (const auto& x : c.at("ids").as_array()) want.push_back(static_cast<int>(x.as_int64()));
+      INFO(pre << ": " << text);
+      CHECK(tok.encode(text, true, false, false) == want);
+      ++per_pre[pre];
+    }
+  }
+  CHECK(per_pre["llama-bpe"] >= 200);
+  CHECK(per_pre["smollm"] >= 200);
+  CHECK(per_pre["gpt-2"] >= 200);
 }
 
 TEST_CASE("bpe: BOS, special tokens only when asked, and <|eot_id|> ends a turn", "[bpe]") {
