@@ -277,6 +277,12 @@ int main(int argc, char** argv) try {
       s.set_handoff(std::nullopt);
     }
   } handoff_guard{scheduler};
+  // The signals are caught from here on, before the port file says the server is up: a
+  // SIGTERM that follows it at once is queued for the handler below, never the default
+  // action. The control objects live on one strand: handlers run on any io thread, never
+  // two at once.
+  auto control = lw::asio::make_strand(io);
+  lw::asio::signal_set signals(control, SIGINT, SIGTERM, SIGHUP);
   lw::tcp::acceptor acceptor(io);
   if (auto r = lw::open_acceptor(acceptor, f.server.address, f.server.port); !r) {
     std::cerr << "llamawire-server: " << r.error().message << "\n";
@@ -318,9 +324,6 @@ int main(int argc, char** argv) try {
   }
 
   // Signals: SIGINT/SIGTERM drain (a second one forces), SIGHUP reopens the log.
-  // The control objects live on one strand: handlers run on any io thread, never two at once.
-  auto control = lw::asio::make_strand(io);
-  lw::asio::signal_set signals(control, SIGINT, SIGTERM, SIGHUP);
   lw::asio::steady_timer drain_timer(control);
   bool stopping = false;
   std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,

@@ -361,6 +361,16 @@ TEST_CASE("chat keeps the conversation in the session and matches in both modes"
   CHECK(server.stop() == 0);
 }
 
+TEST_CASE("SIGTERM the moment the port file appears still drains and exits 0", "[net]") {
+  // The signal handler is in place before the port is announced (a regression: a SIGTERM
+  // in between used to kill the server with the default action, exit 143).
+  LW_REQUIRE_SHARED();
+  for (int i = 0; i < 10; ++i) {
+    t::ServerProcess server({"-c", aidreams(), "-z", tok512()});
+    CHECK(server.stop() == 0);
+  }
+}
+
 TEST_CASE("SIGTERM with idle clients exits 0 and tells them", "[net]") {
   LW_REQUIRE_SHARED();
   t::ServerProcess server({"-c", aidreams(), "-z", tok512()});
