@@ -1,5 +1,9 @@
 #include "tests/server_process.hpp"
 
+#include "tests/raw_socket.hpp"
+
+#include <catch2/catch.hpp>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -130,6 +134,39 @@ ProcessResult run_client(const ServerProcess& s, std::vector<std::string> args, 
   argv.insert(argv.end(), {"-a", "127.0.0.1", "-o", s.port_str()});
   argv.insert(argv.end(), args.begin(), args.end());
   return run_process(argv, input, timeout_s);
+}
+
+void check_cli_both_modes(const ServerProcess& s, const std::string& prompt, int steps) {
+  for (const std::vector<std::string>& opts : {std::vector<std::string>{"-t", "0"}, {"-t", "0.8", "-s", "7"}}) {
+    std::vector<std::string> args{"-n", std::to_string(steps), "-i", prompt};
+    args.insert(args.end(), opts.begin(), opts.end());
+    const auto a = run_client(s, args);
+    args.push_back("--client-sampling");
+    const auto b = run_client(s, args);
+    INFO(a.err << b.err);
+    CHECK(a.exit_code == 0);
+    CHECK(b.exit_code == 0);
+    CHECK(a.out == b.out);
+    CHECK(a.out.rfind(prompt, 0) == 0);
+  }
+}
+
+void check_load_tester(const ServerProcess& s, const std::string& prompt) {
+  const auto bench = run_client(s, {"bench", "--clients", "4", "--requests", "8", "-n", "8", "--prompt", prompt, "--json"});
+  INFO(bench.err);
+  CHECK(bench.exit_code == 0);
+  CHECK(bench.out.find("\"errors\":0") != std::string::npos);
+}
+
+msg::Vocab fetch_vocab_message(const ServerProcess& s) {
+  RawSocket sock(s.port());
+  REQUIRE(sock.handshake());
+  REQUIRE(sock.send(msg::GetVocab{}, 5));
+  auto reply = sock.receive();
+  REQUIRE(reply.has_value());
+  auto* v = std::get_if<msg::Vocab>(&reply->second);
+  REQUIRE(v != nullptr);
+  return std::move(*v);
 }
 
 }  // namespace llamawire::test

@@ -2,6 +2,7 @@
 // tests, and stops it with SIGTERM (checking that it exits 0).
 #pragma once
 
+#include "common/messages.hpp"
 #include "tests/support.hpp"
 
 #include <sys/types.h>
@@ -48,5 +49,14 @@ std::string make_model(const TempDir& dir, const std::string& name, const std::a
 // Runs the llamawire client binary against the server.
 ProcessResult run_client(const ServerProcess& s, std::vector<std::string> args, const std::string& input = "",
                          int timeout_s = 120);
+
+// Catch checks shared by the tests that serve a model end to end: the CLI's text for
+// `prompt` (`steps` positions) is the same with server-side and client-side sampling,
+// greedy and sampled (seed 7 at temperature 0.8), exits 0 and starts with the prompt; and
+// the load tester (4 clients, 8 requests of 8 tokens) runs without an error.
+void check_cli_both_modes(const ServerProcess& s, const std::string& prompt, int steps);
+void check_load_tester(const ServerProcess& s, const std::string& prompt);
+// The server's VOCAB, as a client of this build's protocol version receives it.
+msg::Vocab fetch_vocab_message(const ServerProcess& s);
 
 }  // namespace llamawire::test

@@ -29,14 +29,7 @@ std::string gguf(const std::string& name) { return (t::models_dir() / "gguf" / n
 // A tokenizer for the shared files' two vocabularies, from the server itself (VOCAB), so
 // this test decodes as any 1.2 client would.
 lw::Tokenizer vocab_of(const t::ServerProcess& s) {
-  t::RawSocket sock(s.port());
-  REQUIRE(sock.handshake());
-  REQUIRE(sock.send(lw::msg::GetVocab{}, 5));
-  auto reply = sock.receive();
-  REQUIRE(reply.has_value());
-  auto* v = std::get_if<lw::msg::Vocab>(&reply->second);
-  REQUIRE(v != nullptr);
-  return lw::Tokenizer::from_vocab(std::move(v->vocab), "server").value();
+  return lw::Tokenizer::from_vocab(t::fetch_vocab_message(s).vocab, "server").value();
 }
 
 std::vector<int> ints(const json::value& v) {
@@ -68,24 +61,9 @@ TEST_CASE("every shared GGUF file serves the CLI in both modes, the load tester 
     INFO(file);
     t::ServerProcess server({"-c", gguf(file), "--http-port", "0", "--threads", "2"});
     const std::string prompt = file.rfind("vocab32k", 0) == 0 ? "Once upon a time" : "I dreamed";
-    // CLI, server-side and client-side sampling: the same text, greedy and sampled.
-    for (const std::vector<std::string>& opts : {std::vector<std::string>{"-t", "0"}, {"-t", "0.8", "-s", "7"}}) {
-      std::vector<std::string> args{"-n", "28", "-i", prompt};
-      args.insert(args.end(), opts.begin(), opts.end());
-      const auto a = t::run_client(server, args);
-      args.push_back("--client-sampling");
-      const auto b = t::run_client(server, args);
-      INFO(a.err << b.err);
-      CHECK(a.exit_code == 0);
-      CHECK(b.exit_code == 0);
-      CHECK(a.out == b.out);
-      CHECK(a.out.rfind(prompt, 0) == 0);
-    }
-    // The load tester.
-    const auto bench = t::run_client(server, {"bench", "--clients", "4", "--requests", "8", "-n", "8", "--prompt", prompt, "--json"});
-    INFO(bench.err);
-    CHECK(bench.exit_code == 0);
-    CHECK(bench.out.find("\"errors\":0") != std::string::npos);
+    // CLI, server-side and client-side sampling: the same text, greedy and sampled; the load tester.
+    t::check_cli_both_modes(server, prompt, 28);
+    t::check_load_tester(server, prompt);
     // The HTTP API, greedy, against llama.cpp's ids (as far as they are not a near-tie,
     // and before any BOS/EOS, where the server stops and llama.cpp goes on).
     const lw::Tokenizer tok = vocab_of(server);

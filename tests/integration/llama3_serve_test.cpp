@@ -22,17 +22,6 @@ namespace json = boost::json;
 
 namespace {
 
-lw::msg::Vocab vocab_message(const t::ServerProcess& s) {
-  t::RawSocket sock(s.port());
-  REQUIRE(sock.handshake());
-  REQUIRE(sock.send(lw::msg::GetVocab{}, 5));
-  auto reply = sock.receive();
-  REQUIRE(reply.has_value());
-  auto* v = std::get_if<lw::msg::Vocab>(&reply->second);
-  REQUIRE(v != nullptr);
-  return std::move(*v);
-}
-
 void append(std::vector<int>& to, const std::vector<int>& from) { to.insert(to.end(), from.begin(), from.end()); }
 
 }  // namespace
@@ -43,7 +32,7 @@ TEST_CASE("a Llama-3-shaped GGUF serves the CLI in both modes, the load tester a
   CHECK(server.log().find("chat template llama3 (recognised in tokenizer.chat_template)") != std::string::npos);
 
   // The vocabulary as a 1.3 client receives it: byte-level BPE with its merges.
-  auto vm = vocab_message(server);
+  auto vm = t::fetch_vocab_message(server);
   CHECK(vm.chat_template == "llama3");
   CHECK(vm.vocab.kind == lw::VocabKind::bpe);
   CHECK(vm.vocab.pre == "llama-bpe");
@@ -52,25 +41,11 @@ TEST_CASE("a Llama-3-shaped GGUF serves the CLI in both modes, the load tester a
   CHECK(tok.special().ends_turn(128001));  // <|end_of_text|>
   CHECK(tok.special().ends_turn(128009));  // <|eot_id|>
 
-  // The CLI, server-side and client-side sampling: the same text, greedy and sampled.
+  // The CLI, server-side and client-side sampling: the same text, greedy and sampled; the
+  // load tester.
   const std::string prompt = "Hello, world! 你好 😀 it's 2024";
-  for (const std::vector<std::string>& opts : {std::vector<std::string>{"-t", "0"}, {"-t", "0.9", "-s", "11"}}) {
-    std::vector<std::string> args{"-n", "40", "-i", prompt};
-    args.insert(args.end(), opts.begin(), opts.end());
-    const auto a = t::run_client(server, args);
-    args.push_back("--client-sampling");
-    const auto b = t::run_client(server, args);
-    INFO(a.err << b.err);
-    CHECK(a.exit_code == 0);
-    CHECK(b.exit_code == 0);
-    CHECK(a.out == b.out);
-    CHECK(a.out.rfind(prompt, 0) == 0);
-  }
-  // The load tester.
-  const auto bench = t::run_client(server, {"bench", "--clients", "4", "--requests", "8", "-n", "8", "--prompt", prompt, "--json"});
-  INFO(bench.err);
-  CHECK(bench.exit_code == 0);
-  CHECK(bench.out.find("\"errors\":0") != std::string::npos);
+  t::check_cli_both_modes(server, prompt, 40);
+  t::check_load_tester(server, prompt);
 
   // HTTP chat renders Meta's template exactly: BOS, then per message
   // <|start_header_id|>role<|end_header_id|>\n\n + trimmed content + <|eot_id|>, then the
