@@ -330,6 +330,39 @@ void add_tensors(lw::GgufWriter& w, const lw::WeightStore& s, const TypeChoice& 
   }
 }
 
+// --rope-scaling, --rope-base and --tie-output into `f`; false (said on stderr) when out of
+// range.
+bool read_features(const po::variables_map& vm, const std::string& rope_scaling, Features& f) {
+  if (!rope_scaling.empty()) {
+    char* end = nullptr;
+    const bool prefixed = rope_scaling.rfind("llama3:", 0) == 0;
+    f.rope_scaling = prefixed ? std::strtof(rope_scaling.c_str() + 7, &end) : 0.0f;
+    if (!prefixed || end == nullptr || *end != '\0' || !(f.rope_scaling >= 1.0f && f.rope_scaling <= 1024.0f)) {
+      std::cerr << "llamawire-convert: --rope-scaling '" << rope_scaling << "': expected llama3:FACTOR, FACTOR in [1, 1024]\n";
+      return false;
+    }
+  }
+  if (vm.count("rope-base") && !(f.rope_base > 1.0f && f.rope_base <= 1e12f)) {
+    std::cerr << "llamawire-convert: --rope-base must be in (1, 1e12]\n";
+    return false;
+  }
+  f.tie_output = vm.count("tie-output") > 0;
+  return true;
+}
+
+// `llamawire-convert --vocab V OUT`: a GGUF file of the vocabulary alone. Returns the exit code.
+int write_vocab_only(const std::string& vocab_path, const std::string& out) {
+  lw::GgufWriter w;
+  w.add_string("general.architecture", "llama");  // as llama.cpp's vocab-only files say
+  add_vocab_from(w, vocab_path);
+  if (auto r = w.write(out); !r) {
+    std::cerr << "llamawire-convert: " << r.error().message << "\n";
+    return 1;
+  }
+  std::fprintf(stderr, "llamawire-convert: vocabulary %s -> %s\n", vocab_path.c_str(), out.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -371,32 +404,9 @@ int main(int argc, char** argv) try {
     std::cerr << "llamawire-convert: IN and OUT are required (or --vocab V and OUT)\n" << opts << "\n";
     return 2;
   }
-  if (!rope_scaling.empty()) {
-    char* end = nullptr;
-    const bool prefixed = rope_scaling.rfind("llama3:", 0) == 0;
-    features.rope_scaling = prefixed ? std::strtof(rope_scaling.c_str() + 7, &end) : 0.0f;
-    if (!prefixed || end == nullptr || *end != '\0' || !(features.rope_scaling >= 1.0f && features.rope_scaling <= 1024.0f)) {
-      std::cerr << "llamawire-convert: --rope-scaling '" << rope_scaling << "': expected llama3:FACTOR, FACTOR in [1, 1024]\n";
-      return 2;
-    }
-  }
-  if (vm.count("rope-base") && !(features.rope_base > 1.0f && features.rope_base <= 1e12f)) {
-    std::cerr << "llamawire-convert: --rope-base must be in (1, 1e12]\n";
-    return 2;
-  }
-  features.tie_output = vm.count("tie-output") > 0;
+  if (!read_features(vm, rope_scaling, features)) return 2;
   features.own_vocab = !vocab_path.empty();
-  if (in.empty()) {
-    lw::GgufWriter w;
-    w.add_string("general.architecture", "llama");  // as llama.cpp's vocab-only files say
-    add_vocab_from(w, vocab_path);
-    if (auto r = w.write(out); !r) {
-      std::cerr << "llamawire-convert: " << r.error().message << "\n";
-      return 1;
-    }
-    std::fprintf(stderr, "llamawire-convert: vocabulary %s -> %s\n", vocab_path.c_str(), out.c_str());
-    return 0;
-  }
+  if (in.empty()) return write_vocab_only(vocab_path, out);
   if (!type.empty() && !type_names().count(type)) {
     std::cerr << "llamawire-convert: --type '" << type << "' is not one of f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k "
                  "q4_k_m q5_k q5_k_m q6_k\n";
