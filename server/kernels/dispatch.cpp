@@ -22,18 +22,46 @@ bool cpu_has_avx_vnni() {
 #endif
 }
 
+bool cpu_has_avx512_vnni() {
+#if defined(__x86_64__) || defined(__i386__)
+  // __builtin_cpu_supports checks that the OS saves the AVX-512 state as well.
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#else
+  return false;
+#endif
+}
+
 namespace {
+
+bool has_avx2() {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+// The table named `name` if it was built and this CPU runs it.
+const KernelTable* usable(std::string_view name) {
+  if (name == "scalar") return &scalar_table();
+  if (!has_avx2()) return nullptr;
+  if (name == "avx2") return avx2_table();
+  if (name == "avx2-vnni") return cpu_has_avx_vnni() ? avx2_vnni_table() : nullptr;
+  if (name == "avx512-vnni") return cpu_has_avx512_vnni() ? avx512_vnni_table() : nullptr;
+  return nullptr;
+}
+
+constexpr std::string_view kByPreference[] = {"avx512-vnni", "avx2-vnni", "avx2", "scalar"};
 
 const KernelTable* pick_default() {
   const char* env = std::getenv("LW_KERNELS");
-  if (env != nullptr && std::string_view(env) == "scalar") return &scalar_table();
-#if defined(__x86_64__) || defined(__i386__)
-  if (avx2_table() != nullptr && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    if (env != nullptr && std::string_view(env) == "avx2") return avx2_table();
-    if (avx2_vnni_table() != nullptr && cpu_has_avx_vnni()) return avx2_vnni_table();
-    return avx2_table();
+  if (env != nullptr) {
+    if (const KernelTable* t = usable(env)) return t;
   }
-#endif
+  for (std::string_view name : kByPreference) {
+    if (const KernelTable* t = usable(name)) return t;
+  }
   return &scalar_table();
 }
 
@@ -47,30 +75,18 @@ std::atomic<const KernelTable*>& current() {
 const KernelTable& active() { return *current().load(std::memory_order_relaxed); }
 
 bool select(std::string_view name) {
-  if (name == "scalar") {
-    current() = &scalar_table();
-    return true;
+  const KernelTable* t = usable(name);
+  if (t == nullptr) return false;
+  current() = t;
+  return true;
+}
+
+std::vector<const KernelTable*> available_tables() {
+  std::vector<const KernelTable*> out;
+  for (auto it = std::rbegin(kByPreference); it != std::rend(kByPreference); ++it) {
+    if (const KernelTable* t = usable(*it)) out.push_back(t);
   }
-  if (name == "avx2") {
-#if defined(__x86_64__) || defined(__i386__)
-    if (avx2_table() != nullptr && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-      current() = avx2_table();
-      return true;
-    }
-#endif
-    return false;
-  }
-  if (name == "avx2-vnni") {
-#if defined(__x86_64__) || defined(__i386__)
-    if (avx2_vnni_table() != nullptr && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        cpu_has_avx_vnni()) {
-      current() = avx2_vnni_table();
-      return true;
-    }
-#endif
-    return false;
-  }
-  return false;
+  return out;
 }
 
 }  // namespace llamawire::kernels

@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <vector>
 
+#include "server/kernels/packed.hpp"
 #include "server/kernels/tensor_types.hpp"
 
 namespace llamawire::kernels {
@@ -51,6 +53,10 @@ struct KernelTable {
   // nor the row range.
   void (*matmul_blocks)(float* out, const BlockAct& x, const BlockMatrix& w, int n, int d, int batch,
                         int row_begin, int row_end);
+  // Packed block-format weights (packed.hpp) against activations in traits(w.type).act's
+  // format; rows [row_begin, row_end) are multiples of kTileRows. Every table gives
+  // matmul_packed_ref's bits.
+  void (*matmul_packed)(float* out, const BlockAct& x, const PackedMatrix& w, int batch, int row_begin, int row_end);
   // Quantize `n` floats (n % group == 0) into q/s.
   void (*quantize_q8)(std::int8_t* q, float* s, const float* x, int n, int group);
   float (*dot)(const float* a, const float* b, int n);
@@ -101,11 +107,18 @@ const KernelTable* avx2_vnni_table();
 bool cpu_has_avx_vnni();
 // The AVX2+FMA table, or nullptr when it was not built.
 const KernelTable* avx2_table();
+// The AVX2 table with AVX-512 VNNI packed products, or nullptr when not built.
+const KernelTable* avx512_vnni_table();
+// Whether this CPU has AVX-512 F, BW, VL and VNNI (and the OS saves the registers).
+bool cpu_has_avx512_vnni();
 
-// The table chosen once at startup: LW_KERNELS=scalar forces the reference; otherwise the
-// best the CPU supports.
+// The table chosen once at startup: LW_KERNELS=scalar|avx2|avx2-vnni|avx512-vnni forces
+// one (when the CPU has it); otherwise the best the CPU supports.
 const KernelTable& active();
-// Forces a table by name ("scalar", "avx2"); returns false if unavailable. For tests/tools.
+// Forces a table by name ("scalar", "avx2", "avx2-vnni", "avx512-vnni"); returns false if
+// unavailable here. For tests/tools.
 bool select(std::string_view name);
+// The tables this CPU can run, best last.
+std::vector<const KernelTable*> available_tables();
 
 }  // namespace llamawire::kernels

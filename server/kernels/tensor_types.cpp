@@ -27,7 +27,7 @@ constexpr std::array<std::pair<T, TypeTraits>, 13> kTraits{{
     {T::q4_k, {"q4_K", 256, sizeof(BlockQ4K), T::q8_k, true}},
     {T::q5_k, {"q5_K", 256, sizeof(BlockQ5K), T::q8_k, true}},
     {T::q6_k, {"q6_K", 256, sizeof(BlockQ6K), T::q8_k, true}},
-    {T::q8_k, {"q8_K", 256, 292, T::q8_k, false}},
+    {T::q8_k, {"q8_K", 256, 292, T::q8_k, false}},  // ggml's block size (ours: ActQ8K)
     {T::bf16, {"bf16", 1, 2, T::f32, true}},
 }};
 
@@ -322,7 +322,7 @@ void quant_q6_k(const float* x, BlockQ6K& b) {
 
 // One 32-value block: q as roundf(x / d), d = max|x| / 127 rounded through binary16 (as
 // ggml's q8_0 / q8_1), s = d * sum(q) (exact in float: an 11-bit d times a 12-bit sum).
-void act_q8_32(const float* x, float& d_out, float& s_out, std::int8_t* q) {
+void act_q8_32(const float* x, float& d_out, float& s_out, std::int32_t& sum_out, std::int8_t* q) {
   float amax = 0.0f;
   for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
   const float d = amax / 127.0f;
@@ -334,6 +334,7 @@ void act_q8_32(const float* x, float& d_out, float& s_out, std::int8_t* q) {
   }
   d_out = fp16_round(d);
   s_out = d_out * static_cast<float>(sum);
+  sum_out = sum;
 }
 
 void act_q8_k(const float* x, ActQ8K& a) {
@@ -348,6 +349,7 @@ void act_q8_k(const float* x, ActQ8K& a) {
     a.d = 0.0f;
     std::memset(a.qs, 0, sizeof a.qs);
     std::memset(a.bsums, 0, sizeof a.bsums);
+    std::memset(a.sums32, 0, sizeof a.sums32);
     return;
   }
   const float iscale = -127.0f / vmax;
@@ -357,6 +359,7 @@ void act_q8_k(const float* x, ActQ8K& a) {
     for (int j = 0; j < 16; ++j) s += a.qs[16 * g + j];
     a.bsums[g] = static_cast<std::int16_t>(s);
   }
+  for (int g = 0; g < 8; ++g) a.sums32[g] = static_cast<std::int16_t>(a.bsums[2 * g] + a.bsums[2 * g + 1]);
   a.d = 1.0f / iscale;
 }
 
@@ -558,7 +561,8 @@ void quantize_row(TensorType t, const float* x, std::uint8_t* dst, std::size_t n
       auto* b = reinterpret_cast<BlockQ8_0*>(dst);
       for (std::size_t i = 0; i < blocks(n, 32); ++i) {
         float d = 0.0f, sum = 0.0f;
-        act_q8_32(x + 32 * i, d, sum, b[i].qs);  // d is already rounded through binary16
+        std::int32_t isum = 0;
+        act_q8_32(x + 32 * i, d, sum, isum, b[i].qs);  // d is already rounded through binary16
         b[i].d = float_to_half(d);
       }
       return;
@@ -620,7 +624,7 @@ void quantize_row(TensorType t, const float* x, std::uint8_t* dst, std::size_t n
 std::size_t act_row_bytes(TensorType act, std::size_t n) {
   switch (act) {
     case T::q8_0:
-    case T::q8_1: return blocks(n, 32) * 8 + n;
+    case T::q8_1: return blocks(n, 32) * 12 + n;
     case T::q8_k: return blocks(n, 256) * sizeof(ActQ8K);
     default: return n * 4;
   }
@@ -637,8 +641,9 @@ void quantize_act_range(TensorType act, const float* x, std::uint8_t* dst, std::
     case T::q8_1: {
       auto* d = reinterpret_cast<float*>(dst);
       float* s = d + blocks(n, 32);
-      auto* q = reinterpret_cast<std::int8_t*>(s + blocks(n, 32));
-      for (std::size_t i = begin / 32; i < end / 32; ++i) act_q8_32(x + 32 * i, d[i], s[i], q + 32 * i);
+      auto* sum = reinterpret_cast<std::int32_t*>(s + blocks(n, 32));
+      auto* q = reinterpret_cast<std::int8_t*>(sum + blocks(n, 32));
+      for (std::size_t i = begin / 32; i < end / 32; ++i) act_q8_32(x + 32 * i, d[i], s[i], sum[i], q + 32 * i);
       return;
     }
     case T::q8_k: {

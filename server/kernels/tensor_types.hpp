@@ -104,23 +104,27 @@ static_assert(sizeof(BlockQ4K) == 144 && sizeof(BlockQ5K) == 176 && sizeof(Block
 
 // Activations (ours, in memory only): int8 values with float scales, as ggml's q8_0 / q8_1
 // / q8_K compute them (d rounded through binary16 for q8_0 and q8_1, as there).
-// A q8_0 or q8_1 row of n values is laid out as float d[n/32], float s[n/32], int8 qs[n]:
-// the scales apart from the values, so a kernel reads eight blocks' scales in one load.
+// A q8_0 or q8_1 row of n values is laid out as float d[n/32], float s[n/32], int32
+// sum[n/32], int8 qs[n]: the scales apart from the values, so a kernel reads eight blocks'
+// scales in one load.
 struct Act32View {
   const float* d;   // per block
   const float* s;   // d * sum(qs), exact
+  const std::int32_t* sum;  // sum(qs)
   const std::int8_t* qs;
   static Act32View of(const std::uint8_t* row, std::size_t n) {
     const auto* d = reinterpret_cast<const float*>(row);
-    return {d, d + n / 32, reinterpret_cast<const std::int8_t*>(d + 2 * (n / 32))};
+    const auto* sum = reinterpret_cast<const std::int32_t*>(d + 2 * (n / 32));
+    return {d, d + n / 32, sum, reinterpret_cast<const std::int8_t*>(sum + n / 32)};
   }
 };
 struct ActQ8K {
   float d;
-  std::int16_t bsums[16];  // sums of each 16 values
+  std::int16_t bsums[16];   // sums of each 16 values
+  std::int16_t sums32[8];   // sums of each 32 values (bsums in pairs)
   std::int8_t qs[256];
 };
-static_assert(sizeof(ActQ8K) == 292);
+static_assert(sizeof(ActQ8K) == 308);
 
 // Six-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block.
 inline void k_scale_min(int j, const std::uint8_t* q, int& sc, int& mn) {

@@ -12,9 +12,8 @@ namespace {
 
 std::vector<const k::KernelTable*> simd_tables() {
   std::vector<const k::KernelTable*> out;
-  if (const auto* t = k::avx2_table(); t != nullptr && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    out.push_back(t);
-    if (const auto* v = k::avx2_vnni_table(); v != nullptr && k::cpu_has_avx_vnni()) out.push_back(v);
+  for (const auto* t : k::available_tables()) {
+    if (t != &k::scalar_table()) out.push_back(t);
   }
   return out;
 }
@@ -40,7 +39,8 @@ TEST_CASE("SIMD tables exist on this machine", "[kernels]") {
   // The CI machines have AVX2 and FMA; if this fails the SIMD path is not being tested.
   CHECK_FALSE(simd_tables().empty());
   const char* env = std::getenv("LW_KERNELS");
-  const std::string_view best = k::cpu_has_avx_vnni() ? "avx2-vnni" : "avx2";
+  const std::string_view best = k::cpu_has_avx512_vnni() ? "avx512-vnni" : k::cpu_has_avx_vnni() ? "avx2-vnni" : "avx2";
+  CHECK(k::available_tables().back()->name == best);
   CHECK(k::active().name == (env ? std::string_view(env) : best));
 }
 
