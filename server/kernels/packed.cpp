@@ -2,9 +2,8 @@
 // and the scalar reference product that every SIMD version reproduces bit for bit.
 #include "server/kernels/packed.hpp"
 
-#include "common/error.hpp"
-
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 namespace llamawire::kernels {
@@ -12,6 +11,11 @@ namespace {
 
 using T = TensorType;
 constexpr int R = kTileRows;
+
+// The kernels library stands alone (no common/): a broken precondition aborts.
+void require(bool ok) {
+  if (!ok) std::abort();
+}
 
 // Offsets inside a tile.
 constexpr std::size_t kQ4KScales = 64, kQ4KMins = 192, kQ4KQs = 320, kQ5KBits = 2368;
@@ -108,7 +112,7 @@ void unpack_block(T t, const std::uint8_t* blk, Unpacked& u) {
       }
       return;
     }
-    default: LW_ASSERT(false);
+    default: require(false);
   }
 }
 
@@ -158,7 +162,7 @@ void put_row(T t, std::uint8_t* tile, int r, const Unpacked& u) {
         }
       }
       return;
-    default: LW_ASSERT(false);
+    default: require(false);
   }
 }
 
@@ -180,7 +184,7 @@ int tile_value(T t, const std::uint8_t* tile, int r, int l) {
       const int high = (tile[kQ6KHigh + 128 * s + 64 * (c / 4) + 4 * r + i] >> (2 * (c % 4))) & 3;
       return low | (high << 4);
     }
-    default: LW_ASSERT(false);
+    default: require(false);
   }
   return 0;
 }
@@ -211,7 +215,7 @@ std::size_t PackedMatrix::group_bytes() const {
 }
 
 void pack_group(TensorType t, const std::uint8_t* src, std::size_t src_row_bytes, int n, std::uint8_t* dst) {
-  LW_ASSERT(packable(t) && n % packed_block(t) == 0);
+  require(packable(t) && n % packed_block(t) == 0);
   const int nb = n / packed_block(t);
   const std::size_t tb = packed_tile_bytes(t), bb = traits(t).bytes;
   std::memset(dst, 0, static_cast<std::size_t>(nb) * tb);
@@ -226,7 +230,7 @@ void pack_group(TensorType t, const std::uint8_t* src, std::size_t src_row_bytes
 }
 
 void packed_row(const PackedMatrix& w, int i, float* out) {
-  LW_ASSERT(i >= 0 && i < w.d);
+  require(i >= 0 && i < w.d);
   const int blk = packed_block(w.type), nb = w.n / blk, r = i % R;
   const std::uint8_t* g = w.group(i / R);
   const std::size_t tb = packed_tile_bytes(w.type);
@@ -257,13 +261,13 @@ void packed_row(const PackedMatrix& w, int i, float* out) {
           y[l] = d * static_cast<float>(sc) * static_cast<float>(tile_value(w.type, tile, r, l) - 32);
         }
         break;
-      default: LW_ASSERT(false);
+      default: require(false);
     }
   }
 }
 
 void matmul_packed_ref(float* out, const BlockAct& x, const PackedMatrix& w, int batch, int row_begin, int row_end) {
-  LW_ASSERT(row_begin % R == 0 && row_end % R == 0 && row_end <= w.d);
+  require(row_begin % R == 0 && row_end % R == 0 && row_end <= w.d);
   const int blk = packed_block(w.type), nb = w.n / blk;
   const std::size_t tb = packed_tile_bytes(w.type);
   const auto N = static_cast<std::size_t>(w.n), D = static_cast<std::size_t>(w.d);

@@ -37,8 +37,8 @@ constexpr kernels::TensorType kActFormats[3] = {kernels::TensorType::q8_0, kerne
 unsigned act_mask(std::initializer_list<const Matrix*> ms) {
   unsigned mask = 0;
   for (const Matrix* m : ms) {
-    if (!m->block_format()) continue;
-    const int i = act_index(kernels::traits(m->blocks.type).act);
+    if (!m->block_format() && !m->packed_format()) continue;
+    const int i = act_index(kernels::traits(m->block_type()).act);
     if (i >= 0) mask |= 1u << i;
   }
   return mask;
@@ -159,10 +159,11 @@ void Forward::matmul(Parallel& par, const kernels::KernelTable& k, std::initiali
   int tasks = 0;
   for (const auto& o : outs) {
     const Matrix& w = *o.w;
-    // Panels for panel-layout weights (a chunk never splits one), else rows, 16 at least.
-    const int unit = w.panels ? kernels::kPanelRows : 1;
+    // Panels or tiles for panel-layout and packed weights (a chunk never splits one), else
+    // rows, 16 at least.
+    const int unit = w.panels ? kernels::kPanelRows : w.packed_format() ? kernels::kTileRows : 1;
     const int units = (w.rows + unit - 1) / unit;
-    const int min_units = w.panels ? 1 : 16;
+    const int min_units = unit > 1 ? 1 : 16;
     parts[sz(n_parts++)] = Part{o.out, &w, unit, tasks};
     tasks += guided_chunks(units, par.concurrency(), min_units, ends);
   }
@@ -175,7 +176,9 @@ void Forward::matmul(Parallel& par, const kernels::KernelTable& k, std::initiali
     const int n = w.cols;
     const int begin = task == p.first_task ? 0 : ends[sz(task - 1)] * p.unit;
     const int end = std::min(d, ends[sz(task)] * p.unit);
-    if (w.block_format()) {
+    if (w.packed_format()) {
+      k.matmul_packed(p.out, x.for_type(w.packed.type), w.packed, batch, begin, end);
+    } else if (w.block_format()) {
       k.matmul_blocks(p.out, x.for_type(w.blocks.type), w.blocks, n, d, batch, begin, end);
     } else if (w.quantized()) {
       k.matmul_q8(p.out, x.q, w.q8, n, d, batch, begin, end);

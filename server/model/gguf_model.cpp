@@ -122,12 +122,12 @@ Error unknown_tensor(const GgufFile& g, int n_layers) {
 
 Result<std::shared_ptr<const WeightStore>> WeightStore::load_gguf(const std::string& path, int fd,
                                                                   std::uint64_t file_bytes, Options opts) {
-  if (opts.weights == WeightType::q8_0) {
-    return bad(path, "--weights q8_0 applies to llama2.c checkpoints; a GGUF file keeps its own tensor types "
-                     "(requantize it with llamawire-convert --type q8_0)");
+  if (opts.weights != WeightType::f32) {
+    return bad(path, "--weights applies to float32 llama2.c checkpoints; a GGUF file keeps its own tensor types "
+                     "(requantize it with llamawire-convert --type TYPE)");
   }
   if (file_bytes == 0) return bad(path, "empty file");
-  const bool use_mmap = opts.load != Load::read;
+  const bool use_mmap = opts.load == Load::mmap;
   void* map = MAP_FAILED;
   if (use_mmap) {
     map = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -166,6 +166,7 @@ Result<std::shared_ptr<const WeightStore>> WeightStore::load_gguf(const std::str
   if (auto r = store->bind_gguf(); !r) return r.error();
   if (!use_mmap) {
     store->pack_all();
+    store->pack_blocks();
     ::mprotect(map, file_bytes, PROT_READ);
   }
   return std::shared_ptr<const WeightStore>(std::move(store));
@@ -274,7 +275,7 @@ std::string WeightStore::type_summary() const {
   if (type_ != WeightType::gguf) return type_ == WeightType::q8_0 ? "q8_0" : "f32";
   std::map<std::string, int> counts;
   auto add = [&](const Matrix& m) {
-    counts[std::string(m.block_format() ? kernels::traits(m.blocks.type).name : "f32")] += 1;
+    counts[std::string(kernels::traits(m.block_type()).name)] += 1;
   };
   add(embedding_);
   for (const auto& l : layers_) {

@@ -213,6 +213,7 @@ Result<CheckpointHeader> parse_checkpoint_header(std::span<const std::uint8_t> h
 
 WeightStore::~WeightStore() {
   if (map_base_ != nullptr) ::munmap(map_base_, map_len_);
+  if (packed_base_ != nullptr) ::munmap(packed_base_, packed_len_);
 }
 
 Result<std::shared_ptr<const WeightStore>> WeightStore::load(const std::string& path, Options opts) {
@@ -248,7 +249,12 @@ Result<std::shared_ptr<const WeightStore>> WeightStore::load(const std::string& 
   // Quantizing at load reads the float32 file once and keeps only the Q8_0 copy (plus the
   // small norm vectors): the file is mapped for that pass and unmapped after it, so the
   // load's peak is the Q8_0 copy plus one tensor, not the whole float32 file as well.
-  const bool quantize = opts.weights == WeightType::q8_0 && header->format != CheckpointFormat::v2_q8;
+  const bool to_blocks = opts.weights == WeightType::q4_0 || opts.weights == WeightType::q4_k;
+  if (to_blocks && header->format == CheckpointFormat::v2_q8) {
+    ::close(fd);
+    return bad(path, "--weights q4_0 and q4_k quantize a float32 checkpoint; this one is already Q8_0");
+  }
+  const bool quantize = (opts.weights == WeightType::q8_0 && header->format != CheckpointFormat::v2_q8) || to_blocks;
   if (opts.load == Load::mmap || quantize) {
     map = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
@@ -302,6 +308,14 @@ Result<std::shared_ptr<const WeightStore>> WeightStore::load(const std::string& 
                            std::to_string(c.hidden_dim) + " have no common group size >= 4");
     }
     store->quantize_all(gs);
+    store->own_norms();
+    ::munmap(store->map_base_, store->map_len_);
+    store->map_base_ = nullptr;
+    store->map_ = nullptr;
+    store->mapped_bytes_ = 0;
+  } else if (to_blocks) {
+    store->quantize_blocks(opts.weights);
+    store->pack_blocks();
     store->own_norms();
     ::munmap(store->map_base_, store->map_len_);
     store->map_base_ = nullptr;
@@ -433,6 +447,110 @@ void WeightStore::quantize_all(int group) {
   group_ = group;
 }
 
+void WeightStore::quantize_blocks(WeightType to) {
+  // Each float32 matrix into ggml blocks (one buffer), its f32 pages dropped as it goes; the
+  // blocks are packed right after (pack_blocks), and this buffer then freed.
+  using kernels::TensorType;
+  const ModelConfig& c = config();
+  auto type_for = [&](const Matrix& m, bool classifier) {
+    const bool k_ok = m.cols % 256 == 0;
+    if (classifier) return k_ok ? TensorType::q6_k : TensorType::q8_0;
+    return to == WeightType::q4_k && k_ok ? TensorType::q4_k : TensorType::q4_0;
+  };
+  struct Job {
+    Matrix* m;
+    TensorType t;
+    std::size_t offset;
+  };
+  std::vector<Job> jobs;
+  std::size_t total = 0;
+  auto add = [&](Matrix& m, bool classifier) {
+    const TensorType t = type_for(m, classifier);
+    jobs.push_back({&m, t, total});
+    total += kernels::row_bytes(t, static_cast<std::size_t>(m.cols)) * static_cast<std::size_t>(m.rows);
+  };
+  for (auto& l : layers_) {
+    for (Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3}) add(*m, false);
+  }
+  add(wcls_, true);
+  if (!c.shared_classifier) add(embedding_, true);  // looked up only: the classifier's type
+  blocks_.assign(total, 0);
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  for (const Job& j : jobs) {
+    Matrix& m = *j.m;
+    const std::size_t rb = kernels::row_bytes(j.t, static_cast<std::size_t>(m.cols));
+    for (int i = 0; i < m.rows; ++i) {
+      kernels::quantize_row(j.t, m.f32 + static_cast<std::size_t>(i) * static_cast<std::size_t>(m.cols),
+                            blocks_.data() + j.offset + rb * static_cast<std::size_t>(i), static_cast<std::size_t>(m.cols));
+    }
+    const std::size_t n = static_cast<std::size_t>(m.rows) * static_cast<std::size_t>(m.cols);
+    const auto lo = (reinterpret_cast<std::uintptr_t>(m.f32) + page - 1) & ~(page - 1);
+    const auto hi = reinterpret_cast<std::uintptr_t>(m.f32 + n) & ~(page - 1);
+    if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    m.f32 = nullptr;
+    m.blocks = kernels::BlockMatrix{j.t, blocks_.data() + j.offset, rb};
+  }
+  if (c.shared_classifier) embedding_ = wcls_;
+  type_ = WeightType::gguf;
+}
+
+void WeightStore::pack_blocks() {
+  // Every packable matrix into one anonymous mapping, touched only as it is written; the
+  // source rows' pages (of the private read copy) are released tensor by tensor, so the
+  // load's peak stays near one copy of the weights.
+  std::vector<Matrix*> mats;
+  for (auto& l : layers_) {
+    for (Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3}) mats.push_back(m);
+  }
+  const bool tied = embedding_.block_format() && embedding_.blocks.data == wcls_.blocks.data;
+  mats.push_back(&wcls_);
+  auto eligible = [](const Matrix& m) {
+    return m.block_format() && kernels::packable(m.blocks.type) && m.rows % kernels::kTileRows == 0 &&
+           m.cols % kernels::packed_block(m.blocks.type) == 0;
+  };
+  auto bytes_of = [](const Matrix& m) {
+    const kernels::PackedMatrix shape{m.blocks.type, nullptr, m.cols, m.rows};
+    return (shape.group_bytes() * static_cast<std::size_t>(m.rows / kernels::kTileRows) + 63) & ~std::size_t{63};
+  };
+  std::size_t total = 0;
+  for (const Matrix* m : mats) {
+    if (eligible(*m)) total += bytes_of(*m);
+  }
+  if (total == 0) return;
+  void* base = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED) return;  // no memory for a second layout: ggml's rows still work
+  ::madvise(base, total, MADV_HUGEPAGE);
+  packed_base_ = base;
+  packed_len_ = total;
+  auto* dst = static_cast<std::uint8_t*>(base);
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto* own_lo = static_cast<const std::uint8_t*>(map_base_);
+  const bool release = !mapped_file_ && map_base_ != nullptr;
+  for (Matrix* m : mats) {
+    if (!eligible(*m)) continue;
+    kernels::PackedMatrix p{m->blocks.type, dst, m->cols, m->rows};
+    const std::size_t gb = p.group_bytes();
+    for (int g = 0; g < m->rows / kernels::kTileRows; ++g) {
+      kernels::pack_group(m->blocks.type, m->blocks.data + static_cast<std::size_t>(g) * kernels::kTileRows * m->blocks.row_bytes,
+                          m->blocks.row_bytes, m->cols, dst + static_cast<std::size_t>(g) * gb);
+    }
+    const std::uint8_t* src = m->blocks.data;
+    const std::size_t src_len = m->blocks.row_bytes * static_cast<std::size_t>(m->rows);
+    if (release && src >= own_lo && src + src_len <= own_lo + map_len_) {
+      const auto lo = (reinterpret_cast<std::uintptr_t>(src) + page - 1) & ~(page - 1);
+      const auto hi = reinterpret_cast<std::uintptr_t>(src + src_len) & ~(page - 1);
+      if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    }
+    dst += bytes_of(*m);
+    m->blocks = kernels::BlockMatrix{};
+    m->packed = p;
+  }
+  if (tied) embedding_ = wcls_;
+  blocks_.clear();
+  blocks_.shrink_to_fit();
+  ::mprotect(base, total, PROT_READ);
+}
+
 void WeightStore::own_norms() {
   // The RMSNorm weights, copied out of the source so it can be unmapped.
   const auto D = static_cast<std::size_t>(config().dim);
@@ -471,6 +589,10 @@ void WeightStore::pack_all() {
 
 void Matrix::copy_row(int i, float* out) const {
   LW_ASSERT(i >= 0 && i < rows);
+  if (packed_format()) {
+    kernels::packed_row(packed, i, out);
+    return;
+  }
   if (block_format()) {
     kernels::dequantize_row(blocks.type, blocks.data + static_cast<std::size_t>(i) * blocks.row_bytes, out,
                             static_cast<std::size_t>(cols));
@@ -502,6 +624,7 @@ const float* WeightStore::embedding_row(int token, float* scratch) const {
 
 std::uint64_t Matrix::stored_bytes() const {
   const auto n = static_cast<std::uint64_t>(rows) * static_cast<std::uint64_t>(cols);
+  if (packed_format()) return packed.group_bytes() * static_cast<std::uint64_t>(rows / kernels::kTileRows);
   if (block_format()) return blocks.row_bytes * static_cast<std::uint64_t>(rows);
   return quantized() ? n + n / static_cast<std::uint64_t>(q8.group) * 4 : n * 4;
 }

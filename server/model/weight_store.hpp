@@ -20,8 +20,9 @@
 namespace llamawire {
 
 enum class CheckpointFormat { legacy, v1_f32, v2_q8, gguf };
-// gguf: each tensor has its own type (see WeightStore::type_summary).
-enum class WeightType { f32, q8_0, gguf };
+// gguf: each tensor has its own block type (see WeightStore::type_summary): a GGUF file, or
+// a float32 llama2.c file quantized at load to q4_0 or q4_k (those two are load options).
+enum class WeightType { f32, q8_0, gguf, q4_0, q4_k };
 
 struct CheckpointHeader {
   ModelConfig config;
@@ -37,16 +38,23 @@ Result<CheckpointHeader> parse_checkpoint_header(std::span<const std::uint8_t> h
                                                  std::uint64_t file_bytes, const std::string& name);
 
 // One weight matrix [rows][cols]: float32 (row-major, or in the kernels' panel layout),
-// or llama2.c's Q8_0 (int8 + a scale per group), or a GGUF block format.
+// or llama2.c's Q8_0 (int8 + a scale per group), or a GGUF block format (row-major as in
+// the file, or packed 16 rows at a time: kernels/packed.hpp).
 struct Matrix {
   const float* f32 = nullptr;
   kernels::Q8Matrix q8;
-  kernels::BlockMatrix blocks;  // GGUF types other than f32
+  kernels::BlockMatrix blocks;  // GGUF types other than f32, row-major
+  kernels::PackedMatrix packed;  // or packed
   int rows = 0;
   int cols = 0;
   bool panels = false;  // f32 in kernels::pack_panels layout
   bool quantized() const { return q8.q != nullptr; }
   bool block_format() const { return blocks.data != nullptr; }
+  bool packed_format() const { return packed.data != nullptr; }
+  // The GGUF type of a block-format or packed matrix, f32 otherwise.
+  kernels::TensorType block_type() const {
+    return packed_format() ? packed.type : block_format() ? blocks.type : kernels::TensorType::f32;
+  }
   // Row i as floats, whatever the layout or type.
   void copy_row(int i, float* out) const;
   // Bytes of the whole matrix as stored.
@@ -77,10 +85,16 @@ class WeightStore {
   // With weights = q8_0 and a float32 file, either way the file is mapped only while it is
   // quantized (so truncating it during those seconds of startup would fault too); the
   // running server then holds no reference to it.
-  // auto: read for llama2.c files, mmap for GGUF files (which are GBs).
+  // auto: read (for GGUF files too: packed matrices run the batched products several times
+  // faster than ggml's rows; mmap keeps the zero-copy mapping and ggml's layout).
   enum class Load { read, mmap, automatic };
+  // A GGUF file read into memory (read, the default) has its Q8_0, Q4_0, Q4_K, Q5_K and Q6_K
+  // matrices packed for the kernels (kernels/packed.hpp); mapped, it keeps ggml's rows.
   struct Options {
-    WeightType weights = WeightType::f32;  // q8_0: quantize f32 llama2.c files at load
+    // q8_0: quantize f32 llama2.c files at load (llama2.c's Q8_0, a float scale per group);
+    // q4_0 / q4_k: to ggml's Q4_0 / Q4_K blocks (Q4_0 where a row is not a multiple of 256),
+    // with the classifier in Q6_K (Q8_0 where not a multiple of 256), then packed
+    WeightType weights = WeightType::f32;
     int q8_group = 64;                     // group size when quantizing at load
     Load load = Load::automatic;
   };
@@ -117,7 +131,9 @@ class WeightStore {
   // Bytes of weights read per decoded token (for bandwidth figures).
   std::uint64_t bytes_per_token() const;
   // Bytes mapped or allocated for the weights.
-  std::uint64_t resident_bytes() const { return mapped_bytes_ + owned_.size() + norms_.size() * sizeof(float); }
+  std::uint64_t resident_bytes() const {
+    return mapped_bytes_ + owned_.size() + packed_len_ + norms_.size() * sizeof(float);
+  }
 
  private:
   WeightStore() = default;
@@ -126,6 +142,8 @@ class WeightStore {
   static Result<std::shared_ptr<const WeightStore>> load_gguf(const std::string& path, int fd, std::uint64_t file_bytes,
                                                               Options opts);
   void quantize_all(int group);
+  void quantize_blocks(WeightType to);
+  void pack_blocks();
 
   std::string path_;
   CheckpointHeader header_;
@@ -139,6 +157,9 @@ class WeightStore {
   std::uint64_t map_len_ = 0;
   std::uint64_t mapped_bytes_ = 0;
   std::vector<std::uint8_t> owned_;  // quantized-at-load copy (one, shared)
+  void* packed_base_ = nullptr;      // packed matrices (anonymous mapping, filled at load)
+  std::uint64_t packed_len_ = 0;
+  std::vector<std::uint8_t> blocks_;  // block copies quantized at load (before packing)
   std::vector<float> norms_;         // RMSNorm weights, when the source is unmapped (or not f32)
   std::unique_ptr<GgufFile> gguf_;
   bool mapped_file_ = false;
