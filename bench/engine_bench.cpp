@@ -1,6 +1,6 @@
 // llamawire-bench-engine: single-stream decode and prompt-processing speed of the engine,
 // with the machine's read bandwidth measured in the same process, as one JSON line.
-//   llamawire-bench-engine CHECKPOINT [--weights f32|q8_0] [--kernels scalar|avx2]
+//   llamawire-bench-engine CHECKPOINT [--weights f32|q8_0|q4_0|q4_k] [--kernels scalar|avx2|avx2-vnni|avx512-vnni]
 //                          [--threads N] [--decode N] [--prompt N] [--batch B]
 //                          [--load read|mmap] [--bandwidth-mib N] [--compute]
 #include "common/cli_support.hpp"
@@ -118,8 +118,8 @@ int main(int argc, char** argv) try {
   long long bw_mib = 1024;
   bool compute = false;
   po::options_description opts("Usage: llamawire-bench-engine CHECKPOINT [options]");
-  opts.add_options()("help,h", "show this help")("weights", po::value(&weights), "f32 | q8_0")
-      ("kernels", po::value(&kernels), "scalar | avx2")("threads", po::value(&threads), "compute threads")
+  opts.add_options()("help,h", "show this help")("weights", po::value(&weights), lw::kWeightsHelp)
+      ("kernels", po::value(&kernels), "scalar | avx2 | avx2-vnni | avx512-vnni")("threads", po::value(&threads), "compute threads")
       ("decode", po::value(&decode), "tokens decoded one at a time")
       ("prompt", po::value(&prompt), "prompt tokens processed in one batch")
       ("batch", po::value(&batch), "also decode B sessions together, one position each per forward (0: skip)")
@@ -158,12 +158,12 @@ int main(int argc, char** argv) try {
     std::cerr << "llamawire-bench-engine: " << *checks.error() << "\n";
     return 2;
   }
-  if ((weights != "f32" && weights != "q8_0") || (!load.empty() && load != "read" && load != "mmap")) {
-    std::cerr << "--weights is f32 or q8_0, --load is read or mmap\n";
+  if (!lw::parse_weights_option(weights) || (!load.empty() && load != "read" && load != "mmap")) {
+    std::cerr << "--weights is f32, q8_0, q4_0 or q4_k, --load is read or mmap\n";
     return 2;
   }
   lw::WeightStore::Options wo;
-  wo.weights = weights == "q8_0" ? lw::WeightType::q8_0 : lw::WeightType::f32;
+  wo.weights = *lw::parse_weights_option(weights);
   wo.load = load == "mmap"   ? lw::WeightStore::Load::mmap
             : load == "read" ? lw::WeightStore::Load::read
                              : lw::WeightStore::Load::automatic;
@@ -248,7 +248,7 @@ int main(int argc, char** argv) try {
       checkpoint.c_str(), (*store)->type_summary().c_str(),
       std::string(lw::kernels::active().name).c_str(), threads, bytes, bw, gflops, bound, decode_tps,
       bound > 0 ? decode_tps / bound : 0.0, prompt, prompt_tps, decode_tps > 0 ? prompt_tps / decode_tps : 0.0,
-      (*store)->layer(0).wq.panels ? "panels" : "rows", batch, batch_tps, decode_tps > 0 ? batch_tps / decode_tps : 0.0);
+      (*store)->layer(0).wq.panels ? "panels" : (*store)->layer(0).wq.packed_format() ? "packed" : "rows", batch, batch_tps, decode_tps > 0 ? batch_tps / decode_tps : 0.0);
   return 0;
 } catch (const std::exception& e) {
   std::cerr << "llamawire-bench-engine: " << e.what() << "\n";

@@ -130,10 +130,10 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& f) {
       ("handshake-timeout", po::value(&f.handshake_timeout_s)->default_value(10), "seconds to receive HELLO (binary) or the first request (HTTP)")
       ("write-timeout", po::value(&f.write_timeout_s)->default_value(30), "seconds one frame write may take")
       ("drain-timeout", po::value(&f.drain_timeout_s)->default_value(30), "seconds running requests may finish after SIGTERM")
-      ("weights", po::value(&f.weights)->default_value("f32"), "f32 | q8_0 (quantize at load)")
+      ("weights", po::value(&f.weights)->default_value("f32"), lw::kWeightsHelp)
       ("load", po::value(&f.load), "read (private copy, immune to file changes) | mmap (no copy); default: read for llama2.c files, mmap for GGUF")
       ("chat-template", po::value(&f.chat_template), "chat template for the CLI's chat mode and /v1/chat/completions: llama2 | mistral | zephyr | chatml | vicuna (default: the one the model's tokenizer.chat_template writes, else llama2)")
-      ("kernels", po::value(&f.kernels), "force a kernel table: scalar | avx2")
+      ("kernels", po::value(&f.kernels), "force a kernel table: scalar | avx2 | avx2-vnni | avx512-vnni")
       ("api-key", po::value(&f.server.api_key), "require this key in HELLO (default: $LLAMAWIRE_API_KEY)")
       ("port-file", po::value(&f.port_file), "write the listening port to this file")
       ("log-format", po::value(&f.log_format)->default_value("text"), "text | json")
@@ -152,7 +152,7 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& f) {
   if (f.checkpoint.empty()) return usage_error("--checkpoint is required", opts);
   if (auto e = check_ranges(f)) return usage_error(*e, opts);
   if (f.tls_cert.empty() != f.tls_key.empty()) return usage_error("--tls-cert and --tls-key go together", opts);
-  if (f.weights != "f32" && f.weights != "q8_0") return usage_error("--weights must be f32 or q8_0", opts);
+  if (!lw::parse_weights_option(f.weights)) return usage_error("--weights must be f32, q8_0, q4_0 or q4_k", opts);
   if (!f.load.empty() && f.load != "read" && f.load != "mmap") return usage_error("--load must be read or mmap", opts);
   if (!f.chat_template.empty() && !lw::chat_format_by_name(f.chat_template)) {
     return usage_error("--chat-template must be one of " + lw::chat_format_list(), opts);
@@ -195,7 +195,7 @@ int main(int argc, char** argv) try {
   const std::uint64_t kv_budget_bytes = static_cast<std::uint64_t>(f.kv_budget_mb) << 20;
 
   lw::WeightStore::Options wopts;
-  wopts.weights = f.weights == "q8_0" ? lw::WeightType::q8_0 : lw::WeightType::f32;
+  wopts.weights = *lw::parse_weights_option(f.weights);
   wopts.load = f.load == "mmap"   ? lw::WeightStore::Load::mmap
                : f.load == "read" ? lw::WeightStore::Load::read
                                   : lw::WeightStore::Load::automatic;

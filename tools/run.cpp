@@ -31,9 +31,9 @@ int main(int argc, char** argv) try {
       ("seed,s", po::value(&seed)->default_value(0), "random seed; 0 = from the clock")
       ("steps,n", po::value(&steps)->default_value(256), "positions to run; 0 = seq_len")
       ("input_prompt,i", po::value(&prompt), "prompt text")
-      ("weights", po::value(&weights)->default_value("f32"), "f32 | q8_0 (quantize at load)")
+      ("weights", po::value(&weights)->default_value("f32"), lw::kWeightsHelp)
       ("threads", po::value(&threads), "compute threads (default: all cores)")
-      ("kernels", po::value(&kernels_name), "force a kernel table: scalar | avx2");
+      ("kernels", po::value(&kernels_name), "force a kernel table: scalar | avx2 | avx2-vnni | avx512-vnni");
   po::options_description hidden;
   hidden.add_options()("checkpoint", po::value(&checkpoint));
   po::options_description all;
@@ -62,8 +62,8 @@ int main(int argc, char** argv) try {
   checks.integer("--seed", seed, 0, std::numeric_limits<long long>::max());
   checks.integer("--steps", steps, 0, std::numeric_limits<int>::max());
   checks.integer("--threads", threads, 1, 256);
-  if (checks.error() || (weights != "f32" && weights != "q8_0")) {
-    std::cerr << "llamawire-run: " << checks.error().value_or("--weights must be f32 or q8_0") << "\n";
+  if (checks.error() || !lw::parse_weights_option(weights)) {
+    std::cerr << "llamawire-run: " << checks.error().value_or("--weights must be f32, q8_0, q4_0 or q4_k") << "\n";
     return 2;
   }
   if (!kernels_name.empty() && !lw::kernels::select(kernels_name)) {
@@ -72,7 +72,7 @@ int main(int argc, char** argv) try {
   }
 
   lw::WeightStore::Options wopts;
-  wopts.weights = weights == "q8_0" ? lw::WeightType::q8_0 : lw::WeightType::f32;
+  wopts.weights = *lw::parse_weights_option(weights);
   auto store = lw::WeightStore::load(checkpoint, wopts);
   if (!store) {
     std::cerr << "llamawire-run: " << store.error().message << "\n";

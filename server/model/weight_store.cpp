@@ -211,6 +211,14 @@ Result<CheckpointHeader> parse_checkpoint_header(std::span<const std::uint8_t> h
   return h;
 }
 
+std::optional<WeightType> parse_weights_option(std::string_view name) {
+  if (name == "f32") return WeightType::f32;
+  if (name == "q8_0") return WeightType::q8_0;
+  if (name == "q4_0") return WeightType::q4_0;
+  if (name == "q4_k") return WeightType::q4_k;
+  return std::nullopt;
+}
+
 WeightStore::~WeightStore() {
   if (map_base_ != nullptr) ::munmap(map_base_, map_len_);
   if (packed_base_ != nullptr) ::munmap(packed_base_, packed_len_);
@@ -452,10 +460,11 @@ void WeightStore::quantize_blocks(WeightType to) {
   // blocks are packed right after (pack_blocks), and this buffer then freed.
   using kernels::TensorType;
   const ModelConfig& c = config();
+  // Rows that are no multiple of 32 values stay in f16 (as llama-quantize falls back).
   auto type_for = [&](const Matrix& m, bool classifier) {
-    const bool k_ok = m.cols % 256 == 0;
-    if (classifier) return k_ok ? TensorType::q6_k : TensorType::q8_0;
-    return to == WeightType::q4_k && k_ok ? TensorType::q4_k : TensorType::q4_0;
+    const bool k_ok = m.cols % 256 == 0, ok32 = m.cols % 32 == 0;
+    if (classifier) return k_ok ? TensorType::q6_k : ok32 ? TensorType::q8_0 : TensorType::f16;
+    return to == WeightType::q4_k && k_ok ? TensorType::q4_k : ok32 ? TensorType::q4_0 : TensorType::f16;
   };
   struct Job {
     Matrix* m;
@@ -546,8 +555,14 @@ void WeightStore::pack_blocks() {
     m->packed = p;
   }
   if (tied) embedding_ = wcls_;
-  blocks_.clear();
-  blocks_.shrink_to_fit();
+  // The copy quantized at load goes once nothing reads it (rows that were not packed do).
+  bool still_used = false;
+  for (const Matrix* m : mats) still_used = still_used || m->block_format();
+  still_used = still_used || embedding_.block_format();
+  if (!still_used) {
+    blocks_.clear();
+    blocks_.shrink_to_fit();
+  }
   ::mprotect(base, total, PROT_READ);
 }
 

@@ -13,6 +13,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string_view>
 #include <span>
 #include <string>
 #include <vector>
@@ -92,8 +94,8 @@ class WeightStore {
   // matrices packed for the kernels (kernels/packed.hpp); mapped, it keeps ggml's rows.
   struct Options {
     // q8_0: quantize f32 llama2.c files at load (llama2.c's Q8_0, a float scale per group);
-    // q4_0 / q4_k: to ggml's Q4_0 / Q4_K blocks (Q4_0 where a row is not a multiple of 256),
-    // with the classifier in Q6_K (Q8_0 where not a multiple of 256), then packed
+    // q4_0 / q4_k: to ggml's Q4_0 / Q4_K blocks (Q4_0 where a row is not a multiple of 256,
+    // f16 where not of 32), the classifier in Q6_K (or Q8_0, or f16), then packed
     WeightType weights = WeightType::f32;
     int q8_group = 64;                     // group size when quantizing at load
     Load load = Load::automatic;
@@ -169,6 +171,10 @@ class WeightStore {
   std::vector<float> rope_freqs_;
   Matrix wcls_;
 };
+
+// The --weights option of the tools: "f32", "q8_0", "q4_0" or "q4_k"; nullopt otherwise.
+std::optional<WeightType> parse_weights_option(std::string_view name);
+inline constexpr const char* kWeightsHelp = "f32 | q8_0 | q4_0 | q4_k (quantize a float32 llama2.c file at load)";
 
 // The vocabulary of a GGUF file (tokenizer.ggml.*, tokenizer.chat_template), checked: the
 // tokenizer model must be "llama" (SentencePiece), the token count `vocab_size`.

@@ -144,14 +144,32 @@ TEST_CASE("a batch mixing two sessions gives each its solo logits", "[model]") {
 }
 
 TEST_CASE("13 sessions decoding in one batch each get their solo logits, bit for bit", "[model]") {
-  // Several tile shapes of the panel kernel (6 + 6 + 1 rows), two threads, a model whose
-  // hidden size (172) leaves a 12-row tail outside the panels, and both weight layouts.
+  // Several tile shapes of the panel and packed kernels (6 + 6 + 1 or 8 + 4 + 1 rows), two
+  // threads, a model whose hidden size (172) leaves a 12-row tail outside the panels, both
+  // weight layouts, the 4-bit types quantized at load (packed, ggml rows and f16 mixed) and
+  // a packed GGUF file with every K type.
   LW_REQUIRE_SHARED();
-  for (const auto load : {lw::WeightStore::Load::read, lw::WeightStore::Load::mmap}) {
+  struct Config {
+    std::string file;
     lw::WeightStore::Options opts;
-    opts.load = load;
-    const auto store = lw::WeightStore::load((t::models_dir() / "aidreams260K.bin").string(), opts).value();
-    REQUIRE(store->config().hidden_dim % lw::kernels::kPanelRows != 0);
+    const char* what;
+  };
+  std::vector<Config> configs;
+  for (const auto load : {lw::WeightStore::Load::read, lw::WeightStore::Load::mmap}) {
+    lw::WeightStore::Options o;
+    o.load = load;
+    configs.push_back({(t::models_dir() / "aidreams260K.bin").string(), o, load == lw::WeightStore::Load::read ? "panels" : "rows"});
+    configs.push_back({(t::models_dir() / "gguf" / "k256-q4_k_m.gguf").string(), o,
+                       load == lw::WeightStore::Load::read ? "k256 q4_k_m packed" : "k256 q4_k_m rows"});
+  }
+  for (const auto w : {lw::WeightType::q4_0, lw::WeightType::q4_k}) {
+    lw::WeightStore::Options o;
+    o.weights = w;
+    configs.push_back({(t::models_dir() / "aidreams260K.bin").string(), o, w == lw::WeightType::q4_0 ? "q4_0 at load" : "q4_k at load"});
+  }
+  for (const Config& cfg : configs) {
+    INFO(cfg.what);
+    const auto store = lw::WeightStore::load(cfg.file, cfg.opts).value();
     const int V = store->config().vocab_size;
     constexpr int kSessions = 13, kSteps = 5;
     lw::ThreadParallel par(2);
@@ -181,7 +199,7 @@ TEST_CASE("13 sessions decoding in one batch each get their solo logits, bit for
       last = fwd.run(rows, par);
     }
     for (int s = 0; s < kSessions; ++s) {
-      INFO("session " << s << (load == lw::WeightStore::Load::read ? " (panels)" : " (rows)"));
+      INFO("session " << s);
       const auto row = last.subspan(static_cast<std::size_t>(s) * static_cast<std::size_t>(V), static_cast<std::size_t>(V));
       REQUIRE(std::equal(row.begin(), row.end(), solo[static_cast<std::size_t>(s)].begin()));
     }

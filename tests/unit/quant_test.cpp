@@ -99,3 +99,24 @@ TEST_CASE("a broken quantizer fails the agreement thresholds", "[model][quant]")
   const auto a = compare(*f32, *broken, seqs);
   CHECK_FALSE((a.top1() >= 0.90 && a.mean_abs_err() <= 0.05 * a.abs_ref_sum));
 }
+
+TEST_CASE("Q4_0 and Q4_K quantized at load agree with f32 on the golden prompts", "[model][quant]") {
+  LW_REQUIRE_SHARED();
+  const auto seqs = golden_sequences();
+  const auto f32 = lw::WeightStore::load((t::models_dir() / "aidreams260K.bin").string()).value();
+  for (const auto w : {lw::WeightType::q4_0, lw::WeightType::q4_k}) {
+    lw::WeightStore::Options o;
+    o.weights = w;
+    const auto q = lw::WeightStore::load((t::models_dir() / "aidreams260K.bin").string(), o).value();
+    const auto a = compare(*f32, *q, seqs);
+    std::printf("%s at load (%s) vs f32 on %d golden positions: top-1 agreement %.3f, mean |logit error| %.4f "
+                "(mean |logit| %.3f)\n",
+                w == lw::WeightType::q4_0 ? "q4_0" : "q4_k", q->type_summary().c_str(), a.positions, a.top1(),
+                a.mean_abs_err(), a.abs_ref_sum);
+    CHECK(q->weight_type() == lw::WeightType::gguf);
+    // Four bits cost more than eight, but a correct quantizer keeps most of the argmaxes and
+    // the error well under the logits' size (the sign-flipped model above fails both).
+    CHECK(a.top1() >= 0.75);
+    CHECK(a.mean_abs_err() <= 0.15 * a.abs_ref_sum);
+  }
+}
