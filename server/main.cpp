@@ -131,7 +131,7 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& f) {
       ("write-timeout", po::value(&f.write_timeout_s)->default_value(30), "seconds one frame write may take")
       ("drain-timeout", po::value(&f.drain_timeout_s)->default_value(30), "seconds running requests may finish after SIGTERM")
       ("weights", po::value(&f.weights)->default_value("f32"), lw::kWeightsHelp)
-      ("load", po::value(&f.load), "read (private copy, immune to file changes) | mmap (no copy); default: read for llama2.c files, mmap for GGUF")
+      ("load", po::value(&f.load), "read (private copy, immune to file changes; f32 in panels, GGUF blocks packed) | mmap (no copy, row-major); default: read")
       ("chat-template", po::value(&f.chat_template), "chat template for the CLI's chat mode and /v1/chat/completions: llama2 | mistral | zephyr | chatml | vicuna (default: the one the model's tokenizer.chat_template writes, else llama2)")
       ("kernels", po::value(&f.kernels), "force a kernel table: scalar | avx2 | avx2-vnni | avx512-vnni")
       ("api-key", po::value(&f.server.api_key), "require this key in HELLO (default: $LLAMAWIRE_API_KEY)")
