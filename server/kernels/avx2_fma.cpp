@@ -437,17 +437,17 @@ void softmax(float* x, int n) {
 }  // namespace
 
 const KernelTable* avx2_table() {
-  static const KernelTable table{"avx2", matmul, matmul_panels, matmul_q8, matmul_blocks_avx2, matmul_packed_avx2, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
+  static const KernelTable table{"avx2", matmul, matmul_panels, matmul_q8, matmul_blocks_avx2, matmul_packed_avx2, quantize_act_avx2, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
   return &table;
 }
 
 const KernelTable* avx2_vnni_table() {
-  static const KernelTable table{"avx2-vnni", matmul, matmul_panels, matmul_q8, matmul_blocks_avxvnni, matmul_packed_avxvnni, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
+  static const KernelTable table{"avx2-vnni", matmul, matmul_panels, matmul_q8, matmul_blocks_avxvnni, matmul_packed_avxvnni, quantize_act_avx2, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
   return &table;
 }
 
 const KernelTable* avx512_vnni_table() {
-  static const KernelTable table{"avx512-vnni", matmul, matmul_panels, matmul_q8, matmul_blocks_avxvnni, matmul_packed_avx512, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
+  static const KernelTable table{"avx512-vnni", matmul, matmul_panels, matmul_q8, matmul_blocks_avxvnni, matmul_packed_avx512, quantize_act_avx2, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
   return &table;
 }
 

@@ -57,6 +57,9 @@ struct KernelTable {
   // format; rows [row_begin, row_end) are multiples of kTileRows. Every table gives
   // matmul_packed_ref's bits.
   void (*matmul_packed)(float* out, const BlockAct& x, const PackedMatrix& w, int batch, int row_begin, int row_end);
+  // quantize_act_range (tensor_types.hpp), with the same bits.
+  void (*quantize_act)(TensorType act, const float* x, std::uint8_t* dst, std::size_t n, std::size_t begin,
+                       std::size_t end);
   // Quantize `n` floats (n % group == 0) into q/s.
   void (*quantize_q8)(std::int8_t* q, float* s, const float* x, int n, int group);
   float (*dot)(const float* a, const float* b, int n);
@@ -98,6 +101,9 @@ const KernelTable& scalar_table();
 // The AVX2 block-format products (avx2_blocks.cpp; the scalar ones where not built).
 void matmul_blocks_avx2(float* out, const BlockAct& x, const BlockMatrix& w, int n, int d, int batch, int row_begin,
                         int row_end);
+// AVX2 activation quantization (avx2_act.cpp; the scalar one where not built).
+void quantize_act_avx2(TensorType act, const float* x, std::uint8_t* dst, std::size_t n, std::size_t begin,
+                       std::size_t end);
 // The same built with AVX-VNNI (vpdpbusd); only for CPUs that have it.
 void matmul_blocks_avxvnni(float* out, const BlockAct& x, const BlockMatrix& w, int n, int d, int batch, int row_begin,
                            int row_end);

@@ -142,7 +142,7 @@ void panel_row(const float* w, int n, int d, int i, float* out) {
 }
 
 const KernelTable& scalar_table() {
-  static const KernelTable table{"scalar", matmul, matmul_panels, matmul_q8, matmul_blocks, matmul_packed_ref, quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
+  static const KernelTable table{"scalar", matmul, matmul_panels, matmul_q8, matmul_blocks, matmul_packed_ref, quantize_act_range, quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
   return table;
 }
 

@@ -128,7 +128,7 @@ Forward::Act Forward::prepare(Parallel& par, const kernels::KernelTable& k, cons
       const std::size_t groups = sz(n) / 256, rest = sz(n) % 256;
       std::size_t begin = groups * sz(p) / sz(parts) * 256, end = groups * sz(p + 1) / sz(parts) * 256;
       if (p == parts - 1) end += rest;  // the tail of 32-value blocks (n % 256) goes last
-      kernels::quantize_act_range(kActFormats[i], x + sz(b) * sz(n), buf + sz(b) * rb, sz(n), begin, end);
+      k.quantize_act(kActFormats[i], x + sz(b) * sz(n), buf + sz(b) * rb, sz(n), begin, end);
     });
   }
   if (w_.weight_type() == WeightType::q8_0) {

@@ -132,3 +132,34 @@ TEST_CASE("packed matrices: lossless packing, the reference against ggml's order
     }
   }
 }
+
+TEST_CASE("SIMD activation quantization gives the scalar reference's bytes", "[kernels][packed]") {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int n = 2048;
+  std::vector<float> x(static_cast<std::size_t>(n));
+  for (int trial = 0; trial < 6; ++trial) {
+    for (int j = 0; j < n; ++j) {
+      float v = nd(rng) * (trial % 2 ? 100.0f : 0.01f);
+      // Ties on purpose: exact halves after scaling by 127 / max land on the rounding edge.
+      if (trial >= 2 && j % 7 == 0) v = static_cast<float>(j % 255 - 127) * 0.5f;
+      if (trial == 4 && j < 512) v = 0.0f;                // all-zero blocks
+      if (trial == 5 && j % 256 == 3) v = -1000.0f;       // the largest magnitude negative
+      if (trial == 5 && j % 256 == 200) v = 1000.0f;      // and a later tie of it, positive
+      x[static_cast<std::size_t>(j)] = v;
+    }
+    for (const T act : {T::q8_0, T::q8_1, T::q8_k}) {
+      const std::size_t rb = k::act_row_bytes(act, static_cast<std::size_t>(n));
+      std::vector<std::uint8_t> ref(rb, 0xAA);
+      k::quantize_act_range(act, x.data(), ref.data(), static_cast<std::size_t>(n), 0, static_cast<std::size_t>(n));
+      for (const k::KernelTable* t : k::available_tables()) {
+        INFO(t->name << " " << k::traits(act).name << " trial " << trial);
+        std::vector<std::uint8_t> got(rb, 0x55);
+        // In two ranges, as the threads split a row.
+        t->quantize_act(act, x.data(), got.data(), static_cast<std::size_t>(n), 0, 1024);
+        t->quantize_act(act, x.data(), got.data(), static_cast<std::size_t>(n), 1024, static_cast<std::size_t>(n));
+        REQUIRE(got == ref);
+      }
+    }
+  }
+}
