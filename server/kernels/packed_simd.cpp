@@ -197,6 +197,13 @@ inline void nibbles(const std::uint8_t* p, const Half& h, I* w) {
   }
 }
 
+// Decoding streams the weights: a single activation row asks for the bytes this far ahead.
+// (measured on a 75 MB Q4_0 matrix: +25% at 4 KiB ahead, less at 0.5 or 8 KiB)
+constexpr std::size_t kPrefetch = 4096;
+inline void prefetch_ahead(const std::uint8_t* t, std::size_t bytes) {
+  for (std::size_t off = 0; off < bytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(t + kPrefetch + off), _MM_HINT_T0);
+}
+
 // --- Q8_0 and Q4_0 ----------------------------------------------------------------------
 
 template <bool kQ8, int NC>
@@ -207,6 +214,7 @@ void tile_32(const std::uint8_t* g, int nb, const Act32View* a, const Half& h, f
   for (int c = 0; c < NC; ++c) acc[c] = Isa::zerof();
   for (int k = 0; k < nb; ++k) {
     const std::uint8_t* t = g + static_cast<std::size_t>(k) * kTile;
+    if constexpr (NC == 1) prefetch_ahead(t, kTile);
     const F dw = Isa::half(t + 2 * h.row);
     I w[8];
     if constexpr (kQ8) {
@@ -232,6 +240,7 @@ void tile_k_affine(const std::uint8_t* g, int nb, const ActQ8K* const* a, const 
   for (int c = 0; c < NC; ++c) acc[c] = Isa::zerof();
   for (int k = 0; k < nb; ++k) {
     const std::uint8_t* t = g + static_cast<std::size_t>(k) * kTile;
+    if constexpr (NC == 1) prefetch_ahead(t, kTile);
     F ts[NC];
     I ms[NC];
     for (int c = 0; c < NC; ++c) {
@@ -280,6 +289,7 @@ void tile_q6_k(const std::uint8_t* g, int nb, const ActQ8K* const* a, const Half
   for (int c = 0; c < NC; ++c) acc[c] = Isa::zerof();
   for (int k = 0; k < nb; ++k) {
     const std::uint8_t* t = g + static_cast<std::size_t>(k) * kTile;
+    if constexpr (NC == 1) prefetch_ahead(t, kTile);
     F ts[NC];
     for (int c = 0; c < NC; ++c) ts[c] = Isa::zerof();
     for (int s = 0; s < 8; ++s) {
