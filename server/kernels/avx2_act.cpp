@@ -62,7 +62,7 @@ void block_32(const float* x, float& d_out, float& s_out, std::int32_t& sum_out,
   }
   store_bytes(q, r);
   const int s = hsum_i32(sum);
-  d_out = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT));
+  d_out = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT)));
   s_out = d_out * static_cast<float>(s);
   sum_out = s;
 }
