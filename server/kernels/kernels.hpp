@@ -113,7 +113,12 @@ const KernelTable* avx2_vnni_table();
 bool cpu_has_avx_vnni();
 // The AVX2+FMA table, or nullptr when it was not built.
 const KernelTable* avx2_table();
-// The AVX2 table with AVX-512 VNNI packed products, or nullptr when not built.
+// The panel GEMM on 16-lane registers (avx512_f32.cpp; the scalar one where not built):
+// matmul_panels's bits.
+void matmul_panels_avx512(float* out, const float* x, const float* w, int n, int d, int batch, int row_begin,
+                          int row_end);
+// The AVX2 table with the AVX-512 panel GEMM and AVX-512 VNNI packed products, or nullptr
+// when not built.
 const KernelTable* avx512_vnni_table();
 // Whether this CPU has AVX-512 F, BW, VL and VNNI (and the OS saves the registers).
 bool cpu_has_avx512_vnni();
