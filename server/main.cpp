@@ -133,7 +133,7 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& f) {
       ("weights", po::value(&f.weights)->default_value("f32"), lw::kWeightsHelp)
       ("load", po::value(&f.load), "read (private copy, immune to file changes; f32 in panels, GGUF blocks packed) | mmap (no copy, row-major); default: read")
       ("chat-template", po::value(&f.chat_template), "chat template for the CLI's chat mode and /v1/chat/completions: llama2 | mistral | zephyr | chatml | vicuna (default: the one the model's tokenizer.chat_template writes, else llama2)")
-      ("kernels", po::value(&f.kernels), "force a kernel table: scalar | avx2 | avx2-vnni | avx512-vnni")
+      ("kernels", po::value(&f.kernels), "force a kernel table: scalar | avx2 | avx2-vnni | avx512-vnni | amx")
       ("api-key", po::value(&f.server.api_key), "require this key in HELLO (default: $LLAMAWIRE_API_KEY)")
       ("port-file", po::value(&f.port_file), "write the listening port to this file")
       ("log-format", po::value(&f.log_format)->default_value("text"), "text | json")

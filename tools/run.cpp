@@ -33,7 +33,7 @@ int main(int argc, char** argv) try {
       ("input_prompt,i", po::value(&prompt), "prompt text")
       ("weights", po::value(&weights)->default_value("f32"), lw::kWeightsHelp)
       ("threads", po::value(&threads), "compute threads (default: all cores)")
-      ("kernels", po::value(&kernels_name), "force a kernel table: scalar | avx2 | avx2-vnni | avx512-vnni");
+      ("kernels", po::value(&kernels_name), "force a kernel table: scalar | avx2 | avx2-vnni | avx512-vnni | amx");
   po::options_description hidden;
   hidden.add_options()("checkpoint", po::value(&checkpoint));
   po::options_description all;

@@ -451,6 +451,11 @@ const KernelTable* avx512_vnni_table() {
   return &table;
 }
 
+const KernelTable* amx_table() {
+  static const KernelTable table{"amx", matmul, matmul_panels_avx512, matmul_q8, matmul_blocks_avxvnni, matmul_packed_amx, quantize_act_avx2, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
+  return &table;
+}
+
 }  // namespace llamawire::kernels
 
 #else
@@ -459,6 +464,7 @@ namespace llamawire::kernels {
 const KernelTable* avx2_table() { return nullptr; }
 const KernelTable* avx2_vnni_table() { return nullptr; }
 const KernelTable* avx512_vnni_table() { return nullptr; }
+const KernelTable* amx_table() { return nullptr; }
 }  // namespace llamawire::kernels
 
 #endif

@@ -7,6 +7,10 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace llamawire::kernels {
 
@@ -32,6 +36,24 @@ bool cpu_has_avx512_vnni() {
 #endif
 }
 
+bool cpu_has_amx_int8() {
+#if defined(__x86_64__) && defined(__linux__)
+  static const bool ok = [] {
+    // CPUID leaf 7, EDX bits 24 (AMX-TILE) and 25 (AMX-INT8); then Linux must grant this
+    // process the 8 KiB tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA),
+    // or the first tile instruction faults.
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
+    if ((d & (1u << 24)) == 0 || (d & (1u << 25)) == 0 || !cpu_has_avx512_vnni()) return false;
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
 namespace {
 
 bool has_avx2() {
@@ -52,10 +74,11 @@ const KernelTable* usable(std::string_view name) {
   if (name == "avx2") return avx2_table();
   if (name == "avx2-vnni") return cpu_has_avx_vnni() ? avx2_vnni_table() : nullptr;
   if (name == "avx512-vnni") return cpu_has_avx512_vnni() ? avx512_vnni_table() : nullptr;
+  if (name == "amx") return cpu_has_amx_int8() ? amx_table() : nullptr;
   return nullptr;
 }
 
-constexpr std::string_view kByPreference[] = {"avx512-vnni", "avx2-vnni", "avx2", "scalar"};
+constexpr std::string_view kByPreference[] = {"amx", "avx512-vnni", "avx2-vnni", "avx2", "scalar"};
 
 const KernelTable* pick_default() {
   const char* env = std::getenv("LW_KERNELS");

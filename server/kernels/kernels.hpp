@@ -122,11 +122,17 @@ void matmul_panels_avx512(float* out, const float* x, const float* w, int n, int
 const KernelTable* avx512_vnni_table();
 // Whether this CPU has AVX-512 F, BW, VL and VNNI (and the OS saves the registers).
 bool cpu_has_avx512_vnni();
+// The avx512-vnni table with the packed products of batches on AMX tiles, or nullptr when
+// not built.
+const KernelTable* amx_table();
+// Whether this CPU has AMX-TILE and AMX-INT8 and the kernel lets this process use the tile
+// state (asked for once, with arch_prctl, on the first call).
+bool cpu_has_amx_int8();
 
-// The table chosen once at startup: LW_KERNELS=scalar|avx2|avx2-vnni|avx512-vnni forces
+// The table chosen once at startup: LW_KERNELS=scalar|avx2|avx2-vnni|avx512-vnni|amx forces
 // one (when the CPU has it); otherwise the best the CPU supports.
 const KernelTable& active();
-// Forces a table by name ("scalar", "avx2", "avx2-vnni", "avx512-vnni"); returns false if
+// Forces a table by name ("scalar", "avx2", "avx2-vnni", "avx512-vnni", "amx"); returns false if
 // unavailable here. For tests/tools.
 bool select(std::string_view name);
 // The tables this CPU can run, best last.

@@ -78,5 +78,8 @@ void matmul_packed_avxvnni(float* out, const BlockAct& x, const PackedMatrix& w,
                            int row_end);
 void matmul_packed_avx512(float* out, const BlockAct& x, const PackedMatrix& w, int batch, int row_begin,
                           int row_end);
+// AMX-INT8 tiles for batches of 8 rows or more, matmul_packed_avx512 below that
+// (packed_amx.cpp; only for CPUs where cpu_has_amx_int8()).
+void matmul_packed_amx(float* out, const BlockAct& x, const PackedMatrix& w, int batch, int row_begin, int row_end);
 
 }  // namespace llamawire::kernels

@@ -339,6 +339,7 @@ void over_batch(int batch, Tile&& tile) {
 
 }  // namespace
 
+#if !defined(LW_PACKED_ISA_ONLY)  // packed_amx.cpp takes only the helpers above
 void LW_PACKED_ENTRY(float* out, const BlockAct& x, const PackedMatrix& w, int batch, int row_begin, int row_end) {
   const int blk = packed_block(w.type), nb = w.n / blk;
   const auto N = static_cast<std::size_t>(w.n), D = static_cast<std::size_t>(w.d);
@@ -380,10 +381,11 @@ void LW_PACKED_ENTRY(float* out, const BlockAct& x, const PackedMatrix& w, int b
     }
   }
 }
+#endif
 
 }  // namespace llamawire::kernels
 
-#else
+#elif !defined(LW_PACKED_ISA_ONLY)
 
 namespace llamawire::kernels {
 void LW_PACKED_ENTRY(float* out, const BlockAct& x, const PackedMatrix& w, int batch, int row_begin, int row_end) {

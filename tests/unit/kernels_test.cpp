@@ -39,7 +39,7 @@ TEST_CASE("SIMD tables exist on this machine", "[kernels]") {
   // The CI machines have AVX2 and FMA; if this fails the SIMD path is not being tested.
   CHECK_FALSE(simd_tables().empty());
   const char* env = std::getenv("LW_KERNELS");
-  const std::string_view best = k::cpu_has_avx512_vnni() ? "avx512-vnni" : k::cpu_has_avx_vnni() ? "avx2-vnni" : "avx2";
+  const std::string_view best = k::cpu_has_amx_int8() ? "amx" : k::cpu_has_avx512_vnni() ? "avx512-vnni" : k::cpu_has_avx_vnni() ? "avx2-vnni" : "avx2";
   CHECK(k::available_tables().back()->name == best);
   CHECK(k::active().name == (env ? std::string_view(env) : best));
 }

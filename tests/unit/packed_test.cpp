@@ -93,8 +93,9 @@ TEST_CASE("packed matrices: lossless packing, the reference against ggml's order
         REQUIRE(a == b);
       }
 
-      for (const bool extreme : {false, true}) {
-        const int batch = 13;  // column groups of 8 (or 6 / 4 / 3), 4, 2 and 1 all run
+      for (const auto& [extreme, batch] : {std::pair{false, 13}, std::pair{true, 13}, std::pair{false, 37}}) {
+        // 13: column groups of 8 (or 6 / 4 / 3), 4, 2 and 1 all run, or one zero-padded
+        // AMX slice; 37: two whole 16-row AMX slices and a padded one
         const T act = k::traits(type).act;
         const std::size_t xb = k::act_row_bytes(act, static_cast<std::size_t>(n));
         std::vector<float> xf;
@@ -119,6 +120,11 @@ TEST_CASE("packed matrices: lossless packing, the reference against ggml's order
           std::vector<float> got(ref.size(), -2.0f);
           t->matmul_packed(got.data(), ba, pm, batch, 0, rows);
           REQUIRE(got == ref);
+          // The whole batch on the rows in two ranges (two threads' shares): the same bits.
+          std::vector<float> split(ref.size(), -4.0f);
+          t->matmul_packed(split.data(), ba, pm, batch, 16, rows);
+          t->matmul_packed(split.data(), ba, pm, batch, 0, 16);
+          REQUIRE(split == ref);
           // One activation row at a time, and the rows in two ranges: the same bits.
           for (int c = 0; c < batch; ++c) {
             std::vector<float> one(static_cast<std::size_t>(rows), -3.0f);

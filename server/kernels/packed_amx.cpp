@@ -1,0 +1,217 @@
+// Packed Q8_0 and Q4_0 products on the AMX tile unit (Intel AMX-INT8), for batches:
+// prompts and many sessions decoding together. Built with the AVX-512 helpers of
+// packed_simd.cpp; other types and small batches take matmul_packed_avx512.
+//
+// One tile instruction (tdpbsud) multiplies 16 activation rows (signed bytes, straight
+// from the quantized activations) by 16 weight rows (unsigned bytes: a packed tile's
+// chunks are already the layout the instruction wants, four values of a row per 32-bit
+// lane) over one 32-value block, giving the 16x16 exact int32 block sums that vpdpbusd
+// builds one row at a time. Those sums go through the very float operations of
+// matmul_packed_ref, lane by lane (lanes are weight rows, one register per activation
+// row), so the results are the reference's bits: the tile unit changes who adds the
+// integers, not what they add up to.
+//
+// Per group of 16 weight rows, Q4_0's nibbles are first widened to bytes into a staging
+// area (16 x n bytes, L2), which then serves every 16-row slice of the batch. A batch
+// whose size is not a multiple of 16 has its last rows copied into a zero-padded slice,
+// so every tile has 16 rows and no read goes past the activations. Four sum tiles rotate
+// over consecutive blocks, so the tile unit works ahead while the vector units convert.
+#define LW_PACKED_AVX512 1
+#define LW_PACKED_ISA_ONLY 1
+#include "server/kernels/packed_simd.cpp"
+
+#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && \
+    defined(__AMX_TILE__) && defined(__AMX_INT8__)
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace llamawire::kernels {
+namespace {
+
+constexpr int kSlice = 16;  // activation rows per tile
+
+// The tile configuration (palette 1): tmm0-3 hold int32 sums (16 x 16), tmm4/6 activation
+// bytes (16 rows x `kbytes`), tmm5/7 weight bytes (`kbytes` / 4 rows x 64).
+struct alignas(64) TileConfig {
+  std::uint8_t palette = 1;
+  std::uint8_t start_row = 0;
+  std::uint8_t reserved[14] = {};
+  std::uint16_t colsb[16] = {};
+  std::uint8_t rows[16] = {};
+};
+static_assert(sizeof(TileConfig) == 64);
+
+TileConfig config_for(int kbytes) {
+  TileConfig c;
+  for (int t = 0; t < 4; ++t) {
+    c.rows[t] = kSlice;
+    c.colsb[t] = 64;
+  }
+  for (int t : {4, 6}) {
+    c.rows[t] = kSlice;
+    c.colsb[t] = static_cast<std::uint16_t>(kbytes);
+    c.rows[t + 1] = static_cast<std::uint8_t>(kbytes / 4);
+    c.colsb[t + 1] = 64;
+  }
+  return c;
+}
+
+// Block s's 16x16 sums into c, on sum tile s % 4 and operand tiles 4/5 or 6/7 by parity
+// (the tile register numbers must be literals).
+#define LW_AMX_STEP(C, A, B)                          \
+  _tile_loadd(A, a, static_cast<long>(a_stride));     \
+  _tile_loadd(B, b, 64);                              \
+  _tile_zero(C);                                      \
+  _tile_dpbsud(C, A, B);                              \
+  _tile_stored(C, c, 64)
+inline void step(int s, const std::int8_t* a, std::size_t a_stride, const std::uint8_t* b, std::int32_t* c) {
+  switch (s & 3) {
+    case 0: LW_AMX_STEP(0, 4, 5); break;
+    case 1: LW_AMX_STEP(1, 6, 7); break;
+    case 2: LW_AMX_STEP(2, 4, 5); break;
+    default: LW_AMX_STEP(3, 6, 7); break;
+  }
+}
+#undef LW_AMX_STEP
+
+// Runs `steps` blocks: a_at(s) / b_at(s) give block s's activation and weight bytes;
+// consume(s, sums) gets its 16x16 sums (row m: activation m, lane r: weight row r) in
+// block order. Blocks s + 1 .. s + 3 are in the tile unit while block s is consumed (a sum
+// tile is busy from its zeroing until its store has been read back).
+constexpr int kDepth = 4;
+template <typename AAt, typename BAt, typename Consume>
+inline void pipeline(int steps, std::size_t a_stride, AAt&& a_at, BAt&& b_at, Consume&& consume) {
+  alignas(64) std::int32_t sums[kDepth][kSlice * 16];
+  for (int s = 0; s < std::min(steps, kDepth - 1); ++s) step(s, a_at(s), a_stride, b_at(s), sums[s]);
+  for (int s = 0; s < steps; ++s) {
+    const int ahead = s + kDepth - 1;
+    if (ahead < steps) step(ahead, a_at(ahead), a_stride, b_at(ahead), sums[ahead % kDepth]);
+    consume(s, sums[s % kDepth]);
+  }
+}
+
+inline I row_sums(const std::int32_t* sums, int m) { return _mm512_load_si512(sums + 16 * m); }
+
+// --- widening Q4_0's nibbles into byte chunks --------------------------------------
+
+constexpr Half kWhole{0, 0, 0};  // AVX-512: a register holds all 16 rows
+
+inline void put8(std::uint8_t* dst, const I* w) {
+  for (int c = 0; c < 8; ++c) _mm512_storeu_si512(dst + 64 * c, w[c]);
+}
+
+// A Q4_0 group's values as 512-byte runs of 8 chunks (32 values), in block order.
+void stage_q4_0(const std::uint8_t* g, int nb, std::uint8_t* dst) {
+  for (int k = 0; k < nb; ++k) {
+    I w[8];
+    nibbles(g + 288 * static_cast<std::size_t>(k) + 32, kWhole, w);
+    put8(dst + 512 * static_cast<std::size_t>(k), w);
+  }
+}
+
+// --- one group of 16 weight rows against one 16-row slice of activations ------------------
+
+// Q8_0 / Q4_0. `b` is the group's first chunk run: in the tiles (Q8_0, 544-byte stride) or
+// staged (Q4_0, 512).
+template <bool kQ8>
+void slice_32(const std::uint8_t* g, const std::uint8_t* b, int nb, const std::uint8_t* x, std::size_t row_bytes,
+              std::size_t n, float* out, std::size_t out_stride, int rows_out) {
+  constexpr std::size_t kTile = kQ8 ? 544 : 288, kB = kQ8 ? 544 : 512;
+  constexpr int kOff = kQ8 ? 128 : 8;
+  Act32View a[kSlice];
+  for (int m = 0; m < kSlice; ++m) a[m] = act32(x + static_cast<std::size_t>(m) * row_bytes, n);
+  F acc[kSlice];
+  for (auto& v : acc) v = Isa::zerof();
+  pipeline(
+      nb, row_bytes, [&](int k) { return a[0].qs + 32 * k; }, [&](int k) { return b + kB * static_cast<std::size_t>(k); },
+      [&](int k, const std::int32_t* sums) {
+        const F dw = Isa::half(g + kTile * static_cast<std::size_t>(k));
+#pragma GCC unroll 16
+        for (int m = 0; m < kSlice; ++m) {
+          const I s = Isa::add(row_sums(sums, m), Isa::set1(-kOff * a[m].sum[k]));
+          acc[m] = Isa::fma(Isa::cvt(s), Isa::mul(dw, Isa::set1f(a[m].d[k])), acc[m]);
+        }
+      });
+  for (int m = 0; m < rows_out; ++m) Isa::store(out + static_cast<std::size_t>(m) * out_stride, acc[m]);
+}
+
+struct Scratch {
+  std::vector<std::uint8_t> staged, tail;
+};
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+}  // namespace
+
+// Batches below this take the vector path (a tile always computes 16 activation rows).
+constexpr int kAmxMinBatch = 8;
+// The K types stay on the vector path: with the same tile steps (and 16-value steps for
+// Q6_K), their per-sub-block float work made a 110M Q4_K_M prompt slower in the engine,
+// although a lone product ran faster.
+
+void matmul_packed_amx(float* out, const BlockAct& x, const PackedMatrix& w, int batch, int row_begin, int row_end) {
+  if (batch < kAmxMinBatch || (w.type != TensorType::q8_0 && w.type != TensorType::q4_0)) {
+    matmul_packed_avx512(out, x, w, batch, row_begin, row_end);
+    return;
+  }
+  const int nb = w.n / 32;
+  const auto N = static_cast<std::size_t>(w.n), D = static_cast<std::size_t>(w.d);
+  Scratch& sc = scratch();
+  // The last, partial slice of the batch, zero-padded to 16 rows.
+  const int full = batch / kSlice * kSlice, tail = batch - full;
+  if (tail > 0) {
+    sc.tail.assign(kSlice * x.row_bytes, 0);
+    std::memcpy(sc.tail.data(), x.data + static_cast<std::size_t>(full) * x.row_bytes,
+                static_cast<std::size_t>(tail) * x.row_bytes);
+  }
+  const bool staged = w.type == TensorType::q4_0;
+  if (staged && sc.staged.size() < 16 * N) sc.staged.resize(16 * N);
+  const TileConfig cfg = config_for(32);
+  _tile_loadconfig(&cfg);
+  // While a group is computed, the next one is brought into L2 in as many pieces as there
+  // are slices (memory latency, not bandwidth, is what a cold group costs: measured, a
+  // matrix larger than L2 ran at half the speed without this).
+  const std::size_t group_bytes = w.group_bytes();
+  const int slices = (batch + kSlice - 1) / kSlice;
+  const std::size_t piece = (group_bytes / 64 + static_cast<std::size_t>(slices)) / static_cast<std::size_t>(slices) * 64;
+  const int g_end = row_end / kTileRows;
+  for (int gi = row_begin / kTileRows; gi < g_end; ++gi) {
+    const std::uint8_t* g = w.data + static_cast<std::size_t>(gi) * group_bytes;
+    if (staged) stage_q4_0(g, nb, sc.staged.data());
+    for (int c0 = 0; c0 < batch; c0 += kSlice) {
+      if (gi + 1 < g_end) {
+        const std::size_t from = piece * static_cast<std::size_t>(c0 / kSlice);
+        for (std::size_t off = from; off < std::min(from + piece, group_bytes); off += 64) {
+          _mm_prefetch(reinterpret_cast<const char*>(g + group_bytes + off), _MM_HINT_T1);
+        }
+      }
+      const bool last = c0 == full;
+      const std::uint8_t* xs = last ? sc.tail.data() : x.data + static_cast<std::size_t>(c0) * x.row_bytes;
+      const int rows_out = last ? tail : kSlice;
+      float* o = out + static_cast<std::size_t>(c0) * D + static_cast<std::size_t>(gi) * kTileRows;
+      if (staged) {
+        slice_32<false>(g, sc.staged.data(), nb, xs, x.row_bytes, N, o, D, rows_out);
+      } else {
+        slice_32<true>(g, g + 32, nb, xs, x.row_bytes, N, o, D, rows_out);
+      }
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace llamawire::kernels
+
+#else
+
+namespace llamawire::kernels {
+void matmul_packed_amx(float* out, const BlockAct& x, const PackedMatrix& w, int batch, int row_begin, int row_end) {
+  matmul_packed_avx512(out, x, w, batch, row_begin, row_end);
+}
+}  // namespace llamawire::kernels
+
+#endif
