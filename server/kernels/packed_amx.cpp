@@ -2,20 +2,21 @@
 // prompts and many sessions decoding together. Built with the AVX-512 helpers of
 // packed_simd.cpp; other types and small batches take matmul_packed_avx512.
 //
-// One tile instruction (tdpbsud) multiplies 16 activation rows (signed bytes, straight
-// from the quantized activations) by 16 weight rows (unsigned bytes: a packed tile's
-// chunks are already the layout the instruction wants, four values of a row per 32-bit
-// lane) over one 32-value block, giving the 16x16 exact int32 block sums that vpdpbusd
-// builds one row at a time. Those sums go through the very float operations of
-// matmul_packed_ref, lane by lane (lanes are weight rows, one register per activation
-// row), so the results are the reference's bits: the tile unit changes who adds the
-// integers, not what they add up to.
+// One tile instruction (tdpbssd) multiplies 16 activation rows (signed bytes, straight
+// from the quantized activations) by 16 weight rows over one 32-value block, giving the
+// 16x16 exact int32 block sums s that vpdpbusd builds one row at a time. The weights are
+// the packed tile's chunks (four values of a row per 32-bit lane: the layout the
+// instruction wants) made signed again: per group of 16 rows they are staged once (Q8_0's
+// w + 128 back to w, Q4_0's nibbles widened and less 8) into 16 x n bytes that stay in L2
+// and serve every 16-row slice of the batch, so no offset term is left. Each s goes
+// through the very float operations of matmul_packed_ref, lane by lane (lanes are weight
+// rows, one register per activation row), so the results are the reference's bits: the
+// tile unit changes who adds the integers, not what they add up to.
 //
-// Per group of 16 weight rows, Q4_0's nibbles are first widened to bytes into a staging
-// area (16 x n bytes, L2), which then serves every 16-row slice of the batch. A batch
-// whose size is not a multiple of 16 has its last rows copied into a zero-padded slice,
-// so every tile has 16 rows and no read goes past the activations. Four sum tiles rotate
-// over consecutive blocks, so the tile unit works ahead while the vector units convert.
+// A batch whose size is not a multiple of 16 has its last rows copied into a zero-padded
+// slice, so every tile has 16 rows and no read goes past the activations. Four sum tiles
+// rotate over consecutive blocks, so the tile unit works ahead while the vector units
+// convert.
 #define LW_PACKED_AVX512 1
 #define LW_PACKED_ISA_ONLY 1
 #include "server/kernels/packed_simd.cpp"
@@ -65,7 +66,7 @@ TileConfig config_for(int kbytes) {
   _tile_loadd(A, a, static_cast<long>(a_stride));     \
   _tile_loadd(B, b, 64);                              \
   _tile_zero(C);                                      \
-  _tile_dpbsud(C, A, B);                              \
+  _tile_dpbssd(C, A, B);                              \
   _tile_stored(C, c, 64)
 inline void step(int s, const std::int8_t* a, std::size_t a_stride, const std::uint8_t* b, std::int32_t* c) {
   switch (s & 3) {
@@ -95,7 +96,7 @@ inline void pipeline(int steps, std::size_t a_stride, AAt&& a_at, BAt&& b_at, Co
 
 inline I row_sums(const std::int32_t* sums, int m) { return _mm512_load_si512(sums + 16 * m); }
 
-// --- widening Q4_0's nibbles into byte chunks --------------------------------------
+// --- staging a group's values as signed bytes --------------------------------------
 
 constexpr Half kWhole{0, 0, 0};  // AVX-512: a register holds all 16 rows
 
@@ -103,36 +104,42 @@ inline void put8(std::uint8_t* dst, const I* w) {
   for (int c = 0; c < 8; ++c) _mm512_storeu_si512(dst + 64 * c, w[c]);
 }
 
-// A Q4_0 group's values as 512-byte runs of 8 chunks (32 values), in block order.
-void stage_q4_0(const std::uint8_t* g, int nb, std::uint8_t* dst) {
+// A group's values as signed bytes (Q8_0: w + 128 back to w; Q4_0: the nibble minus 8),
+// 512-byte runs of 8 chunks (32 values) in block order: the tile product then is the
+// block's sum s itself, with no offset term left for the vector units.
+template <bool kQ8>
+void stage_group(const std::uint8_t* g, int nb, std::uint8_t* dst) {
+  const I flip = Isa::bytes(0x80), eight = Isa::bytes(8);
   for (int k = 0; k < nb; ++k) {
     I w[8];
-    nibbles(g + 288 * static_cast<std::size_t>(k) + 32, kWhole, w);
+    if constexpr (kQ8) {
+      for (int c = 0; c < 8; ++c) w[c] = _mm512_xor_si512(Isa::load(g + 544 * static_cast<std::size_t>(k) + 32 + 64 * c), flip);
+    } else {
+      nibbles(g + 288 * static_cast<std::size_t>(k) + 32, kWhole, w);
+      for (auto& v : w) v = _mm512_sub_epi8(v, eight);
+    }
     put8(dst + 512 * static_cast<std::size_t>(k), w);
   }
 }
 
 // --- one group of 16 weight rows against one 16-row slice of activations ------------------
 
-// Q8_0 / Q4_0. `b` is the group's first chunk run: in the tiles (Q8_0, 544-byte stride) or
-// staged (Q4_0, 512).
+// Q8_0 / Q4_0, from the group's staged values.
 template <bool kQ8>
 void slice_32(const std::uint8_t* g, const std::uint8_t* b, int nb, const std::uint8_t* x, std::size_t row_bytes,
               std::size_t n, float* out, std::size_t out_stride, int rows_out) {
-  constexpr std::size_t kTile = kQ8 ? 544 : 288, kB = kQ8 ? 544 : 512;
-  constexpr int kOff = kQ8 ? 128 : 8;
+  constexpr std::size_t kTile = kQ8 ? 544 : 288;
   Act32View a[kSlice];
   for (int m = 0; m < kSlice; ++m) a[m] = act32(x + static_cast<std::size_t>(m) * row_bytes, n);
   F acc[kSlice];
   for (auto& v : acc) v = Isa::zerof();
   pipeline(
-      nb, row_bytes, [&](int k) { return a[0].qs + 32 * k; }, [&](int k) { return b + kB * static_cast<std::size_t>(k); },
+      nb, row_bytes, [&](int k) { return a[0].qs + 32 * k; }, [&](int k) { return b + 512 * static_cast<std::size_t>(k); },
       [&](int k, const std::int32_t* sums) {
         const F dw = Isa::half(g + kTile * static_cast<std::size_t>(k));
 #pragma GCC unroll 16
         for (int m = 0; m < kSlice; ++m) {
-          const I s = Isa::add(row_sums(sums, m), Isa::set1(-kOff * a[m].sum[k]));
-          acc[m] = Isa::fma(Isa::cvt(s), Isa::mul(dw, Isa::set1f(a[m].d[k])), acc[m]);
+          acc[m] = Isa::fma(Isa::cvt(row_sums(sums, m)), Isa::mul(dw, Isa::set1f(a[m].d[k])), acc[m]);
         }
       });
   for (int m = 0; m < rows_out; ++m) Isa::store(out + static_cast<std::size_t>(m) * out_stride, acc[m]);
@@ -169,8 +176,8 @@ void matmul_packed_amx(float* out, const BlockAct& x, const PackedMatrix& w, int
     std::memcpy(sc.tail.data(), x.data + static_cast<std::size_t>(full) * x.row_bytes,
                 static_cast<std::size_t>(tail) * x.row_bytes);
   }
-  const bool staged = w.type == TensorType::q4_0;
-  if (staged && sc.staged.size() < 16 * N) sc.staged.resize(16 * N);
+  const bool q8 = w.type == TensorType::q8_0;
+  if (sc.staged.size() < 16 * N) sc.staged.resize(16 * N);
   const TileConfig cfg = config_for(32);
   _tile_loadconfig(&cfg);
   // While a group is computed, the next one is brought into L2 in as many pieces as there
@@ -182,7 +189,11 @@ void matmul_packed_amx(float* out, const BlockAct& x, const PackedMatrix& w, int
   const int g_end = row_end / kTileRows;
   for (int gi = row_begin / kTileRows; gi < g_end; ++gi) {
     const std::uint8_t* g = w.data + static_cast<std::size_t>(gi) * group_bytes;
-    if (staged) stage_q4_0(g, nb, sc.staged.data());
+    if (q8) {
+      stage_group<true>(g, nb, sc.staged.data());
+    } else {
+      stage_group<false>(g, nb, sc.staged.data());
+    }
     for (int c0 = 0; c0 < batch; c0 += kSlice) {
       if (gi + 1 < g_end) {
         const std::size_t from = piece * static_cast<std::size_t>(c0 / kSlice);
@@ -194,10 +205,10 @@ void matmul_packed_amx(float* out, const BlockAct& x, const PackedMatrix& w, int
       const std::uint8_t* xs = last ? sc.tail.data() : x.data + static_cast<std::size_t>(c0) * x.row_bytes;
       const int rows_out = last ? tail : kSlice;
       float* o = out + static_cast<std::size_t>(c0) * D + static_cast<std::size_t>(gi) * kTileRows;
-      if (staged) {
-        slice_32<false>(g, sc.staged.data(), nb, xs, x.row_bytes, N, o, D, rows_out);
+      if (q8) {
+        slice_32<true>(g, sc.staged.data(), nb, xs, x.row_bytes, N, o, D, rows_out);
       } else {
-        slice_32<true>(g, g + 32, nb, xs, x.row_bytes, N, o, D, rows_out);
+        slice_32<false>(g, sc.staged.data(), nb, xs, x.row_bytes, N, o, D, rows_out);
       }
     }
   }
