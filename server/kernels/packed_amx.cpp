@@ -34,8 +34,8 @@ namespace {
 
 constexpr int kSlice = 16;  // activation rows per tile
 
-// The tile configuration (palette 1): tmm0-3 hold int32 sums (16 x 16), tmm4/6 activation
-// bytes (16 rows x `kbytes`), tmm5/7 weight bytes (`kbytes` / 4 rows x 64).
+// The tile configuration (palette 1): tmm0-3 hold int32 sums (16 x 16), tmm4/7 activation
+// bytes (16 rows x `kbytes`), tmm5/6 weight bytes (`kbytes` / 4 rows x 64).
 struct alignas(64) TileConfig {
   std::uint8_t palette = 1;
   std::uint8_t start_row = 0;
@@ -51,16 +51,18 @@ TileConfig config_for(int kbytes) {
     c.rows[t] = kSlice;
     c.colsb[t] = 64;
   }
-  for (int t : {4, 6}) {
+  for (int t : {4, 7}) {
     c.rows[t] = kSlice;
     c.colsb[t] = static_cast<std::uint16_t>(kbytes);
-    c.rows[t + 1] = static_cast<std::uint8_t>(kbytes / 4);
-    c.colsb[t + 1] = 64;
+  }
+  for (int t : {5, 6}) {
+    c.rows[t] = static_cast<std::uint8_t>(kbytes / 4);
+    c.colsb[t] = 64;
   }
   return c;
 }
 
-// Block s's 16x16 sums into c, on sum tile s % 4 and operand tiles 4/5 or 6/7 by parity
+// Block s's 16x16 sums into c, on sum tile s % 4 and operand tiles 4/5 or 7/6 by parity
 // (the tile register numbers must be literals).
 #define LW_AMX_STEP(C, A, B)                          \
   _tile_loadd(A, a, static_cast<long>(a_stride));     \
@@ -71,9 +73,9 @@ TileConfig config_for(int kbytes) {
 inline void step(int s, const std::int8_t* a, std::size_t a_stride, const std::uint8_t* b, std::int32_t* c) {
   switch (s & 3) {
     case 0: LW_AMX_STEP(0, 4, 5); break;
-    case 1: LW_AMX_STEP(1, 6, 7); break;
+    case 1: LW_AMX_STEP(1, 7, 6); break;
     case 2: LW_AMX_STEP(2, 4, 5); break;
-    default: LW_AMX_STEP(3, 6, 7); break;
+    default: LW_AMX_STEP(3, 7, 6); break;
   }
 }
 #undef LW_AMX_STEP
@@ -93,6 +95,28 @@ inline void pipeline(int steps, std::size_t a_stride, AAt&& a_at, BAt&& b_at, Co
     consume(s, sums[s % kDepth]);
   }
 }
+
+// Two groups against one slice: block s's sums of both groups into c0 / c1, on sum tiles
+// 0/1 (even s) or 2/3 (odd s), one activation tile (4) and the groups' weight tiles (5, 6).
+#define LW_AMX_PAIR(C0, C1)                       \
+  _tile_loadd(4, a, static_cast<long>(a_stride)); \
+  _tile_loadd(5, b0, 64);                         \
+  _tile_loadd(6, b1, 64);                         \
+  _tile_zero(C0);                                 \
+  _tile_zero(C1);                                 \
+  _tile_dpbssd(C0, 4, 5);                         \
+  _tile_dpbssd(C1, 4, 6);                         \
+  _tile_stored(C0, c0, 64);                       \
+  _tile_stored(C1, c1, 64)
+inline void pair_step(int s, const std::int8_t* a, std::size_t a_stride, const std::uint8_t* b0, const std::uint8_t* b1,
+                      std::int32_t* c0, std::int32_t* c1) {
+  if ((s & 1) == 0) {
+    LW_AMX_PAIR(0, 1);
+  } else {
+    LW_AMX_PAIR(2, 3);
+  }
+}
+#undef LW_AMX_PAIR
 
 inline I row_sums(const std::int32_t* sums, int m) { return _mm512_load_si512(sums + 16 * m); }
 
@@ -145,6 +169,42 @@ void slice_32(const std::uint8_t* g, const std::uint8_t* b, int nb, const std::u
   for (int m = 0; m < rows_out; ++m) Isa::store(out + static_cast<std::size_t>(m) * out_stride, acc[m]);
 }
 
+// Two groups (staged at b0, b1; tiles at g0, g1) against one slice: each activation tile
+// load serves both, and the tile unit gets two products per step.
+template <bool kQ8>
+void slice_32_pair(const std::uint8_t* g0, const std::uint8_t* g1, const std::uint8_t* b0, const std::uint8_t* b1,
+                   int nb, const std::uint8_t* x, std::size_t row_bytes, std::size_t n, float* out,
+                   std::size_t out_stride, int rows_out) {
+  constexpr std::size_t kTile = kQ8 ? 544 : 288;
+  Act32View a[kSlice];
+  for (int m = 0; m < kSlice; ++m) a[m] = act32(x + static_cast<std::size_t>(m) * row_bytes, n);
+  F acc0[kSlice], acc1[kSlice];
+  for (int m = 0; m < kSlice; ++m) acc0[m] = acc1[m] = Isa::zerof();
+  alignas(64) std::int32_t sums[2][2][kSlice * 16];
+  auto issue = [&](int k) {
+    const std::size_t off = 512 * static_cast<std::size_t>(k);
+    pair_step(k, a[0].qs + 32 * k, row_bytes, b0 + off, b1 + off, sums[k & 1][0], sums[k & 1][1]);
+  };
+  issue(0);
+  for (int k = 0; k < nb; ++k) {
+    if (k + 1 < nb) issue(k + 1);
+    const F dw0 = Isa::half(g0 + kTile * static_cast<std::size_t>(k));
+    const F dw1 = Isa::half(g1 + kTile * static_cast<std::size_t>(k));
+    const std::int32_t* s0 = sums[k & 1][0];
+    const std::int32_t* s1 = sums[k & 1][1];
+#pragma GCC unroll 16
+    for (int m = 0; m < kSlice; ++m) {
+      const F dx = Isa::set1f(a[m].d[k]);
+      acc0[m] = Isa::fma(Isa::cvt(row_sums(s0, m)), Isa::mul(dw0, dx), acc0[m]);
+      acc1[m] = Isa::fma(Isa::cvt(row_sums(s1, m)), Isa::mul(dw1, dx), acc1[m]);
+    }
+  }
+  for (int m = 0; m < rows_out; ++m) {
+    Isa::store(out + static_cast<std::size_t>(m) * out_stride, acc0[m]);
+    Isa::store(out + static_cast<std::size_t>(m) * out_stride + kTileRows, acc1[m]);
+  }
+}
+
 struct Scratch {
   std::vector<std::uint8_t> staged, tail;
 };
@@ -177,7 +237,7 @@ void matmul_packed_amx(float* out, const BlockAct& x, const PackedMatrix& w, int
                 static_cast<std::size_t>(tail) * x.row_bytes);
   }
   const bool q8 = w.type == TensorType::q8_0;
-  if (sc.staged.size() < 16 * N) sc.staged.resize(16 * N);
+  if (sc.staged.size() < 32 * N) sc.staged.resize(32 * N);
   const TileConfig cfg = config_for(32);
   _tile_loadconfig(&cfg);
   // While a group is computed, the next one is brought into L2 in as many pieces as there
@@ -187,30 +247,46 @@ void matmul_packed_amx(float* out, const BlockAct& x, const PackedMatrix& w, int
   const int slices = (batch + kSlice - 1) / kSlice;
   const std::size_t piece = (group_bytes / 64 + static_cast<std::size_t>(slices)) / static_cast<std::size_t>(slices) * 64;
   const int g_end = row_end / kTileRows;
-  for (int gi = row_begin / kTileRows; gi < g_end; ++gi) {
-    const std::uint8_t* g = w.data + static_cast<std::size_t>(gi) * group_bytes;
+  std::uint8_t* st0 = sc.staged.data();
+  std::uint8_t* st1 = st0 + 16 * N;
+  auto stage = [&](const std::uint8_t* g, std::uint8_t* dst) {
     if (q8) {
-      stage_group<true>(g, nb, sc.staged.data());
+      stage_group<true>(g, nb, dst);
     } else {
-      stage_group<false>(g, nb, sc.staged.data());
+      stage_group<false>(g, nb, dst);
     }
+  };
+  for (int gi = row_begin / kTileRows; gi < g_end;) {
+    const bool pair = gi + 1 < g_end;
+    const std::uint8_t* g = w.data + static_cast<std::size_t>(gi) * group_bytes;
+    const std::uint8_t* g1 = g + group_bytes;
+    const std::size_t span = (pair ? 2 : 1) * group_bytes;
+    stage(g, st0);
+    if (pair) stage(g1, st1);
     for (int c0 = 0; c0 < batch; c0 += kSlice) {
-      if (gi + 1 < g_end) {
-        const std::size_t from = piece * static_cast<std::size_t>(c0 / kSlice);
-        for (std::size_t off = from; off < std::min(from + piece, group_bytes); off += 64) {
-          _mm_prefetch(reinterpret_cast<const char*>(g + group_bytes + off), _MM_HINT_T1);
+      if (gi + (pair ? 2 : 1) < g_end) {
+        const std::size_t from = piece * (pair ? 2 : 1) * static_cast<std::size_t>(c0 / kSlice);
+        for (std::size_t off = from; off < std::min(from + piece * (pair ? 2 : 1), span); off += 64) {
+          _mm_prefetch(reinterpret_cast<const char*>(g + span + off), _MM_HINT_T1);
         }
       }
       const bool last = c0 == full;
       const std::uint8_t* xs = last ? sc.tail.data() : x.data + static_cast<std::size_t>(c0) * x.row_bytes;
       const int rows_out = last ? tail : kSlice;
       float* o = out + static_cast<std::size_t>(c0) * D + static_cast<std::size_t>(gi) * kTileRows;
-      if (q8) {
-        slice_32<true>(g, sc.staged.data(), nb, xs, x.row_bytes, N, o, D, rows_out);
+      if (pair) {
+        if (q8) {
+          slice_32_pair<true>(g, g1, st0, st1, nb, xs, x.row_bytes, N, o, D, rows_out);
+        } else {
+          slice_32_pair<false>(g, g1, st0, st1, nb, xs, x.row_bytes, N, o, D, rows_out);
+        }
+      } else if (q8) {
+        slice_32<true>(g, st0, nb, xs, x.row_bytes, N, o, D, rows_out);
       } else {
-        slice_32<false>(g, sc.staged.data(), nb, xs, x.row_bytes, N, o, D, rows_out);
+        slice_32<false>(g, st0, nb, xs, x.row_bytes, N, o, D, rows_out);
       }
     }
+    gi += pair ? 2 : 1;
   }
   _tile_release();
 }
