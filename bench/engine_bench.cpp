@@ -67,10 +67,12 @@ double read_bandwidth_gbs(lw::ThreadParallel& par, std::size_t mib) {
 }
 
 // Arithmetic throughput the machine gives both threads right now: twelve independent
-// chains of 8-wide fused multiply-adds per thread (enough to cover the latency on current
-// x86 cores), GFLOP/s, median of 9 passes. On a shared host this halves when the two vCPUs
-// land on the two hyperthreads of one core, which is what moves batched decode (bound by
-// arithmetic) between runs while single-stream decode (bound by memory) stays put.
+// chains per thread (enough to cover the latency on current x86 cores) of 8-wide fused
+// multiply-adds, of 16-wide ones, or of 16-lane vpdpbusd (64 int8 products each), in
+// G operations per second (a multiply-add is two), median of 9 passes. On a shared host
+// this halves when the two vCPUs land on the two hyperthreads of one core, which is what
+// moves batched decode (bound by arithmetic) between runs while single-stream decode
+// (bound by memory) stays put.
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma"))) float fma_chains(long iters, float seed) {
   __m256 acc[12];
@@ -84,29 +86,74 @@ __attribute__((target("avx2,fma"))) float fma_chains(long iters, float seed) {
   for (int i = 0; i < 12; ++i) s += _mm256_cvtss_f32(acc[i]);
   return s;
 }
+__attribute__((target("avx512f"))) float fma_chains_512(long iters, float seed) {
+  __m512 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(seed + static_cast<float>(i) * 1e-7f);
+  const __m512 m = _mm512_set1_ps(0.9999999f), c = _mm512_set1_ps(1e-7f);
+  for (long k = 0; k < iters; ++k) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], m, c);
+  }
+  alignas(64) float lanes[16];
+  float s = 0.0f;
+  for (int i = 0; i < 12; ++i) {
+    _mm512_store_ps(lanes, acc[i]);
+    s += lanes[0];
+  }
+  return s;
+}
+__attribute__((target("avx512f,avx512vnni"))) float dpbusd_chains_512(long iters, float seed) {
+  __m512i acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_epi32(static_cast<int>(seed) + i);
+  const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+  for (long k = 0; k < iters; ++k) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+  }
+  alignas(64) std::int32_t lanes[16];
+  std::int32_t s = 0;
+  for (int i = 0; i < 12; ++i) {
+    _mm512_store_si512(lanes, acc[i]);
+    s += lanes[0];
+  }
+  return static_cast<float>(s);
+}
 #endif
 
-double compute_gflops(lw::ThreadParallel& par) {
-#if defined(__x86_64__)
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0.0;
-  constexpr long kIters = 2'000'000;  // 384 MFLOP per thread per pass
+// One chain kernel on every thread: G operations per second, median of 9 passes.
+double peak_gops(lw::ThreadParallel& par, float (*chains)(long, float), double ops_per_iter) {
+  constexpr long kIters = 2'000'000;
   const int threads = par.concurrency();
   std::vector<float> sink(static_cast<std::size_t>(threads) * 16);
   std::vector<double> passes;
   for (int pass = 0; pass < 9; ++pass) {
     const auto t0 = clock_type::now();
     par.for_each(threads, [&](int task, int) {
-      sink[static_cast<std::size_t>(task) * 16] = fma_chains(kIters, 1.0f + static_cast<float>(task));
+      sink[static_cast<std::size_t>(task) * 16] = chains(kIters, 1.0f + static_cast<float>(task));
     });
-    passes.push_back(static_cast<double>(kIters) * 12 * 16 * threads / seconds(t0, clock_type::now()) / 1e9);
+    passes.push_back(static_cast<double>(kIters) * ops_per_iter * threads / seconds(t0, clock_type::now()) / 1e9);
   }
   if (sink[0] == 42.0f) std::fprintf(stderr, " ");
   std::sort(passes.begin(), passes.end());
   return passes[passes.size() / 2];
+}
+
+struct Peaks {
+  double f32_avx2 = 0, f32_avx512 = 0, int8_vnni512 = 0;
+};
+
+Peaks compute_peaks(lw::ThreadParallel& par) {
+  Peaks p;
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) p.f32_avx2 = peak_gops(par, fma_chains, 12 * 16);
+  if (lw::kernels::cpu_has_avx512_vnni()) {
+    p.f32_avx512 = peak_gops(par, fma_chains_512, 12 * 32);
+    p.int8_vnni512 = peak_gops(par, dpbusd_chains_512, 12 * 128);
+  }
 #else
   (void)par;
-  return 0.0;
 #endif
+  return p;
 }
 
 }  // namespace
@@ -125,7 +172,7 @@ int main(int argc, char** argv) try {
       ("batch", po::value(&batch), "also decode B sessions together, one position each per forward (0: skip)")
       ("load", po::value(&load), "read (private copy, f32 in panel layout) | mmap (row-major mapping)")
       ("bandwidth-mib", po::value(&bw_mib), "buffer for the bandwidth measurement (0: skip)")
-      ("compute", po::bool_switch(&compute), "also measure the threads' arithmetic throughput (compute_gflops)");
+      ("compute", po::bool_switch(&compute), "also measure the threads' arithmetic peaks (compute_gflops: AVX2 FMA, compute_gflops_avx512, compute_int8_gops_vnni512)");
   po::options_description hidden;
   hidden.add_options()("checkpoint", po::value(&checkpoint));
   po::options_description all;
@@ -175,7 +222,7 @@ int main(int argc, char** argv) try {
   const auto& cfg = (*store)->config();
   lw::ThreadParallel par(threads);
   const double bw = bw_mib > 0 ? read_bandwidth_gbs(par, static_cast<std::size_t>(bw_mib)) : 0.0;
-  const double gflops = compute ? compute_gflops(par) : 0.0;
+  const Peaks peaks = compute ? compute_peaks(par) : Peaks{};
   // The batched phase first runs a 16-position prompt per session in one forward.
   constexpr int kBatchPrompt = 16;
   prompt = std::min(prompt, cfg.seq_len / 2);
@@ -246,16 +293,21 @@ int main(int argc, char** argv) try {
     batch_tps = static_cast<double>(batch) * steps / seconds(t0, clock_type::now());
   }
 
+  // The weight products' arithmetic per prompt token (two operations per multiply-add; the
+  // classifier runs for the last position only, attention is left out).
+  const double layer_macs = static_cast<double>(cfg.dim) * (2.0 * cfg.dim + 2.0 * cfg.kv_dim()) +
+                            3.0 * static_cast<double>(cfg.dim) * cfg.hidden_dim;
+  const double prompt_gops = 2.0 * layer_macs * cfg.n_layers * prompt_tps / 1e9;
   const double bytes = static_cast<double>((*store)->bytes_per_token());
   const double bound = bw > 0 ? bw * 1e9 / bytes : 0.0;
   std::printf(
       "{\"checkpoint\":\"%s\",\"weights\":\"%s\",\"kernels\":\"%s\",\"threads\":%d,\"bytes_per_token\":%.0f,"
-      "\"bandwidth_gbs\":%.2f,\"compute_gflops\":%.1f,\"bound_tok_s\":%.2f,\"decode_tok_s\":%.2f,\"fraction_of_bound\":%.3f,"
-      "\"prompt_tokens\":%d,\"prompt_tok_s\":%.2f,\"prompt_speedup\":%.2f,\"layout\":\"%s\",\"batch\":%d,"
+      "\"bandwidth_gbs\":%.2f,\"compute_gflops\":%.1f,\"compute_gflops_avx512\":%.1f,\"compute_int8_gops_vnni512\":%.1f,\"bound_tok_s\":%.2f,\"decode_tok_s\":%.2f,\"fraction_of_bound\":%.3f,"
+      "\"prompt_tokens\":%d,\"prompt_tok_s\":%.2f,\"prompt_gops\":%.1f,\"prompt_speedup\":%.2f,\"layout\":\"%s\",\"batch\":%d,"
       "\"batch_decode_tok_s\":%.2f,\"batch_speedup\":%.2f}\n",
       checkpoint.c_str(), (*store)->type_summary().c_str(),
-      std::string(lw::kernels::active().name).c_str(), threads, bytes, bw, gflops, bound, decode_tps,
-      bound > 0 ? decode_tps / bound : 0.0, prompt, prompt_tps, decode_tps > 0 ? prompt_tps / decode_tps : 0.0,
+      std::string(lw::kernels::active().name).c_str(), threads, bytes, bw, peaks.f32_avx2, peaks.f32_avx512, peaks.int8_vnni512, bound, decode_tps,
+      bound > 0 ? decode_tps / bound : 0.0, prompt, prompt_tps, prompt_gops, decode_tps > 0 ? prompt_tps / decode_tps : 0.0,
       (*store)->layer(0).wq.panels ? "panels" : (*store)->layer(0).wq.packed_format() ? "packed" : "rows", batch, batch_tps, decode_tps > 0 ? batch_tps / decode_tps : 0.0);
   return 0;
 } catch (const std::exception& e) {

@@ -84,7 +84,7 @@ engine_round() {  # round
   for f in stories110M-f32 stories110M-q8_0 stories110M-q4_0 stories110M-q4_k_m tinyllama-q8_0 tinyllama-q4_0 tinyllama-q4_k_m; do
     for side in $(order "$1"); do
       if [ $side = llamawire ]; then
-        $bin/llamawire-bench-engine "$M/$f.gguf" --decode 128 --prompt 128 --threads 2 --bandwidth-mib 512 \
+        $bin/llamawire-bench-engine "$M/$f.gguf" --decode 128 --prompt 128 --threads 2 --bandwidth-mib 512 --compute \
           | sed "s/^{/{\"side\":\"llamawire\",\"file\":\"$f\",/" >> "$out/engine.jsonl"
       else
         "$L/llama-bench" -m "$M/$f.gguf" -p 128 -n 128 -t 2 -r 1 -o jsonl 2> /dev/null \
@@ -160,15 +160,20 @@ med = statistics.median
 eng = rows("engine.jsonl")
 if eng:
     print(f"Engine: llama-bench pp128 / tg128 vs llamawire-bench-engine --prompt 128 --decode 128, 2 threads, medians of {rounds} rounds\n")
-    print("| file | tensor types | kernels | llama.cpp tg128 tok/s | llamawire decode tok/s | ratio | llama.cpp pp128 tok/s | llamawire prompt tok/s | ratio |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| file | tensor types | kernels | llama.cpp tg128 tok/s | llamawire decode tok/s | ratio | of bound | llama.cpp pp128 tok/s | llamawire prompt tok/s | ratio | prompt GOP/s | peak f32 / int8 GOP/s |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for f in dict.fromkeys(r["file"] for r in eng):
         ours = [r for r in eng if r["file"] == f and r["side"] == "llamawire"]
         theirs = [r for r in eng if r["file"] == f and r["side"] == "llamacpp"]
         tg = med([r["avg_ts"] for r in theirs if r["n_gen"] > 0])
         pp = med([r["avg_ts"] for r in theirs if r["n_prompt"] > 0])
         dec, pro = med([r["decode_tok_s"] for r in ours]), med([r["prompt_tok_s"] for r in ours])
-        print(f"| {f} | {ours[0]['weights']} | {ours[0]['kernels']} | {tg:.1f} | {dec:.1f} | {dec/tg:.2f} | {pp:.1f} | {pro:.1f} | {pro/pp:.2f} |")
+        frac, gops = med([r["fraction_of_bound"] for r in ours]), med([r["prompt_gops"] for r in ours])
+        pf = med([max(r["compute_gflops"], r["compute_gflops_avx512"]) for r in ours])
+        pi = med([r["compute_int8_gops_vnni512"] for r in ours])
+        print(f"| {f} | {ours[0]['weights']} | {ours[0]['kernels']} | {tg:.1f} | {dec:.1f} | {dec/tg:.2f} | {frac:.2f} | {pp:.1f} | {pro:.1f} | {pro/pp:.2f} | {gops:.0f} | {pf:.0f} / {pi:.0f} |")
+    print("\nof bound: decode against the weight bytes per token over the read bandwidth measured in the same process (512 MiB buffer); above 1 when the file fits the last-level cache.")
+    print("prompt GOP/s: the weight products' arithmetic (2 per multiply-add) over the whole prompt's time; peaks: FMA chains (AVX-512 where present) and vpdpbusd chains on both threads, same process.")
     print()
 srv = rows("serve.jsonl")
 if srv:
