@@ -13,6 +13,7 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 
 namespace llamawire::test {
 
@@ -23,6 +24,10 @@ fs::path shared_dir() {
   const fs::path p = fs::path(LW_SOURCE_DIR).parent_path() / "shared";
   if (fs::is_directory(p / "models") && fs::is_directory(p / "golden")) return p;
   return {};
+}
+bool in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci != nullptr && *ci != '\0' && std::string_view(ci) != "0" && std::string_view(ci) != "false";
 }
 fs::path models_dir() { return shared_dir() / "models"; }
 fs::path golden_dir() { return shared_dir() / "golden"; }

@@ -87,120 +87,107 @@ void Scheduler::hand_off(std::vector<std::function<void()>>& results) {
   results.clear();
 }
 
+bool Scheduler::gather(std::vector<std::unique_ptr<Job>>& active, std::vector<const KvCache*>& expected) {
+  std::unique_lock lock(mutex_);
+  wake_.wait(lock, [&] { return stop_ || !incoming_.empty() || !active.empty(); });
+  if (stop_) return false;
+  // Continuous batching works when the decoders of the last batch share the next one:
+  // give them a moment to sample and resubmit (they run on the network threads).
+  if (!expected.empty()) {
+    auto all_back = [&] {
+      for (const KvCache* kv : expected) {
+        const bool back = std::any_of(incoming_.begin(), incoming_.end(), [&](const auto& j) { return j->kv == kv; });
+        if (!back) return false;
+      }
+      return true;
+    };
+    wake_.wait_for(lock, opts_.gather_window, [&] { return stop_ || all_back(); });
+    if (stop_) return false;
+    expected.clear();
+  }
+  while (!incoming_.empty()) {
+    active.push_back(std::move(incoming_.front()));
+    incoming_.pop_front();
+  }
+  return true;
+}
+
+std::vector<PlannedSlice> Scheduler::plan(const std::vector<std::unique_ptr<Job>>& active) const {
+  std::vector<WaitingStep> waiting;
+  waiting.reserve(active.size());
+  for (const auto& j : active) waiting.push_back({static_cast<int>(j->tokens.size()) - j->done, j->waited});
+  const BatchBudget budget{opts_.max_batch_tokens, std::min(opts_.max_batch_sessions, opts_.max_batch_tokens),
+                           opts_.prefill_chunk, BatchBudget{}.max_wait};
+  return plan_batch(waiting, budget);
+}
+
+void Scheduler::draw(std::vector<Draw>& draws, std::vector<std::function<void()>>& results) {
+  // Server-side sampling right here, a row per task: each session's sampler is its own
+  // and only this step of it is in flight.
+  parallel_.for_each(static_cast<int>(draws.size()), [&](int i, int) {
+    const Draw& d = draws[static_cast<std::size_t>(i)];
+    *d.job->out.token = d.job->out.sampler->sample(d.logits);
+  });
+  // Generations carried on here: the drawn token is the job's next step, so it stays in
+  // the next batch with no wait. Its KV cache is ours until the job completes.
+  for (const Draw& d : draws) {
+    Job& j = *d.job;
+    const Continuation* c = j.out.carry;
+    if (c == nullptr) continue;
+    const int t = *j.out.token;
+    const int pos = j.start_pos + j.done;  // the next step's position
+    if (t == c->stops.bos || (c->stop_on_eos && c->stops.ends_turn(t)) || pos >= c->limit_pos ||
+        c->hold->load(std::memory_order_acquire) || !j.kv->reserve(pos + 1)) {
+      continue;
+    }
+    results.push_back([c, t] { c->deliver(t); });
+    j.carried_token = t;
+    j.tokens = std::span<const int>(&j.carried_token, 1);
+    j.start_pos = pos;
+    j.done = 0;
+  }
+}
+
 void Scheduler::loop() {
   const int V = weights_->config().vocab_size;
   std::vector<std::unique_ptr<Job>> active;  // in arrival order
   std::vector<BatchRow> rows;
-  struct Slice {
-    Job* job;
-    int count;
-    bool last;
-  };
-  std::vector<Slice> slices;
   std::vector<const KvCache*> expected;  // sessions of the last batch that said they would be back
-  struct Draw {
-    Job* job;
-    std::span<float> logits;
-  };
   std::vector<Draw> draws;
   std::vector<std::function<void()>> results;  // tokens handed over, steps completed
-  for (;;) {
-    {
-      std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || !incoming_.empty() || !active.empty(); });
-      if (stop_) break;
-      // Continuous batching works when the decoders of the last batch share the next one:
-      // give them a moment to sample and resubmit (they run on the network threads).
-      if (!expected.empty()) {
-        auto all_back = [&] {
-          for (const KvCache* kv : expected) {
-            const bool back = std::any_of(incoming_.begin(), incoming_.end(), [&](const auto& j) { return j->kv == kv; });
-            if (!back) return false;
-          }
-          return true;
-        };
-        wake_.wait_for(lock, opts_.gather_window, [&] { return stop_ || all_back(); });
-        if (stop_) break;
-        expected.clear();
-      }
-      while (!incoming_.empty()) {
-        active.push_back(std::move(incoming_.front()));
-        incoming_.pop_front();
-      }
-    }
-    // Decodes (one row left) first: every waiting session advances each batch. Then the
-    // prompts, in arrival order, each bounded by prefill_chunk while others wait.
+  std::vector<char> planned;
+  while (gather(active, expected)) {
+    const std::vector<PlannedSlice> slices = plan(active);
     rows.clear();
-    slices.clear();
-    int budget = opts_.max_batch_tokens;
-    int logit_rows = std::min(opts_.max_batch_sessions, opts_.max_batch_tokens);
-    auto take = [&](Job& j, int count) {
-      const bool last = j.done + count == static_cast<int>(j.tokens.size());
-      if (last && logit_rows == 0) return;
-      for (int i = 0; i < count; ++i) {
+    planned.assign(active.size(), 0);
+    int decode_rows = 0;
+    for (const PlannedSlice& s : slices) {
+      const Job& j = *active[static_cast<std::size_t>(s.step)];
+      planned[static_cast<std::size_t>(s.step)] = 1;
+      if (static_cast<int>(j.tokens.size()) - j.done == 1) ++decode_rows;
+      for (int i = 0; i < s.rows; ++i) {
         rows.push_back(BatchRow{j.tokens[static_cast<std::size_t>(j.done + i)], j.start_pos + j.done + i, j.kv,
-                                last && i == count - 1});
+                                s.last && i == s.rows - 1});
       }
-      if (last) --logit_rows;
-      budget -= count;
-      slices.push_back({&j, count, last});
-    };
-    for (auto& j : active) {
-      if (budget == 0) break;
-      if (static_cast<int>(j->tokens.size()) - j->done == 1) take(*j, 1);
-    }
-    int prefills = 0;
-    for (auto& j : active) prefills += static_cast<int>(j->tokens.size()) - j->done > 1 ? 1 : 0;
-    for (auto& j : active) {
-      const int left = static_cast<int>(j->tokens.size()) - j->done;
-      if (left <= 1 || budget == 0) continue;
-      const int fair = prefills > 1 ? std::max(opts_.prefill_chunk, budget / prefills) : budget;
-      take(*j, std::min({left, budget, fair}));
     }
     const auto t0 = std::chrono::steady_clock::now();
     const auto logits = forward_.run(rows, parallel_);
 
     int logit_index = 0;
-    int decode_rows = 0;
     draws.clear();
-    for (const auto& s : slices) {
-      if (static_cast<int>(s.job->tokens.size()) - s.job->done == 1) ++decode_rows;
-      s.job->done += s.count;
-      if (s.last) {
-        const auto row = logits.subspan(static_cast<std::size_t>(logit_index) * static_cast<std::size_t>(V),
-                                        static_cast<std::size_t>(V));
-        if (s.job->out.sampler != nullptr) {
-          draws.push_back({s.job, row});
-        } else {
-          s.job->out.logits->assign(row.begin(), row.end());
-        }
-        ++logit_index;
+    for (const PlannedSlice& s : slices) {
+      Job& j = *active[static_cast<std::size_t>(s.step)];
+      j.done += s.rows;
+      if (!s.last) continue;
+      const auto row = logits.subspan(static_cast<std::size_t>(logit_index++) * static_cast<std::size_t>(V),
+                                      static_cast<std::size_t>(V));
+      if (j.out.sampler != nullptr) {
+        draws.push_back({&j, row});
+      } else {
+        j.out.logits->assign(row.begin(), row.end());
       }
     }
-    // Server-side sampling right here, a row per task: each session's sampler is its own
-    // and only this step of it is in flight.
-    parallel_.for_each(static_cast<int>(draws.size()), [&](int i, int) {
-      const Draw& d = draws[static_cast<std::size_t>(i)];
-      *d.job->out.token = d.job->out.sampler->sample(d.logits);
-    });
-    // Generations carried on here: the drawn token is the job's next step, so it stays in
-    // the next batch with no wait. Its KV cache is ours until the job completes.
-    for (const Draw& d : draws) {
-      Job& j = *d.job;
-      const Continuation* c = j.out.carry;
-      if (c == nullptr) continue;
-      const int t = *j.out.token;
-      const int pos = j.start_pos + j.done;  // the next step's position
-      if (t == c->stops.bos || (c->stop_on_eos && c->stops.ends_turn(t)) || pos >= c->limit_pos ||
-          c->hold->load(std::memory_order_acquire) || !j.kv->reserve(pos + 1)) {
-        continue;
-      }
-      results.push_back([c, t] { c->deliver(t); });
-      j.carried_token = t;
-      j.tokens = std::span<const int>(&j.carried_token, 1);
-      j.start_pos = pos;
-      j.done = 0;
-    }
+    draw(draws, results);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     {
       std::lock_guard lock(mutex_);
@@ -214,9 +201,11 @@ void Scheduler::loop() {
       stats_.steps_completed += static_cast<std::uint64_t>(logit_index);
       stats_.busy_seconds += secs;
     }
-    // Finished jobs resume their sessions; the rest stay for the next batch.
+    // Finished jobs resume their sessions; the rest stay for the next batch, counting the
+    // batches they were passed over in (the plan's starvation guard).
     std::vector<std::unique_ptr<Job>> still;
-    for (auto& j : active) {
+    for (std::size_t i = 0; i < active.size(); ++i) {
+      auto& j = active[i];
       if (j->done == static_cast<int>(j->tokens.size())) {
         // A carried-on generation that stops here is not coming straight back.
         if (j->expect_more && j->out.carry == nullptr) expected.push_back(j->kv);
@@ -224,6 +213,7 @@ void Scheduler::loop() {
         j.reset();
         results.push_back([fn = std::move(fn)] { fn({}); });
       } else {
+        j->waited = planned[i] ? 0 : j->waited + 1;
         still.push_back(std::move(j));
       }
     }

@@ -1,6 +1,7 @@
 // Continuous batching: sessions submit steps (a prompt to prefill or one token to decode);
 // the scheduler thread gathers the pending steps of all sessions into one batched forward
-// (decodes first, then bounded prefill chunks), runs it on the compute threads, and
+// (the policy, plan_batch in batch_plan.hpp: decodes first, then bounded prefill chunks,
+// and no step passed over more than a few batches), runs it on the compute threads, and
 // resumes each session on its own executor with its logits. Sessions join and leave
 // between batches. The network threads never compute; the compute threads never touch a
 // socket.
@@ -11,6 +12,7 @@
 #include "common/asio.hpp"
 #include "common/error.hpp"
 #include "common/sampler.hpp"
+#include "server/engine/batch_plan.hpp"
 #include "server/model/forward.hpp"
 #include "server/model/kv_cache.hpp"
 #include "server/model/parallel.hpp"
@@ -142,11 +144,22 @@ class Scheduler {
     bool expect_more;
     std::function<void(boost::system::error_code)> complete;  // posts to the session
     int carried_token = 0;  // the input of a step the scheduler carried on (tokens points here)
+    int waited = 0;         // batches run since it last got rows
+  };
+  // A step's logits row, for its sampler.
+  struct Draw {
+    Job* job;
+    std::span<float> logits;
   };
 
   void submit(KvCache& kv, std::span<const int> tokens, int start_pos, Output out, bool expect_more,
               std::function<void(boost::system::error_code)> complete);
+  // The executor: waits for steps and moves them to `active` (false: stopping), plans a
+  // batch with plan_batch (the policy), runs it, samples and carries on.
   void loop();
+  bool gather(std::vector<std::unique_ptr<Job>>& active, std::vector<const KvCache*>& expected);
+  std::vector<PlannedSlice> plan(const std::vector<std::unique_ptr<Job>>& active) const;
+  void draw(std::vector<Draw>& draws, std::vector<std::function<void()>>& results);
   static void complete(std::unique_ptr<Job> job, boost::system::error_code ec);
   // Runs a batch's results in order: in one handler on handoff_, or here.
   void hand_off(std::vector<std::function<void()>>& results);

@@ -150,90 +150,24 @@ inline void panel_tile(const float* w, std::size_t panel_stride, const float* x,
   }
 }
 
-// What one pass of the batch over a block of panels needs to know.
-struct PanelPass {
-  const float* w;
-  std::size_t panel_stride;
-  std::size_t n;
-  std::size_t out_stride;
-  int p0, p1;       // the block
-  int pf_panel;     // first panel to prefetch (the next block), or -1
-  int pf_end;       // prefetch only panels below this
-  int pf_every;     // the batch's passes over the block share the prefetching
-  int pf_phase;
+// The AVX2 tiles' shapes: 1 panel x 6 activations (12 accumulators of the 16 registers),
+// one panel per block; the rest of a batch as below.
+struct Avx2Panels {
+  static constexpr int kCols = 6, kPanels = 1, kBlock = 1;
+  static constexpr int panels_for(int c) { return c == 1 ? 4 : c <= 3 ? 2 : 1; }
 };
 
-// Panels [p0, p1) against C activations, P panels at a time.
-template <int P, int C>
-inline void panel_span(const PanelPass& s, const float* x, float* out) {
-  auto pf_for = [&](int p) -> const float* {
-    if (s.pf_panel < 0) return nullptr;
-    const int q = s.pf_panel + (p - s.p0);
-    return q + P <= s.pf_end ? s.w + static_cast<std::size_t>(q) * s.panel_stride : nullptr;
-  };
-  int p = s.p0;
-  for (; p + P <= s.p1; p += P) {
-    panel_tile<P, C>(s.w + static_cast<std::size_t>(p) * s.panel_stride, s.panel_stride, x, s.n,
-                     out + static_cast<std::size_t>(p) * kPanelRows, s.out_stride, pf_for(p), s.pf_every, s.pf_phase);
-  }
-  for (; p < s.p1; ++p) {
-    panel_tile<1, C>(s.w + static_cast<std::size_t>(p) * s.panel_stride, s.panel_stride, x, s.n,
-                     out + static_cast<std::size_t>(p) * kPanelRows, s.out_stride, pf_for(p), s.pf_every, s.pf_phase);
-  }
-}
+}  // namespace
+}  // namespace llamawire::kernels
 
-// One row by itself (the row-major tail, or a range edge inside a panel): the same
-// sequential fused sum as a tile computes, one element at a time.
-inline float panel_row_dot(const float* w, int n, int d, int i, const float* x) {
-  float s = 0.0f;
-  for (int j = 0; j < n; ++j) s = std::fma(w[panel_index(i, j, n, d)], x[j], s);
-  return s;
-}
+#include "server/kernels/panel_driver.hpp"  // needs panel_tile, above
+
+namespace llamawire::kernels {
+namespace {
 
 void matmul_panels(float* out, const float* x, const float* w, int n, int d, int batch, int row_begin,
                    int row_end) {
-  const auto N = static_cast<std::size_t>(n);
-  const auto D = static_cast<std::size_t>(d);
-  const int full = d / kPanelRows * kPanelRows;
-  const int pb = (row_begin + kPanelRows - 1) / kPanelRows;
-  const int pe = std::max(pb, std::min(row_end, full) / kPanelRows);
-  auto single = [&](int i) {
-    for (int b = 0; b < batch; ++b) {
-      out[static_cast<std::size_t>(b) * D + static_cast<std::size_t>(i)] =
-          panel_row_dot(w, n, d, i, x + static_cast<std::size_t>(b) * N);
-    }
-  };
-  for (int i = row_begin; i < std::min(row_end, pb * kPanelRows); ++i) single(i);
-  for (int i = std::max(row_begin, pe * kPanelRows); i < row_end; ++i) single(i);
-  // A block of panels stays in cache while the batch passes over it six rows at a time
-  // (the rest of the batch takes the widest tile that fits the 16 registers); the passes
-  // together prefetch the next block. A lone row (decode) takes 4-panel blocks, which is
-  // four independent streams and eight FMA chains.
-  const int rest = batch % 6;
-  const int passes = batch / 6 + (rest != 0 ? 1 : 0);
-  const int block = batch == 1 ? 4 : 1;
-  for (int p0 = pb; p0 < pe; p0 += block) {
-    const int p1 = std::min(p0 + block, pe);
-    // (Decode leaves prefetching to the hardware: a lone row is a plain stream, and
-    // measured, software prefetch did not speed it up.)
-    const int pf_panel = batch > 1 && p1 < pe ? p1 : -1;
-    PanelPass s{w, N * kPanelRows, N, D, p0, p1, pf_panel, pe, passes, 0};
-    int b = 0;
-    for (; batch - b >= 6; b += 6) {
-      panel_span<1, 6>(s, x + static_cast<std::size_t>(b) * N, out + static_cast<std::size_t>(b) * D);
-      ++s.pf_phase;
-    }
-    const float* xb = x + static_cast<std::size_t>(b) * N;
-    float* ob = out + static_cast<std::size_t>(b) * D;
-    switch (rest) {
-      case 1: panel_span<4, 1>(s, xb, ob); break;
-      case 2: panel_span<2, 2>(s, xb, ob); break;
-      case 3: panel_span<2, 3>(s, xb, ob); break;
-      case 4: panel_span<1, 4>(s, xb, ob); break;
-      case 5: panel_span<1, 5>(s, xb, ob); break;
-      default: break;
-    }
-  }
+  panel_product<Avx2Panels>(out, x, w, n, d, batch, row_begin, row_end);
 }
 
 // Q8_0: one row against R batch items at once. Each 32-value step is an exact int32 dot:
