@@ -228,7 +228,7 @@ int main(int argc, char** argv) try {
   prompt = std::min(prompt, cfg.seq_len / 2);
   decode = std::min(decode, cfg.seq_len / 2);
   if (cfg.seq_len < kBatchPrompt + 2) batch = 0;  // no room for the batched phase
-  lw::Forward fwd(**store, std::max({prompt, batch, batch > 0 ? kBatchPrompt : 1, 1}), threads);
+  lw::ForwardPass fwd(**store, std::max({prompt, batch, batch > 0 ? kBatchPrompt : 1, 1}), threads);
   // Tokens away from BOS/EOS so random models do not degenerate.
   auto token_at = [&](int i) { return 3 + (i * 7919) % (cfg.vocab_size - 3); };
 

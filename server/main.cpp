@@ -39,7 +39,7 @@ struct Flags {
   std::string checkpoint, tokenizer, weights = "f32", kernels, port_file, log_format = "text", log_file, load, chat_template;
   // Integer options are signed 64-bit here, so that a negative value is refused, not wrapped.
   long long port = 8080, http_port = kHttpOff, threads = 0, io_threads = 1, max_batch = 256, max_sessions = 64,
-            max_connections = 1024, max_frame_bytes = 1 << 20, frame_memory_mb = 64, ctx = 0, kv_budget_mb = 0,
+            max_connections = 1024, max_frame_bytes = 1 << 20, frame_memory_mb = 64, context_positions = 0, kv_budget_mb = 0,
             kv_warm_mb = 64, http_max_body = 1 << 20;
   double idle_timeout_s = 300, handshake_timeout_s = 10, write_timeout_s = 30, drain_timeout_s = 30,
          queue_timeout_s = 10, request_timeout_s = 30;
@@ -64,7 +64,7 @@ std::optional<std::string> check_ranges(const Flags& f) {
   c.integer("--max-connections", f.max_connections, 1, 1 << 20);
   c.integer("--max-frame-bytes", f.max_frame_bytes, 64, 256ll << 20);
   c.integer("--frame-memory-mb", f.frame_memory_mb, 1, kMaxMiB);
-  c.integer("--ctx", f.ctx, 0, 1ll << 30);
+  c.integer("--ctx", f.context_positions, 0, 1ll << 30);
   c.integer("--kv-budget-mb", f.kv_budget_mb, 0, kMaxMiB);
   c.integer("--kv-warm-mb", f.kv_warm_mb, 0, kMaxMiB);
   c.integer("--max-batch", f.max_batch, 1, kMaxBatch);
@@ -121,7 +121,7 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& f) {
       ("max-connections", po::value(&f.max_connections)->default_value(1024), "most open connections (idle ones included), 1-1048576")
       ("max-frame-bytes", po::value(&f.max_frame_bytes)->default_value(1 << 20), "largest frame accepted from a client after HELLO, 64 to 2^28 bytes")
       ("frame-memory-mb", po::value(&f.frame_memory_mb)->default_value(64), "memory all connections together may hold for frames still arriving, MiB")
-      ("ctx", po::value(&f.ctx)->default_value(0), "positions per session (0: the model's seq_len; more is clamped to it)")
+      ("ctx", po::value(&f.context_positions)->default_value(0), "positions per session (0: the model's seq_len; more is clamped to it)")
       ("kv-budget-mb", po::value(&f.kv_budget_mb)->default_value(0), "KV cache memory for all sessions, MiB (0: unlimited)")
       ("kv-warm-mb", po::value(&f.kv_warm_mb)->default_value(64), "KV memory faulted in at startup and kept resident as sessions end, MiB (at most --kv-budget-mb)")
       ("queue-timeout", po::value(&f.queue_timeout_s)->default_value(10), "seconds a request waits for a session slot or KV memory before busy (0: at once)")
@@ -172,7 +172,7 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& f) {
   o.max_connections = static_cast<int>(f.max_connections);
   o.max_frame_bytes = static_cast<std::uint32_t>(f.max_frame_bytes);
   o.frame_memory_bytes = static_cast<std::uint64_t>(f.frame_memory_mb) << 20;
-  o.ctx = static_cast<int>(f.ctx);
+  o.context_positions = static_cast<int>(f.context_positions);
   o.idle_timeout = secs(f.idle_timeout_s);
   o.handshake_timeout = secs(f.handshake_timeout_s);
   o.write_timeout = secs(f.write_timeout_s);
@@ -230,7 +230,7 @@ int main(int argc, char** argv) try {
   // resident for the next ones (see KvBlockPool::keep_warm). Never more than the budget, nor
   // than every session at full context could use.
   const std::uint64_t block_bytes = lw::KvCache::block_bytes_for(cfg);
-  const int ctx_positions = f.server.ctx > 0 ? std::min(f.server.ctx, cfg.seq_len) : cfg.seq_len;
+  const int ctx_positions = f.server.context_positions > 0 ? std::min(f.server.context_positions, cfg.seq_len) : cfg.seq_len;
   const std::uint64_t blocks_per_session =
       static_cast<std::uint64_t>((ctx_positions + lw::KvCache::kBlockPositions - 1) / lw::KvCache::kBlockPositions);
   std::uint64_t warm = std::min(static_cast<std::uint64_t>(f.kv_warm_mb) << 20,

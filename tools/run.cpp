@@ -89,7 +89,7 @@ int main(int argc, char** argv) try {
   const std::vector<int> prompt_tokens = tok->encode(prompt, tok->add_bos(), false, tok->kind() != lw::VocabKind::llama2c);
   lw::Sampler sampler(cfg.vocab_size, {temperature, topp, lw::resolve_seed(static_cast<std::uint64_t>(seed))});
   lw::ThreadParallel par(threads);
-  lw::Forward fwd(**store, std::min(256, cfg.seq_len), threads);
+  lw::ForwardPass fwd(**store, std::min(256, cfg.seq_len), threads);
   lw::KvCache kv(cfg, cfg.seq_len);
   const auto g = lw::generate_local(fwd, kv, par, prompt_tokens, sampler, n_steps, [&](int prev, int next) {
     const auto decoded = tok->decode(prev, next);

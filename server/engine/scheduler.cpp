@@ -57,7 +57,7 @@ void Scheduler::submit(KvCache& kv, std::span<const int> tokens, int start_pos, 
                        std::function<void(boost::system::error_code)> complete_fn) {
   LW_ASSERT(out.logits != nullptr || (out.sampler != nullptr && out.token != nullptr));
   LW_ASSERT(out.carry == nullptr || (out.sampler != nullptr && out.carry->hold != nullptr));
-  auto job = std::make_unique<Job>(Job{&kv, tokens, start_pos, 0, out, expect_more, std::move(complete_fn)});
+  auto job = std::make_unique<PendingStep>(PendingStep{&kv, tokens, start_pos, 0, out, expect_more, std::move(complete_fn)});
   {
     std::lock_guard lock(mutex_);
     if (!stop_) {
@@ -69,7 +69,7 @@ void Scheduler::submit(KvCache& kv, std::span<const int> tokens, int start_pos, 
   complete(std::move(job), make_error_code(errc::shutting_down));
 }
 
-void Scheduler::complete(std::unique_ptr<Job> job, boost::system::error_code ec) {
+void Scheduler::complete(std::unique_ptr<PendingStep> job, boost::system::error_code ec) {
   auto fn = std::move(job->complete);
   job.reset();
   fn(ec);
@@ -87,7 +87,7 @@ void Scheduler::hand_off(std::vector<std::function<void()>>& results) {
   results.clear();
 }
 
-bool Scheduler::gather(std::vector<std::unique_ptr<Job>>& active, std::vector<const KvCache*>& expected) {
+bool Scheduler::gather(std::vector<std::unique_ptr<PendingStep>>& active, std::vector<const KvCache*>& expected) {
   std::unique_lock lock(mutex_);
   wake_.wait(lock, [&] { return stop_ || !incoming_.empty() || !active.empty(); });
   if (stop_) return false;
@@ -112,7 +112,7 @@ bool Scheduler::gather(std::vector<std::unique_ptr<Job>>& active, std::vector<co
   return true;
 }
 
-std::vector<PlannedSlice> Scheduler::plan(const std::vector<std::unique_ptr<Job>>& active) const {
+std::vector<PlannedSlice> Scheduler::plan(const std::vector<std::unique_ptr<PendingStep>>& active) const {
   std::vector<WaitingStep> waiting;
   waiting.reserve(active.size());
   for (const auto& j : active) waiting.push_back({static_cast<int>(j->tokens.size()) - j->done, j->waited});
@@ -131,7 +131,7 @@ void Scheduler::draw(std::vector<Draw>& draws, std::vector<std::function<void()>
   // Generations carried on here: the drawn token is the job's next step, so it stays in
   // the next batch with no wait. Its KV cache is ours until the job completes.
   for (const Draw& d : draws) {
-    Job& j = *d.job;
+    PendingStep& j = *d.job;
     const Continuation* c = j.out.carry;
     if (c == nullptr) continue;
     const int t = *j.out.token;
@@ -150,7 +150,7 @@ void Scheduler::draw(std::vector<Draw>& draws, std::vector<std::function<void()>
 
 void Scheduler::loop() {
   const int V = weights_->config().vocab_size;
-  std::vector<std::unique_ptr<Job>> active;  // in arrival order
+  std::vector<std::unique_ptr<PendingStep>> active;  // in arrival order
   std::vector<BatchRow> rows;
   std::vector<const KvCache*> expected;  // sessions of the last batch that said they would be back
   std::vector<Draw> draws;
@@ -162,7 +162,7 @@ void Scheduler::loop() {
     planned.assign(active.size(), 0);
     int decode_rows = 0;
     for (const PlannedSlice& s : slices) {
-      const Job& j = *active[static_cast<std::size_t>(s.step)];
+      const PendingStep& j = *active[static_cast<std::size_t>(s.step)];
       planned[static_cast<std::size_t>(s.step)] = 1;
       if (static_cast<int>(j.tokens.size()) - j.done == 1) ++decode_rows;
       for (int i = 0; i < s.rows; ++i) {
@@ -176,7 +176,7 @@ void Scheduler::loop() {
     int logit_index = 0;
     draws.clear();
     for (const PlannedSlice& s : slices) {
-      Job& j = *active[static_cast<std::size_t>(s.step)];
+      PendingStep& j = *active[static_cast<std::size_t>(s.step)];
       j.done += s.rows;
       if (!s.last) continue;
       const auto row = logits.subspan(static_cast<std::size_t>(logit_index++) * static_cast<std::size_t>(V),
@@ -203,7 +203,7 @@ void Scheduler::loop() {
     }
     // Finished jobs resume their sessions; the rest stay for the next batch, counting the
     // batches they were passed over in (the plan's starvation guard).
-    std::vector<std::unique_ptr<Job>> still;
+    std::vector<std::unique_ptr<PendingStep>> still;
     for (std::size_t i = 0; i < active.size(); ++i) {
       auto& j = active[i];
       if (j->done == static_cast<int>(j->tokens.size())) {

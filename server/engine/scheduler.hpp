@@ -135,7 +135,7 @@ class Scheduler {
   int threads() const { return opts_.threads; }
 
  private:
-  struct Job {
+  struct PendingStep {
     KvCache* kv;
     std::span<const int> tokens;
     int start_pos;
@@ -148,7 +148,7 @@ class Scheduler {
   };
   // A step's logits row, for its sampler.
   struct Draw {
-    Job* job;
+    PendingStep* job;
     std::span<float> logits;
   };
 
@@ -157,10 +157,10 @@ class Scheduler {
   // The executor: waits for steps and moves them to `active` (false: stopping), plans a
   // batch with plan_batch (the policy), runs it, samples and carries on.
   void loop();
-  bool gather(std::vector<std::unique_ptr<Job>>& active, std::vector<const KvCache*>& expected);
-  std::vector<PlannedSlice> plan(const std::vector<std::unique_ptr<Job>>& active) const;
+  bool gather(std::vector<std::unique_ptr<PendingStep>>& active, std::vector<const KvCache*>& expected);
+  std::vector<PlannedSlice> plan(const std::vector<std::unique_ptr<PendingStep>>& active) const;
   void draw(std::vector<Draw>& draws, std::vector<std::function<void()>>& results);
-  static void complete(std::unique_ptr<Job> job, boost::system::error_code ec);
+  static void complete(std::unique_ptr<PendingStep> job, boost::system::error_code ec);
   // Runs a batch's results in order: in one handler on handoff_, or here.
   void hand_off(std::vector<std::function<void()>>& results);
 
@@ -168,10 +168,10 @@ class Scheduler {
   Options opts_;
   std::optional<asio::any_io_executor> handoff_;
   ThreadParallel parallel_;
-  Forward forward_;
+  ForwardPass forward_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<std::unique_ptr<Job>> incoming_;
+  std::deque<std::unique_ptr<PendingStep>> incoming_;
   bool stop_ = false;
   Stats stats_;
   std::thread thread_;

@@ -8,7 +8,7 @@
 
 namespace llamawire {
 
-struct Forward::Act {
+struct ForwardPass::Act {
   const float* f = nullptr;  // float activations [batch][n]
   int n = 0;
   kernels::Q8Vector q;       // quantized copy when the weights are llama2.c's Q8_0
@@ -60,7 +60,7 @@ int guided_chunks(int units, int threads, int min_units, std::vector<int>& ends)
 
 }  // namespace
 
-Forward::Forward(const WeightStore& weights, int max_batch, int max_threads, int max_logit_rows)
+ForwardPass::ForwardPass(const WeightStore& weights, int max_batch, int max_threads, int max_logit_rows)
     : w_(weights),
       max_batch_(std::max(1, max_batch)),
       max_logit_rows_(max_logit_rows > 0 ? std::min(max_logit_rows, max_batch_) : max_batch_),
@@ -100,7 +100,7 @@ Forward::Forward(const WeightStore& weights, int max_batch, int max_threads, int
   }
 }
 
-kernels::BlockAct Forward::Act::for_type(kernels::TensorType t) const {
+kernels::BlockAct ForwardPass::Act::for_type(kernels::TensorType t) const {
   const kernels::TensorType act = kernels::traits(t).act;
   const int i = act_index(act);
   if (i < 0) return kernels::BlockAct{act, reinterpret_cast<const std::uint8_t*>(f), sz(n) * sizeof(float)};
@@ -108,7 +108,7 @@ kernels::BlockAct Forward::Act::for_type(kernels::TensorType t) const {
   return blocks[i];
 }
 
-Forward::Act Forward::prepare(Parallel& par, const kernels::KernelTable& k, const float* x, int n, int batch,
+ForwardPass::Act ForwardPass::prepare(Parallel& par, const kernels::KernelTable& k, const float* x, int n, int batch,
                               std::vector<std::int8_t>& q, std::vector<float>& s) {
   Act a;
   a.f = x;
@@ -141,7 +141,7 @@ Forward::Act Forward::prepare(Parallel& par, const kernels::KernelTable& k, cons
   return a;
 }
 
-void Forward::matmul(Parallel& par, const kernels::KernelTable& k, std::initializer_list<MatmulOut> outs,
+void ForwardPass::matmul(Parallel& par, const kernels::KernelTable& k, std::initializer_list<MatmulOut> outs,
                      const Act& x, int batch) {
   // Each matrix is cut into chunks (at panel boundaries for panel-layout weights); the
   // tasks of all of them form one for_each.
@@ -190,7 +190,7 @@ void Forward::matmul(Parallel& par, const kernels::KernelTable& k, std::initiali
   });
 }
 
-void Forward::swiglu(Parallel& par, int B) {
+void ForwardPass::swiglu(Parallel& par, int B) {
   const int H = w_.config().hidden_dim;
   // SwiGLU per element; a small batch splits its rows too (at 64-value boundaries), so
   // both threads work.
@@ -214,7 +214,7 @@ void Forward::swiglu(Parallel& par, int B) {
   });
 }
 
-std::span<float> Forward::run(std::span<const BatchRow> rows, Parallel& par, const kernels::KernelTable& k) {
+std::span<float> ForwardPass::run(std::span<const BatchRow> rows, Parallel& par, const kernels::KernelTable& k) {
   const ModelConfig& c = w_.config();
   const int B = static_cast<int>(rows.size());
   LW_ASSERT(B >= 1 && B <= max_batch_);

@@ -21,11 +21,11 @@ struct BatchRow {
   bool want_logits = false;  // compute the classifier for this row
 };
 
-class Forward {
+class ForwardPass {
  public:
   // Scratch for up to max_batch rows, of which at most max_logit_rows want logits (all
   // when 0); memory is proportional to these, not to seq_len.
-  Forward(const WeightStore& weights, int max_batch, int max_threads, int max_logit_rows = 0);
+  ForwardPass(const WeightStore& weights, int max_batch, int max_threads, int max_logit_rows = 0);
 
   int max_batch() const { return max_batch_; }
 
@@ -60,9 +60,23 @@ class Forward {
   int max_batch_;
   int max_logit_rows_;
   int max_threads_;
-  std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_, rope_, xcls_;
-  std::vector<std::int8_t> xq_, hq_;
-  std::vector<float> xs_, hs_;
+  // Scratch, B = max_batch rows (shapes as llama2.c's RunState writes them):
+  std::vector<float> x_;       // (B, dim) the residual stream
+  std::vector<float> xb_;      // (B, dim) rmsnorm(x), then the attention output, then w2's
+  std::vector<float> xb2_;     // (B, dim) wo's output
+  std::vector<float> q_;       // (B, dim) queries
+  std::vector<float> k_, v_;   // (B, kv_dim) this step's keys and values (copied into the caches)
+  std::vector<float> hb_;      // (B, hidden_dim) w1's output, then SwiGLU
+  std::vector<float> hb2_;     // (B, hidden_dim) w3's output
+  std::vector<float> att_;     // (max_threads, n_heads, seq_len) attention scores, per thread
+  std::vector<float> logits_;  // (max_logit_rows, vocab_size)
+  std::vector<float> rope_;    // (B, head_size) cos/sin pairs of each row's position
+  std::vector<float> xcls_;    // (max_logit_rows, dim) final rmsnorm of the rows that want logits
+  // llama2.c's Q8_0 weights: activations as int8 values and a scale per group.
+  std::vector<std::int8_t> xq_;  // (B, dim)
+  std::vector<std::int8_t> hq_;  // (B, hidden_dim)
+  std::vector<float> xs_;        // (B, dim / group)
+  std::vector<float> hs_;        // (B, hidden_dim / group)
   // GGUF block formats: activation rows in each format the model's matrices take (q8_0,
   // q8_1, q8_K), for inputs of dim (bit 0 of the masks) and of hidden_dim (bit 1).
   std::vector<std::uint8_t> act_buf_[3];

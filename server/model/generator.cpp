@@ -8,7 +8,7 @@
 
 namespace llamawire {
 
-LocalGeneration generate_local(Forward& fwd, KvCache& kv, Parallel& par, std::span<const int> prompt,
+LocalGeneration generate_local(ForwardPass& fwd, KvCache& kv, Parallel& par, std::span<const int> prompt,
                                Sampler& sampler, int steps, const std::function<void(int, int)>& on_token) {
   using clock = std::chrono::steady_clock;
   LW_ASSERT(!prompt.empty());

@@ -21,7 +21,7 @@ struct LocalGeneration {
 
 // on_token(prev, next) is called for every token after the first, in order, as llama2.c
 // prints them. `prompt` must be non-empty; steps is already clamped to the context.
-LocalGeneration generate_local(Forward& fwd, KvCache& kv, Parallel& par, std::span<const int> prompt,
+LocalGeneration generate_local(ForwardPass& fwd, KvCache& kv, Parallel& par, std::span<const int> prompt,
                                Sampler& sampler, int steps, const std::function<void(int, int)>& on_token);
 
 }  // namespace llamawire

@@ -195,10 +195,10 @@ int KvBlockPool::blocks_in_use() const {
   return n;
 }
 
-KvCache::KvCache(const ModelConfig& config, int ctx, KvBudget* budget)
+KvCache::KvCache(const ModelConfig& config, int capacity, KvBudget* budget)
     : n_layers_(config.n_layers),
       kv_dim_(config.kv_dim()),
-      ctx_(std::clamp(ctx, 1, config.seq_len)),
+      capacity_(std::clamp(capacity, 1, config.seq_len)),
       budget_(budget),
       block_bytes_(block_bytes_for(config)),
       pool_(&KvBlockPool::for_block_bytes(block_bytes_)) {}
@@ -211,7 +211,7 @@ std::uint64_t KvCache::block_bytes_for(const ModelConfig& config) {
 }
 
 bool KvCache::reserve(int n_positions) {
-  if (n_positions > ctx_) return false;
+  if (n_positions > capacity_) return false;
   while (reserved() < n_positions) {
     const bool charge = blocks_.size() >= charged_blocks_;  // not charged ahead
     if (charge && budget_ != nullptr && !budget_->try_take(block_bytes_)) return false;
@@ -227,7 +227,7 @@ bool KvCache::reserve(int n_positions) {
 }
 
 bool KvCache::reserve_budget(int n_positions) {
-  if (n_positions > ctx_) return false;
+  if (n_positions > capacity_) return false;
   const std::size_t need = blocks_for(n_positions);
   if (need <= charged_blocks_) return true;
   const std::uint64_t bytes = static_cast<std::uint64_t>(need - charged_blocks_) * block_bytes_;

@@ -96,15 +96,15 @@ class KvCache {
  public:
   static constexpr int kBlockPositions = 16;
 
-  // `ctx`: the most positions this cache may ever hold (<= seq_len).
-  KvCache(const ModelConfig& config, int ctx, KvBudget* budget = nullptr);
+  // `capacity`: the most positions this cache may ever hold (<= seq_len).
+  KvCache(const ModelConfig& config, int capacity, KvBudget* budget = nullptr);
   // The bytes of one block for this model (all layers' keys and values of kBlockPositions).
   static std::uint64_t block_bytes_for(const ModelConfig& config);
   ~KvCache();
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
 
-  int capacity() const { return ctx_; }
+  int capacity() const { return capacity_; }
   // Positions for which blocks are allocated.
   int reserved() const { return static_cast<int>(blocks_.size()) * kBlockPositions; }
   // Makes positions [0, n) writable; false if n > capacity or the budget is exhausted.
@@ -147,7 +147,7 @@ class KvCache {
 
   int n_layers_;
   int kv_dim_;
-  int ctx_;
+  int capacity_;
   KvBudget* budget_;
   std::uint64_t block_bytes_;
   KvBlockPool* pool_;

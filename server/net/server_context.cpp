@@ -10,7 +10,8 @@ ServerContext::ServerContext(std::shared_ptr<const WeightStore> weights, std::sh
       tokenizer_(std::move(tokenizer)),
       scheduler_(scheduler),
       opts_(std::move(opts)),
-      ctx_(opts_.ctx > 0 ? std::min(opts_.ctx, weights_->config().seq_len) : weights_->config().seq_len),
+      context_(opts_.context_positions > 0 ? std::min(opts_.context_positions, weights_->config().seq_len)
+                                           : weights_->config().seq_len),
       kv_budget_(kv_budget_bytes),
       frame_budget_(opts_.frame_memory_bytes),
       admission_(opts_.max_sessions, kv_budget_, opts_.queue_timeout) {}

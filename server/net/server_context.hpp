@@ -32,7 +32,7 @@ struct ServerOptions {
   int max_connections = 1024;
   std::uint32_t max_frame_bytes = 1u << 20;
   std::uint64_t frame_memory_bytes = 64u << 20;  // all connections' frames still arriving
-  int ctx = 0;  // positions per session; 0 = seq_len
+  int context_positions = 0;  // positions per session (--ctx); 0 = seq_len
   std::chrono::milliseconds idle_timeout{300'000};
   std::chrono::milliseconds handshake_timeout{10'000};
   std::chrono::milliseconds write_timeout{30'000};
@@ -86,7 +86,7 @@ class ServerContext {
   ByteBudget& frame_budget() { return frame_budget_; }
   std::uint64_t kv_warm_bytes() const;  // free KV blocks kept resident
   ServerCounters& counters() { return counters_; }
-  int context() const { return ctx_; }
+  int context() const { return context_; }
   // The TLS context for both listeners, or nullptr for plain TCP.
   asio::ssl::context* tls() const { return tls_.get(); }
   void set_tls(std::shared_ptr<asio::ssl::context> tls) { tls_ = std::move(tls); }
@@ -136,7 +136,7 @@ class ServerContext {
   std::shared_ptr<asio::ssl::context> tls_;
   Scheduler& scheduler_;
   ServerOptions opts_;
-  int ctx_;
+  int context_;  // positions per session
   KvBudget kv_budget_;
   ByteBudget frame_budget_;
   Admission admission_;

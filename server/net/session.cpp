@@ -370,7 +370,7 @@ bool Session::handle(const FrameHeader& h, Message m) {
         send_error(errc::shutting_down, "server shutting down", true, rid);
         return false;
       }
-      Job job;
+      Request job;
       job.request_id = rid;
       job.received = clock::now();
       job.generate = type == MsgType::generate;
@@ -431,7 +431,7 @@ asio::awaitable<void> Session::generator() {
     // and PING); then the session ends.
     while (!job_ && !closing_ && !reader_done_) co_await job_event_.wait();
     if (closing_ || !job_) break;
-    Job job = std::move(*job_);
+    Request job = std::move(*job_);
     job_.reset();
     cancel_requested_ = false;
     ctx_.counters().generating++;
@@ -523,7 +523,7 @@ asio::awaitable<bool> Session::step(std::span<const int> tokens, int start, std:
   co_return true;
 }
 
-asio::awaitable<void> Session::run_forward(const Job& job) {
+asio::awaitable<void> Session::run_forward(const Request& job) {
   const auto& f = job.forward;
   const std::vector<int> tokens(f.tokens.begin(), f.tokens.end());
   const int start = static_cast<int>(f.start_pos);
@@ -542,7 +542,7 @@ asio::awaitable<void> Session::wait_outbox_room() {
   while (outbox_bytes_ > ctx_.options().max_outbox_bytes && !closing_) co_await drained_event_.wait();
 }
 
-asio::awaitable<void> Session::run_generate(const Job& job) {
+asio::awaitable<void> Session::run_generate(const Request& job) {
   const auto& g = job.gen;
   const int context = ctx_.context();
   const bool clamped = g.limit_pos > static_cast<std::uint32_t>(context);  // the context ends it, not the limit

@@ -51,7 +51,7 @@ class Session {
     asio::steady_timer timer_;
   };
 
-  struct Job {
+  struct Request {
     std::uint32_t request_id = 0;
     clock::time_point received{};
     bool generate = false;
@@ -70,8 +70,8 @@ class Session {
   // Handles one decoded request; returns false when the connection must close.
   bool handle(const FrameHeader& h, Message m);
   bool validate_tokens(const std::vector<std::uint32_t>& tokens, std::uint32_t start_pos, std::uint32_t rid);
-  asio::awaitable<void> run_forward(const Job& job);
-  asio::awaitable<void> run_generate(const Job& job);
+  asio::awaitable<void> run_forward(const Request& job);
+  asio::awaitable<void> run_generate(const Request& job);
   // Runs tokens from start through the scheduler into logits_, or with a sampler into
   // sampled_ (drawn on the compute threads); false on failure (reported).
   // expect_more: a generation that will submit its next step right after this one.
@@ -120,7 +120,7 @@ class Session {
   // Tells the scheduler to stop carrying the running generation on (cancel, close, a full
   // outbox); the only session state it reads.
   std::atomic<bool> hold_{false};
-  std::optional<Job> job_;  // the request in flight (one at a time)
+  std::optional<Request> job_;  // the request in flight (one at a time)
   bool busy_ = false;
 
   std::deque<std::vector<std::uint8_t>> outbox_;

@@ -32,7 +32,7 @@ std::vector<float> logits_of(const std::string& path, const std::vector<int>& id
   o.load = load;
   const auto store = lw::WeightStore::load(path, o).value();
   lw::ThreadParallel par(2);
-  lw::Forward fwd(*store, static_cast<int>(ids.size()), 2);
+  lw::ForwardPass fwd(*store, static_cast<int>(ids.size()), 2);
   lw::KvCache kv(store->config(), store->config().seq_len);
   REQUIRE(kv.reserve(static_cast<int>(ids.size())));
   std::vector<lw::BatchRow> rows;

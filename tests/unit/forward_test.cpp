@@ -53,7 +53,7 @@ std::pair<std::vector<int>, std::string> run_case(const Case& c, lw::Parallel& p
   const auto store = lw::WeightStore::load((t::models_dir() / c.checkpoint).string()).value();
   const auto& cfg = store->config();
   const auto tok = lw::Tokenizer::load((t::models_dir() / c.tokenizer).string(), cfg.vocab_size).value();
-  lw::Forward fwd(*store, max_batch, par.concurrency());
+  lw::ForwardPass fwd(*store, max_batch, par.concurrency());
   lw::KvCache kv(cfg, cfg.seq_len);
   lw::Sampler sampler(cfg.vocab_size, {c.temperature, c.topp, c.seed});
   std::string text;
@@ -98,7 +98,7 @@ TEST_CASE("forward matches golden logits at all 24 positions", "[model]") {
     for (lw::Parallel* par : {static_cast<lw::Parallel*>(&serial), static_cast<lw::Parallel*>(&threads)}) {
       INFO("kernels " << table->name << ", threads " << par->concurrency());
       // One position per forward call (decode).
-      lw::Forward fwd(*store, 24, 2);
+      lw::ForwardPass fwd(*store, 24, 2);
       lw::KvCache kv(store->config(), store->config().seq_len);
       REQUIRE(kv.reserve(24));
       for (int p = 0; p < 24; ++p) {
@@ -126,7 +126,7 @@ TEST_CASE("a batch mixing two sessions gives each its solo logits", "[model]") {
   const auto store = lw::WeightStore::load((t::models_dir() / "tiny_gqa.bin").string()).value();
   const int V = store->config().vocab_size;
   lw::SerialParallel par;
-  lw::Forward fwd(*store, 8, 1);
+  lw::ForwardPass fwd(*store, 8, 1);
   lw::KvCache a(store->config(), 64), b(store->config(), 64), solo(store->config(), 64);
   REQUIRE((a.reserve(8) && b.reserve(8) && solo.reserve(8)));
   std::vector<float> solo_logits;
@@ -173,7 +173,7 @@ TEST_CASE("13 sessions decoding in one batch each get their solo logits, bit for
     const int V = store->config().vocab_size;
     constexpr int kSessions = 13, kSteps = 5;
     lw::ThreadParallel par(2);
-    lw::Forward fwd(*store, kSessions, 2);
+    lw::ForwardPass fwd(*store, kSessions, 2);
     auto token = [](int s, int p) { return 1 + (s * 31 + p * 17) % 400; };
     // Solo runs.
     std::vector<std::vector<float>> solo(kSessions);
@@ -213,7 +213,7 @@ TEST_CASE("version 1 export gives exactly the legacy file's logits", "[model]") 
     const auto legacy = lw::WeightStore::load((t::models_dir() / legacy_name).string()).value();
     const auto v1 = lw::WeightStore::load((t::models_dir() / v1_name).string()).value();
     lw::SerialParallel par;
-    lw::Forward f1(*legacy, 1, 1), f2(*v1, 1, 1);
+    lw::ForwardPass f1(*legacy, 1, 1), f2(*v1, 1, 1);
     lw::KvCache k1(legacy->config(), 16), k2(v1->config(), 16);
     REQUIRE((k1.reserve(16) && k2.reserve(16)));
     for (int p = 0; p < 16; ++p) {

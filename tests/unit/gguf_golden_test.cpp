@@ -88,7 +88,7 @@ std::vector<std::vector<double>> teacher_logprobs(const lw::WeightStore& store, 
                                                   lw::Parallel& par) {
   const auto& cfg = store.config();
   const int n = static_cast<int>(ids.size());
-  lw::Forward fwd(store, n, par.concurrency());
+  lw::ForwardPass fwd(store, n, par.concurrency());
   lw::KvCache kv(cfg, cfg.seq_len);
   REQUIRE(kv.reserve(n));
   std::vector<lw::BatchRow> rows;
@@ -245,7 +245,7 @@ TEST_CASE("greedy generation on every shared GGUF file gives llama.cpp's ids", "
     const auto& margins = r.at("top2_margin").as_array();
     const auto& cfg = store->config();
     // llama.cpp's way: the prompt as one batch, then one token per step; it does not stop at BOS.
-    lw::Forward fwd(*store, static_cast<int>(prompt.size()), par.concurrency());
+    lw::ForwardPass fwd(*store, static_cast<int>(prompt.size()), par.concurrency());
     lw::KvCache kv(cfg, cfg.seq_len);
     REQUIRE(kv.reserve(static_cast<int>(prompt.size() + want.size())));
     std::vector<lw::BatchRow> rows;

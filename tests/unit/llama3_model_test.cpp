@@ -168,7 +168,7 @@ TEST_CASE("llama3: a Llama-3-shaped model's logits equal a float64 computation o
   const auto ref = reference_logits(Weights(path), c, ids, want);
 
   lw::ThreadParallel par(2);
-  lw::Forward fwd(*store, 64, 2);
+  lw::ForwardPass fwd(*store, 64, 2);
   lw::KvCache kv(c, c.seq_len);
   REQUIRE(kv.reserve(static_cast<int>(ids.size())));
   double worst = 0;
@@ -213,7 +213,7 @@ TEST_CASE("llama3: quantized Llama-3-shaped files get llama-quantize's types and
     CHECK(W.has("rope_freqs.weight"));
     const auto store = lw::WeightStore::load(path, {}).value();
     lw::ThreadParallel par(2);
-    lw::Forward fwd(*store, 4, 2);
+    lw::ForwardPass fwd(*store, 4, 2);
     lw::KvCache kv(store->config(), 64);
     REQUIRE(kv.reserve(4));
     std::vector<lw::BatchRow> rows;

@@ -24,7 +24,7 @@ struct Agreement {
 // Teacher-forced: both models see the same tokens; logits compared at every position.
 Agreement compare(const lw::WeightStore& ref, const lw::WeightStore& q, const std::vector<std::vector<int>>& seqs) {
   lw::SerialParallel par;
-  lw::Forward fr(ref, 1, 1), fq(q, 1, 1);
+  lw::ForwardPass fr(ref, 1, 1), fq(q, 1, 1);
   Agreement a;
   std::size_t values = 0;
   for (const auto& seq : seqs) {
