@@ -28,6 +28,12 @@ Result<FrameHeader> decode_header(std::span<const std::uint8_t, kFrameHeaderByte
   return FrameHeader{w.type.value(), w.request_id.value(), w.length.value()};
 }
 
+std::uint32_t raw_request_id(std::span<const std::uint8_t, kFrameHeaderBytes> bytes) {
+  WireHeader w;
+  std::memcpy(&w, bytes.data(), sizeof w);
+  return w.magic.value() == kFrameMagic ? w.request_id.value() : 0;
+}
+
 void encode_header(std::span<std::uint8_t, kFrameHeaderBytes> out, const FrameHeader& h) {
   WireHeader w;
   w.magic = kFrameMagic;

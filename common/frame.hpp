@@ -13,7 +13,7 @@ namespace llamawire {
 
 inline constexpr std::uint16_t kFrameMagic = 0x574C;  // bytes "LW"
 inline constexpr std::uint8_t kProtocolMajor = 1;
-inline constexpr std::uint16_t kProtocolMinor = 3;
+inline constexpr std::uint16_t kProtocolMinor = 4;
 inline constexpr std::size_t kFrameHeaderBytes = 12;
 inline constexpr std::uint32_t kDefaultMaxFrameBytes = 1u << 20;       // server receive limit
 inline constexpr std::uint32_t kClientMaxFrameBytes = 64u << 20;       // client receive limit
@@ -39,6 +39,9 @@ struct FrameHeader {
 
 // Checks magic, version and length (against max_payload) before anything is allocated.
 // Errors: bad_frame, version_mismatch, frame_too_large.
+// The request_id field of a header decode_header refused: meaningful unless the magic was
+// wrong (then the bytes are not a frame at all and replies carry 0).
+std::uint32_t raw_request_id(std::span<const std::uint8_t, kFrameHeaderBytes> bytes);
 Result<FrameHeader> decode_header(std::span<const std::uint8_t, kFrameHeaderBytes> bytes,
                                   std::uint32_t max_payload);
 void encode_header(std::span<std::uint8_t, kFrameHeaderBytes> out, const FrameHeader& h);

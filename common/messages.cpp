@@ -441,7 +441,11 @@ Result<Message> decode_payload(std::uint8_t type_byte, std::span<const std::uint
       break;
     }
   }
-  if (ok) ok = p.done();
+  // HELLO and HELLO_OK may grow in later minor versions: bytes past the fields this
+  // version knows are ignored there (so a newer peer is not locked out), and refused in
+  // every other message (whose new forms go only to peers that announced they know them).
+  const bool extensible = type == MsgType::hello || type == MsgType::hello_ok;
+  if (ok && !extensible) ok = p.done();
   if (!ok) return p.error();
   return out;
 }

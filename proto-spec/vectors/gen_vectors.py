@@ -40,6 +40,10 @@ def ok(name, type_name, type_, rid, payload, fields):
 
 ok('001-hello', 'HELLO', 0x01, 1, struct.pack('<HH', 1, 0) + s('') + s('llamawire-cli'),
    {"major": 1, "minor": 0, "api_key": "", "client_name": "llamawire-cli"})
+# 1.4: HELLO and HELLO_OK may grow; a receiver ignores bytes after the fields it knows.
+write('012-hello-trailing-field', frame(0x01, 1, struct.pack('<HH', 1, 9) + s('') + s('future-client') + struct.pack('<I', 0xDEADBEEF)),
+      {"type": "HELLO", "request_id": 1, "fields": {"major": 1, "minor": 9, "api_key": "", "client_name": "future-client"},
+       "ignored_trailing_bytes": 4})
 ok('002-get-tokenizer', 'GET_TOKENIZER', 0x02, 2, b'', {})
 ok('003-forward', 'FORWARD', 0x03, 3, struct.pack('<I', 0) + toks([1, 303, 281]), {"start_pos": 0, "tokens": [1, 303, 281]})
 ok('004-generate', 'GENERATE', 0x04, 4,

@@ -200,7 +200,7 @@ asio::awaitable<void> Session::reader() {
     if (!h) {
       std::string why = h.error().message;
       if (!hello_done_ && h.error().code == make_error_code(errc::frame_too_large)) why += " before HELLO";
-      send_error(static_cast<errc>(h.error().code.value()), why, true, 0);
+      send_error(static_cast<errc>(h.error().code.value()), why, true, raw_request_id(head));
       break;
     }
     const auto got = co_await read_payload(h->length, payload);

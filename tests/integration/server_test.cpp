@@ -7,6 +7,7 @@
 
 #include <boost/json.hpp>
 
+#include <cstring>
 #include <future>
 #include <thread>
 
@@ -139,8 +140,12 @@ TEST_CASE("the server answers malformed frames with errors and keeps serving", "
     lw::encode_header(std::span<std::uint8_t, lw::kFrameHeaderBytes>(h.data(), lw::kFrameHeaderBytes),
                       {0x03, 5, 0xFFFFFFF0u});
     REQUIRE(s.send(h));
-    const auto e = expect_error(s);
-    CHECK(lw::from_wire(e.code) == lw::errc::frame_too_large);
+    const auto r = s.receive();
+    REQUIRE(r);
+    const auto* e = std::get_if<lw::msg::Error>(&r->second);
+    REQUIRE(e != nullptr);
+    CHECK(lw::from_wire(e->code) == lw::errc::frame_too_large);
+    CHECK(r->first.request_id == 5);  // the header was read, so its request id comes back (1.4)
     CHECK(s.closed_by_peer());
   }
   SECTION("truncated frame then disconnect") {
@@ -484,5 +489,90 @@ TEST_CASE("llamawire bench drives concurrent sessions and reports the figures", 
   CHECK(r.out.find("time to first token ms") != std::string::npos);
   // Bad options: usage, exit 2.
   CHECK(t::run_client(server, {"bench", "--clients", "0"}).exit_code == 2);
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE("during a generation STATS, GET_VOCAB and PING are answered and RESET gets busy, by request id", "[net]") {
+  // PROTOCOL.md 1.4, "Connection states": replies are matched by request_id; read-only
+  // requests are answered between the TOKEN frames, RESET is refused while a request runs.
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512()});
+  t::RawSocket s(server.port());
+  REQUIRE(s.handshake());
+  lw::msg::Generate g;
+  g.limit_pos = 400;
+  g.temperature = 0.0f;
+  g.seed = 7;
+  g.tokens = {1};
+  // All in one write: the server reads the rest while the generation runs.
+  std::vector<std::uint8_t> burst = lw::encode_frame(g, 10);
+  for (const auto& f : {lw::encode_frame(lw::msg::Stats{}, 11), lw::encode_frame(lw::msg::GetVocab{}, 12),
+                        lw::encode_frame(lw::msg::Ping{42}, 13), lw::encode_frame(lw::msg::Reset{0}, 14)}) {
+    burst.insert(burst.end(), f.begin(), f.end());
+  }
+  REQUIRE(s.send(burst));
+  bool ended = false, stats = false, vocab = false, pong = false, reset_answered = false;
+  int tokens = 0;
+  while (!(ended && stats && vocab && pong && reset_answered)) {
+    const auto r = s.receive();
+    REQUIRE(r);
+    const std::uint32_t rid = r->first.request_id;
+    if (std::holds_alternative<lw::msg::Token>(r->second)) {
+      CHECK(rid == 10);
+      ++tokens;
+    } else if (const auto* e = std::get_if<lw::msg::End>(&r->second)) {
+      CHECK(rid == 10);
+      CHECK(e->generated_tokens == static_cast<std::uint32_t>(tokens));
+      ended = true;
+    } else if (std::holds_alternative<lw::msg::StatsReply>(r->second)) {
+      CHECK(rid == 11);
+      stats = true;
+    } else if (std::holds_alternative<lw::msg::Vocab>(r->second)) {
+      CHECK(rid == 12);
+      vocab = true;
+    } else if (const auto* p = std::get_if<lw::msg::Pong>(&r->second)) {
+      CHECK(rid == 13);
+      CHECK(p->nonce == 42);
+      pong = true;
+    } else if (const auto* err = std::get_if<lw::msg::Error>(&r->second)) {
+      // busy while the generation runs; only a generation already over would take it
+      CHECK(rid == 14);
+      CHECK(lw::from_wire(err->code) == lw::errc::busy);
+      CHECK(err->fatal == 0);
+      CHECK_FALSE(ended);
+      reset_answered = true;
+    } else if (std::holds_alternative<lw::msg::Ok>(r->second)) {
+      CHECK(rid == 14);
+      CHECK(ended);  // the generation had finished before the RESET was read
+      reset_answered = true;
+    } else {
+      FAIL("unexpected reply type " << lw::message_name(lw::message_type(r->second)));
+    }
+  }
+  CHECK(tokens > 0);
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE("a HELLO with fields from a later minor version is accepted (1.4)", "[net]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512()});
+  t::RawSocket s(server.port());
+  auto hello = lw::encode_frame(lw::msg::Hello{lw::kProtocolMajor, 9, "", "future-client"}, 3);
+  const std::vector<std::uint8_t> extra{0xEF, 0xBE, 0xAD, 0xDE};
+  hello.insert(hello.end(), extra.begin(), extra.end());
+  const std::uint32_t length = static_cast<std::uint32_t>(hello.size() - lw::kFrameHeaderBytes);
+  std::memcpy(hello.data() + 8, &length, 4);  // the header's length field (little-endian)
+  REQUIRE(s.send(hello));
+  const auto r = s.receive();
+  REQUIRE(r);
+  const auto* ok = std::get_if<lw::msg::HelloOk>(&r->second);
+  REQUIRE(ok != nullptr);
+  CHECK(r->first.request_id == 3);
+  CHECK(ok->minor == lw::kProtocolMinor);
+  // and the session works
+  REQUIRE(s.send(lw::msg::Ping{5}, 4));
+  const auto p = s.receive();
+  REQUIRE(p);
+  CHECK(std::holds_alternative<lw::msg::Pong>(p->second));
   CHECK(server.stop() == 0);
 }
