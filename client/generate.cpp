@@ -135,8 +135,9 @@ asio::awaitable<Result<TurnResult>> run_turn(Connection& conn, const Tokenizer& 
   pos += static_cast<int>(feed.size());
   for (;;) {
     const int next = sampler.sample(logits->values);
-    if (next == tok.bos_id()) co_return TurnResult{StopReason::bos, pos, next};
-    if (stop_on_eos && tok.special().ends_turn(next)) co_return TurnResult{StopReason::eos, pos, next};
+    if (const auto stop = tok.special().stop_for(next, stop_on_eos); stop != SpecialTokens::Stop::none) {
+      co_return TurnResult{stop == SpecialTokens::Stop::bos ? StopReason::bos : StopReason::eos, pos, next};
+    }
     timing.tick();
     print_piece(tok, prev, next);
     prev = next;

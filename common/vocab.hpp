@@ -44,6 +44,15 @@ struct SpecialTokens {
     }
     return false;
   }
+  // The token rule of every generation loop (the binary session, the HTTP API, the
+  // scheduler carrying a generation on, the client sampling itself): a drawn BOS always
+  // ends it, an end token (ends_turn) when the generation stops at the end; the token that
+  // ends it is not output. The position and context rules stay with each loop's limit.
+  enum class Stop { none, bos, end };
+  Stop stop_for(int t, bool stop_at_end) const {
+    if (t == bos) return Stop::bos;
+    return stop_at_end && ends_turn(t) ? Stop::end : Stop::none;
+  }
 };
 
 struct Vocab {

@@ -91,7 +91,7 @@ int main(int argc, char** argv) try {
   lw::ThreadParallel par(threads);
   lw::ForwardPass fwd(**store, std::min(256, cfg.seq_len), threads);
   lw::KvCache kv(cfg, cfg.seq_len);
-  const auto g = lw::generate_local(fwd, kv, par, prompt_tokens, sampler, n_steps, [&](int prev, int next) {
+  const auto g = lw::generate_local(fwd, kv, par, prompt_tokens, sampler, n_steps, tok->special(), [&](int prev, int next) {
     const auto decoded = tok->decode(prev, next);
     const auto piece = tok->kind() == lw::VocabKind::llama2c ? lw::printable_piece(decoded) : decoded;
     if (!piece.empty()) std::fwrite(piece.data(), 1, piece.size(), stdout);  // an empty view may hold no pointer

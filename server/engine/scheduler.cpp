@@ -136,7 +136,7 @@ void Scheduler::draw(std::vector<Draw>& draws, std::vector<std::function<void()>
     if (c == nullptr) continue;
     const int t = *j.out.token;
     const int pos = j.start_pos + j.done;  // the next step's position
-    if (t == c->stops.bos || (c->stop_on_eos && c->stops.ends_turn(t)) || pos >= c->limit_pos ||
+    if (c->stops.stop_for(t, c->stop_on_eos) != SpecialTokens::Stop::none || pos >= c->limit_pos ||
         c->hold->load(std::memory_order_acquire) || !j.kv->reserve(pos + 1)) {
       continue;
     }

@@ -9,7 +9,9 @@
 namespace llamawire {
 
 LocalGeneration generate_local(ForwardPass& fwd, KvCache& kv, Parallel& par, std::span<const int> prompt,
-                               Sampler& sampler, int steps, const std::function<void(int, int)>& on_token) {
+                               Sampler& sampler, int steps, const SpecialTokens& special,
+                               const std::function<void(int, int)>& on_token) {
+  const auto ends = [&](int t) { return special.stop_for(t, false) != SpecialTokens::Stop::none; };
   using clock = std::chrono::steady_clock;
   LW_ASSERT(!prompt.empty());
   LocalGeneration g;
@@ -27,7 +29,7 @@ LocalGeneration generate_local(ForwardPass& fwd, KvCache& kv, Parallel& par, std
     for (int p = 0; p < steps; ++p) {
       const int next = prompt[static_cast<std::size_t>(p) + 1];
       g.positions = p + 1;
-      if (next == kBosToken) break;
+      if (ends(next)) break;
       on_token(prompt[static_cast<std::size_t>(p)], next);
       g.tokens.push_back(next);
     }
@@ -53,7 +55,7 @@ LocalGeneration generate_local(ForwardPass& fwd, KvCache& kv, Parallel& par, std
   int token = prompt[0];
   for (int p = 0; p < forced; ++p) {
     const int next = prompt[static_cast<std::size_t>(p) + 1];
-    if (next == kBosToken) {
+    if (ends(next)) {
       g.positions = p + 1;
       return g;
     }
@@ -65,7 +67,7 @@ LocalGeneration generate_local(ForwardPass& fwd, KvCache& kv, Parallel& par, std
   for (;;) {
     const int next = sampler.sample(logits);
     g.positions = pos;
-    if (next == kBosToken) break;
+    if (ends(next)) break;
     on_token(token, next);
     g.tokens.push_back(next);
     token = next;

@@ -2,6 +2,8 @@
 // prefilled as one batch), then tokens are sampled until `steps` positions or BOS.
 #pragma once
 
+#include "common/vocab.hpp"
+
 #include "common/sampler.hpp"
 #include "server/model/forward.hpp"
 
@@ -20,8 +22,11 @@ struct LocalGeneration {
 };
 
 // on_token(prev, next) is called for every token after the first, in order, as llama2.c
-// prints them. `prompt` must be non-empty; steps is already clamped to the context.
+// prints them. `prompt` must be non-empty; steps is already clamped to the context. The
+// run ends at the model's BOS (special.stop_for with stop_at_end false, as llama2.c runs
+// on past EOS).
 LocalGeneration generate_local(ForwardPass& fwd, KvCache& kv, Parallel& par, std::span<const int> prompt,
-                               Sampler& sampler, int steps, const std::function<void(int, int)>& on_token);
+                               Sampler& sampler, int steps, const SpecialTokens& special,
+                               const std::function<void(int, int)>& on_token);
 
 }  // namespace llamawire

@@ -508,7 +508,7 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, KvC
   auto last_at = t0;
   while (ok && generated < max_new && !peer_gone_) {
     const int next = sampled;
-    if (next == stops.bos || (stop_at_eos && stops.ends_turn(next))) {
+    if (stops.stop_for(next, stop_at_eos) != SpecialTokens::Stop::none) {
       finish = "stop";
       break;
     }

@@ -635,12 +635,8 @@ asio::awaitable<void> Session::run_generate(const Request& job) {
     }
     const int next = sampled_;  // drawn by `sampler` with the step's logits
     end.last_token = static_cast<std::uint32_t>(next);
-    if (next == carry.stops.bos) {
-      end.reason = StopReason::bos;
-      break;
-    }
-    if ((g.flags & kGenerateStopOnEos) != 0 && carry.stops.ends_turn(next)) {
-      end.reason = StopReason::eos;
+    if (const auto stop = carry.stops.stop_for(next, carry.stop_on_eos); stop != SpecialTokens::Stop::none) {
+      end.reason = stop == SpecialTokens::Stop::bos ? StopReason::bos : StopReason::eos;
       break;
     }
     if (!emit(next)) {

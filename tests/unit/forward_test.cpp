@@ -58,7 +58,7 @@ std::pair<std::vector<int>, std::string> run_case(const Case& c, lw::Parallel& p
   lw::Sampler sampler(cfg.vocab_size, {c.temperature, c.topp, c.seed});
   std::string text;
   const auto g = lw::generate_local(fwd, kv, par, tok.encode(c.prompt, true, false), sampler,
-                                    std::min(c.steps, cfg.seq_len),
+                                    std::min(c.steps, cfg.seq_len), tok.special(),
                                     [&](int prev, int next) { text += lw::printable_piece(tok.decode(prev, next)); });
   return {g.tokens, text + "\n"};
 }
