@@ -129,6 +129,10 @@ const KernelTable* amx_table();
 // state (asked for once, with arch_prctl, on the first call).
 bool cpu_has_amx_int8();
 
+// One step of a spin-wait: the CPU's pause hint (x86), else a yield. For the compute
+// pool, which waits on its workers for tens of microseconds between steps.
+void spin_pause();
+
 // The table chosen once at startup: LW_KERNELS=scalar|avx2|avx2-vnni|avx512-vnni|amx forces
 // one (when the CPU has it); otherwise the best the CPU supports.
 const KernelTable& active();

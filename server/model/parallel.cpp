@@ -7,9 +7,7 @@
 #include <string>
 #include <system_error>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
+#include "server/kernels/kernels.hpp"
 
 namespace llamawire {
 namespace {
@@ -18,13 +16,7 @@ namespace {
 // same forward, short enough not to steal the network threads' core between batches.
 constexpr int kSpinIterations = 2000;
 
-inline void cpu_relax() {
-#if defined(__x86_64__)
-  _mm_pause();
-#else
-  std::this_thread::yield();
-#endif
-}
+inline void cpu_relax() { kernels::spin_pause(); }
 
 }  // namespace
 
