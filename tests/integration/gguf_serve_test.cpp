@@ -50,7 +50,7 @@ double single_bound(const std::string& type, bool trained) {
 
 }  // namespace
 
-TEST_CASE("every shared GGUF file serves the CLI in both modes, the load tester and the HTTP API", "[net][gguf]") {
+TEST_CASE("every shared GGUF file serves the CLI in both modes, the load tester and the HTTP API", "[net][gguf][slow]") {
   LW_REQUIRE_SHARED();
   const auto greedy = t::read_jsonl(t::golden_dir() / "gguf" / "greedy.jsonl");
   std::set<std::string> files;

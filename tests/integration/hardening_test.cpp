@@ -347,7 +347,7 @@ std::pair<Generation, Generation> two_turns(t::RawSocket& s, int i, std::latch* 
 // admitted for all it may grow to, idle sessions' caches are evicted for waiting requests
 // and recomputed later, and every admitted request completes with the tokens it would
 // have had alone.
-TEST_CASE("KV budget: 8, 16 and 64 sessions at full context all complete, with exact tokens", "[net][hardening]") {
+TEST_CASE("KV budget: 8, 16 and 64 sessions at full context all complete, with exact tokens", "[net][hardening][slow]") {
   LW_REQUIRE_SHARED();
   constexpr int kMost = 64;
   std::vector<std::pair<Generation, Generation>> ref;

@@ -26,7 +26,7 @@ double ms_since(steady::time_point t) { return std::chrono::duration<double, std
 
 }  // namespace
 
-TEST_CASE("slow, silent and non-reading peers are cut by their timeouts and delay nobody", "[net][hostile]") {
+TEST_CASE("slow, silent and non-reading peers are cut by their timeouts and delay nobody", "[net][hostile][slow]") {
   LW_REQUIRE_SHARED();
   t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--handshake-timeout", "1", "--idle-timeout", "2",
                            "--write-timeout", "2", "--max-connections", "2000"});

@@ -27,7 +27,7 @@ void append(std::vector<int>& to, const std::vector<int>& from) { to.insert(to.e
 }  // namespace
 
 TEST_CASE("a Llama-3-shaped GGUF serves the CLI in both modes, the load tester and HTTP chat with its template",
-          "[net][llama3]") {
+          "[net][llama3][slow]") {
   t::ServerProcess server({"-c", t::llama3_model("q8_0").string(), "--http-port", "0", "--threads", "2"});
   CHECK(server.log().find("chat template llama3 (recognised in tokenizer.chat_template)") != std::string::npos);
 

@@ -386,7 +386,7 @@ TEST_CASE("SIGTERM with idle clients exits 0 and tells them", "[net]") {
   CHECK(lw::from_wire(e.code) == lw::errc::shutting_down);
 }
 
-TEST_CASE("16 sessions on the stories42M shape cost their KV caches and a small constant", "[net]") {
+TEST_CASE("16 sessions on the stories42M shape cost their KV caches and a small constant", "[net][slow]") {
   LW_REQUIRE_SHARED();
   t::TempDir dir;
   const auto model = t::make_model(dir, "s42.bin", {512, 1376, 8, 8, 8, 32000, 1024});

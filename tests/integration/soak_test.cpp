@@ -12,7 +12,7 @@
 namespace lw = llamawire;
 namespace t = llamawire::test;
 
-TEST_CASE("soak: 64 clients generating, cancelling, disconnecting, sending garbage for 30 s", "[net][soak]") {
+TEST_CASE("soak: 64 clients generating, cancelling, disconnecting, sending garbage for 30 s", "[net][soak][slow]") {
   LW_REQUIRE_SHARED();
   t::ServerProcess server({"-c", (t::models_dir() / "aidreams260K.bin").string(), "-z",
                            (t::models_dir() / "tok512.bin").string(), "--max-connections", "512", "--max-sessions", "128"});
