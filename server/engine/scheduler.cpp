@@ -55,8 +55,11 @@ int Scheduler::queued() const {
 
 void Scheduler::submit(KvCache& kv, std::span<const int> tokens, int start_pos, Output out, bool expect_more,
                        std::function<void(boost::system::error_code)> complete_fn) {
-  LW_ASSERT(out.logits != nullptr || (out.sampler != nullptr && out.token != nullptr));
-  LW_ASSERT(out.carry == nullptr || (out.sampler != nullptr && out.carry->hold != nullptr));
+  if (const auto* to = std::get_if<TokenOut>(&out)) {
+    LW_ASSERT(to->sampler != nullptr && to->token != nullptr && (to->carry == nullptr || to->carry->hold != nullptr));
+  } else {
+    LW_ASSERT(std::get<LogitsOut>(out).logits != nullptr);
+  }
   auto job = std::make_unique<PendingStep>(PendingStep{&kv, tokens, start_pos, 0, out, expect_more, std::move(complete_fn)});
   {
     std::lock_guard lock(mutex_);
@@ -126,15 +129,17 @@ void Scheduler::draw(std::vector<Draw>& draws, std::vector<std::function<void()>
   // and only this step of it is in flight.
   parallel_.for_each(static_cast<int>(draws.size()), [&](int i, int) {
     const Draw& d = draws[static_cast<std::size_t>(i)];
-    *d.job->out.token = d.job->out.sampler->sample(d.logits);
+    const auto& to = std::get<TokenOut>(d.job->out);
+    *to.token = to.sampler->sample(d.logits);
   });
   // Generations carried on here: the drawn token is the job's next step, so it stays in
   // the next batch with no wait. Its KV cache is ours until the job completes.
   for (const Draw& d : draws) {
     PendingStep& j = *d.job;
-    const Continuation* c = j.out.carry;
+    const auto& to = std::get<TokenOut>(j.out);
+    const Continuation* c = to.carry;
     if (c == nullptr) continue;
-    const int t = *j.out.token;
+    const int t = *to.token;
     const int pos = j.start_pos + j.done;  // the next step's position
     if (c->stops.stop_for(t, c->stop_on_eos) != SpecialTokens::Stop::none || pos >= c->limit_pos ||
         c->hold->load(std::memory_order_acquire) || !j.kv->reserve(pos + 1)) {
@@ -181,10 +186,10 @@ void Scheduler::loop() {
       if (!s.last) continue;
       const auto row = logits.subspan(static_cast<std::size_t>(logit_index++) * static_cast<std::size_t>(V),
                                       static_cast<std::size_t>(V));
-      if (j.out.sampler != nullptr) {
+      if (std::holds_alternative<TokenOut>(j.out)) {
         draws.push_back({&j, row});
       } else {
-        j.out.logits->assign(row.begin(), row.end());
+        std::get<LogitsOut>(j.out).logits->assign(row.begin(), row.end());
       }
     }
     draw(draws, results);
@@ -208,7 +213,8 @@ void Scheduler::loop() {
       auto& j = active[i];
       if (j->done == static_cast<int>(j->tokens.size())) {
         // A carried-on generation that stops here is not coming straight back.
-        if (j->expect_more && j->out.carry == nullptr) expected.push_back(j->kv);
+        const auto* to = std::get_if<TokenOut>(&j->out);
+        if (j->expect_more && (to == nullptr || to->carry == nullptr)) expected.push_back(j->kv);
         auto fn = std::move(j->complete);
         j.reset();
         results.push_back([fn = std::move(fn)] { fn({}); });

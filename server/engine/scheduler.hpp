@@ -30,6 +30,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 namespace llamawire {
@@ -82,15 +83,18 @@ class Scheduler {
     std::function<void(int token)> deliver;
   };
 
-  // Where a step's result goes: the last position's logits copied into `logits`, or, with
-  // a sampler, the token it draws from them (on the compute threads, in parallel across the
-  // batch, with no copy) in `*token`, optionally carried on by `carry`.
-  struct Output {
-    std::vector<float>* logits = nullptr;
-    Sampler* sampler = nullptr;
-    int* token = nullptr;
-    const Continuation* carry = nullptr;  // needs sampler; must outlive the step
+  // Where a step's result goes: the last position's logits copied into `*logits`, or the
+  // token `sampler` draws from them (on the compute threads, in parallel across the batch,
+  // with no copy) in `*token`, optionally carried on by `carry` (which must outlive the step).
+  struct LogitsOut {
+    std::vector<float>* logits;
   };
+  struct TokenOut {
+    Sampler* sampler;
+    int* token;
+    const Continuation* carry = nullptr;
+  };
+  using Output = std::variant<LogitsOut, TokenOut>;
 
   // Runs `tokens` at positions [start_pos, start_pos + n) of `kv` (reserved by the caller)
   // and delivers the last position's result to `out`. Completes on the handler's executor
@@ -114,7 +118,7 @@ class Scheduler {
   template <class CompletionToken>
   auto async_step(KvCache& kv, std::span<const int> tokens, int start_pos, std::vector<float>& logits,
                   bool expect_more, CompletionToken&& token) {
-    return async_step(kv, tokens, start_pos, Output{&logits, nullptr, nullptr}, expect_more,
+    return async_step(kv, tokens, start_pos, Output{LogitsOut{&logits}}, expect_more,
                       std::forward<CompletionToken>(token));
   }
 

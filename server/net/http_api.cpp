@@ -469,7 +469,7 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, KvC
       co_return false;
     }
     boost::system::error_code ec;
-    const Scheduler::Output out{nullptr, &sampler, &sampled};
+    const Scheduler::Output out{Scheduler::TokenOut{&sampler, &sampled}};
     co_await ctx_.scheduler().async_step(kv, tokens, start, out, true, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) failure = HttpError{http::status::service_unavailable, "server shutting down", "server_error", "shutting_down"};
     co_return !ec;

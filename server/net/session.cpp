@@ -61,7 +61,7 @@ Session::~Session() {
   if (holder_id_ != 0) ctx_.admission().remove_holder(holder_id_);
   // KV blocks first, so that stats never show a session gone while its blocks are held.
   kv_.release_from(0);
-  if (hello_done_) {
+  if (state_ != State::await_hello) {
     ctx_.counters().sessions_active--;
     ctx_.admission().give_slot();
   }
@@ -130,7 +130,7 @@ void Session::close_read() {
 
 void Session::on_server_stop() {
   if (closing_) return;
-  if (!busy_) {
+  if (state_ != State::generating) {
     send_error(errc::shutting_down, "server shutting down", true, 0);
     close_read();
   }
@@ -195,11 +195,11 @@ asio::awaitable<void> Session::reader() {
     }
     // Before HELLO only a HELLO-sized frame is taken: an unauthenticated peer holds no more.
     const std::uint32_t limit =
-        hello_done_ ? ctx_.options().max_frame_bytes : std::min(kMaxHelloFrameBytes, ctx_.options().max_frame_bytes);
+        state_ != State::await_hello ? ctx_.options().max_frame_bytes : std::min(kMaxHelloFrameBytes, ctx_.options().max_frame_bytes);
     const auto h = decode_header(head, limit);
     if (!h) {
       std::string why = h.error().message;
-      if (!hello_done_ && h.error().code == make_error_code(errc::frame_too_large)) why += " before HELLO";
+      if (state_ == State::await_hello && h.error().code == make_error_code(errc::frame_too_large)) why += " before HELLO";
       send_error(static_cast<errc>(h.error().code.value()), why, true, raw_request_id(head));
       break;
     }
@@ -212,14 +212,14 @@ asio::awaitable<void> Session::reader() {
                  "server busy: frames still arriving on all connections hold the --frame-memory-mb limit of " +
                      std::to_string(ctx_.frame_budget().limit() >> 20) + " MiB; this frame of " +
                      std::to_string(h->length) + " bytes was skipped",
-                 !hello_done_, h->request_id);
-      if (!hello_done_) break;
+                 state_ == State::await_hello, h->request_id);
+      if (state_ == State::await_hello) break;
       continue;
     }
     auto m = decode_payload(h->type, payload);
     if (!m) {
       const auto code = static_cast<errc>(m.error().code.value());
-      if (!hello_done_) {
+      if (state_ == State::await_hello) {
         send_error(code, m.error().message, true, h->request_id);
         break;
       }
@@ -232,7 +232,7 @@ asio::awaitable<void> Session::reader() {
   reader_done_ = true;
   // A clean half-close (EOF between frames) lets a request already given finish; anything
   // else (an error, a reset, a fatal frame, a timeout) ends the session now.
-  if (!(half_closed && busy_)) {
+  if (!(half_closed && state_ == State::generating)) {
     closing_ = true;
     cancel_requested_ = true;
     hold_ = true;
@@ -274,7 +274,7 @@ bool Session::handle(const FrameHeader& h, Message m) {
   const auto type = message_type(m);
   if (type == MsgType::hello) {
     const auto& hello = std::get<msg::Hello>(m);
-    if (hello_done_) {
+    if (state_ != State::await_hello) {
       send_error(errc::bad_message, "HELLO already received", false, rid);
       return true;
     }
@@ -302,7 +302,7 @@ bool Session::handle(const FrameHeader& h, Message m) {
       return false;
     }
     ctx_.counters().sessions_active++;
-    hello_done_ = true;
+    state_ = State::ready;
     client_minor_ = hello.minor;
     // Between requests this session's cache may be evicted for a waiting request; its
     // tokens stay in history_ and what it lost is recomputed at its next request.
@@ -329,7 +329,7 @@ bool Session::handle(const FrameHeader& h, Message m) {
     log::info("session ", registry_id_, " hello client=", log::quoted(hello.client_name));
     return true;
   }
-  if (!hello_done_) {
+  if (state_ == State::await_hello) {
     send_error(errc::not_ready, std::string(message_name(type)) + " before HELLO", true, rid);
     return false;
   }
@@ -362,7 +362,7 @@ bool Session::handle(const FrameHeader& h, Message m) {
     }
     case MsgType::forward:
     case MsgType::generate: {
-      if (busy_) {
+      if (state_ == State::generating) {
         send_error(errc::busy, "a request is already running on this session", false, rid);
         return true;
       }
@@ -383,13 +383,13 @@ bool Session::handle(const FrameHeader& h, Message m) {
       }
       ctx_.counters().requests_total++;
       job_ = std::move(job);
-      busy_ = true;
+      state_ = State::generating;
       ctx_.admission().set_idle(holder_id_, false);
       job_event_.notify();
       return true;
     }
     case MsgType::reset: {
-      if (busy_) {
+      if (state_ == State::generating) {
         send_error(errc::busy, "a request is already running on this session", false, rid);
         return true;
       }
@@ -408,7 +408,7 @@ bool Session::handle(const FrameHeader& h, Message m) {
       return true;
     }
     case MsgType::cancel:
-      if (busy_) {
+      if (state_ == State::generating) {
         cancel_requested_ = true;
         hold_ = true;
       }
@@ -446,7 +446,7 @@ asio::awaitable<void> Session::generator() {
     }
     kv_.trim_budget();  // what was charged ahead and not used goes back at once
     computing_ = false;
-    busy_ = false;
+    state_ = State::ready;
     ctx_.admission().set_idle(holder_id_, cached_ > 0);
     last_activity_ = clock::now();
     if (ctx_.draining() && !closing_) {
@@ -455,7 +455,7 @@ asio::awaitable<void> Session::generator() {
     }
   }
   job_.reset();
-  busy_ = false;
+  if (state_ == State::generating) state_ = State::ready;
   generator_done_ = true;
   outbox_event_.notify();
 }
@@ -508,8 +508,8 @@ asio::awaitable<bool> Session::step(std::span<const int> tokens, int start, std:
   cached_ = from;
   boost::system::error_code ec;
   // Built before the co_await (g++ 12 and temporaries in co_await expressions).
-  const Scheduler::Output out{sampler == nullptr ? &logits_ : nullptr, sampler, sampler == nullptr ? nullptr : &sampled_,
-                              carry};
+  const Scheduler::Output out = sampler == nullptr ? Scheduler::Output{Scheduler::LogitsOut{&logits_}}
+                                                   : Scheduler::Output{Scheduler::TokenOut{sampler, &sampled_, carry}};
   hold_ = closing_ || cancel_requested_;
   co_await ctx_.scheduler().async_step(kv_, run, from, out, expect_more,
                                        asio::redirect_error(asio::use_awaitable, ec));
@@ -700,12 +700,12 @@ asio::awaitable<void> Session::watchdog() {
       continue;
     }
     if (closing_) continue;
-    if (!hello_done_ && now - opened_at_ > o.handshake_timeout) {
+    if (state_ == State::await_hello && now - opened_at_ > o.handshake_timeout) {
       send_error(errc::timed_out,
                  "no HELLO within " + std::to_string(duration_cast<milliseconds>(o.handshake_timeout).count()) + " ms",
                  true, 0);
       close_read();
-    } else if (hello_done_ && !busy_ && now - last_activity_ > o.idle_timeout) {
+    } else if (state_ == State::ready && now - last_activity_ > o.idle_timeout) {
       send_error(errc::timed_out,
                  "idle for " + std::to_string(duration_cast<milliseconds>(o.idle_timeout).count()) + " ms", true, 0);
       close_read();

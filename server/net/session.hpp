@@ -110,7 +110,10 @@ class Session {
   int sampled_ = 0;
   std::uint64_t frame_bytes_held_ = 0;  // of ctx_.frame_budget(), for the frame being read
 
-  bool hello_done_ = false;
+  // The connection's state in PROTOCOL.md's table ("Connection states"); CLOSED is the
+  // end of run(). A session being cut (closing_) keeps its state until its request stops.
+  enum class State { await_hello, ready, generating };
+  State state_ = State::await_hello;
   std::uint16_t client_minor_ = 0;  // HELLO's minor: what this client understands
   bool closing_ = false;
   bool reader_done_ = false;
@@ -120,8 +123,7 @@ class Session {
   // Tells the scheduler to stop carrying the running generation on (cancel, close, a full
   // outbox); the only session state it reads.
   std::atomic<bool> hold_{false};
-  std::optional<Request> job_;  // the request in flight (one at a time)
-  bool busy_ = false;
+  std::optional<Request> job_;  // the request in flight (one at a time), in State::generating
 
   std::deque<std::vector<std::uint8_t>> outbox_;
   std::size_t outbox_bytes_ = 0;

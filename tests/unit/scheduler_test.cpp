@@ -53,7 +53,7 @@ std::vector<int> step_by_step(lw::Scheduler& s, std::uint64_t seed, int n) {
   int pos = 0;
   while (static_cast<int>(out.size()) < n) {
     REQUIRE(kv.reserve(pos + static_cast<int>(input.size())));
-    REQUIRE(!submit(s, kv, input, pos, {nullptr, &sampler, &token}).get());
+    REQUIRE(!submit(s, kv, input, pos, lw::Scheduler::TokenOut{&sampler, &token}).get());
     pos += static_cast<int>(input.size());
     out.push_back(token);
     input.assign(1, token);
@@ -79,7 +79,7 @@ struct Carried {
   }
   std::future<boost::system::error_code> start(lw::Scheduler& s) {
     REQUIRE(kv.reserve(static_cast<int>(kPrompt.size())));
-    return submit(s, kv, kPrompt, 0, {nullptr, &sampler, &last, &carry});
+    return submit(s, kv, kPrompt, 0, lw::Scheduler::TokenOut{&sampler, &last, &carry});
   }
   std::vector<int> tokens() const {
     auto all = delivered;
