@@ -35,8 +35,16 @@ asio::awaitable<void> serve_session(tcp::socket socket, ServerContext& ctx) {
 }
 
 asio::awaitable<void> Session::Event::wait() {
+  auto ch = std::make_shared<Channel>(ex_, 1);
+  waiting_.push_back(ch);
   boost::system::error_code ec;
-  co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  co_await ch->async_receive(asio::redirect_error(asio::use_awaitable, ec));
+}
+
+void Session::Event::notify() {
+  auto waiting = std::move(waiting_);
+  waiting_.clear();
+  for (const auto& ch : waiting) ch->try_send(boost::system::error_code{});
 }
 
 Session::Session(tcp::socket socket, ServerContext& ctx)

@@ -9,6 +9,7 @@
 #include "common/sampler.hpp"
 #include "common/asio.hpp"
 
+#include <boost/asio/experimental/channel.hpp>
 #include <boost/asio/ssl.hpp>
 #include "common/messages.hpp"
 #include "server/model/kv_cache.hpp"
@@ -17,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -40,15 +42,20 @@ class Session {
  private:
   using clock = std::chrono::steady_clock;
 
-  // A wake-up signal between the session's coroutines (all on one strand).
+  // A wake-up signal between the session's coroutines (all on one strand): notify()
+  // resumes every coroutine waiting at that moment (a broadcast, like a condition
+  // variable's notify_all; a notify with no waiter is not kept, so waiters re-check their
+  // condition in a loop). Each waiter parks on a one-slot channel of its own.
   class Event {
    public:
-    explicit Event(const asio::any_io_executor& ex) : timer_(ex, clock::time_point::max()) {}
+    explicit Event(const asio::any_io_executor& ex) : ex_(ex) {}
     asio::awaitable<void> wait();
-    void notify() { timer_.cancel(); }
+    void notify();
 
    private:
-    asio::steady_timer timer_;
+    using Channel = asio::experimental::channel<void(boost::system::error_code)>;
+    asio::any_io_executor ex_;
+    std::vector<std::shared_ptr<Channel>> waiting_;
   };
 
   struct Request {
