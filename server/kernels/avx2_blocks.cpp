@@ -8,7 +8,9 @@
 //
 // avx2_blocks_vnni.cpp compiles this file again with -mavxvnni: the 32-value products then
 // use vpdpbusd (one instruction for maddubs + madd), and the entry point is
-// matmul_blocks_avxvnni.
+// matmul_blocks_avxvnni. avx512_blocks_vnni.cpp does the same with AVX-512 VNNI (the EVEX
+// form of vpdpbusd on 8 lanes, for CPUs such as AMD Zen 4 that have it without AVX-VNNI):
+// matmul_blocks_avx512vnni. The integer sums are exact, so all three give the same bits.
 #include "server/kernels/kernels.hpp"
 #include "server/kernels/tensor_types.hpp"
 
@@ -41,6 +43,8 @@ inline float h2f(std::uint16_t h) { return _cvtsh_ss(h); }
 // int32 lanes (each the sum of 4 adjacent products).
 #if defined(__AVXVNNI__)
 inline __m256i dot_u8(__m256i w, __m256i x) { return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w, x); }
+#elif defined(__AVX512VNNI__) && defined(__AVX512VL__)
+inline __m256i dot_u8(__m256i w, __m256i x) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x); }
 #else
 inline __m256i dot_u8(__m256i w, __m256i x) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));

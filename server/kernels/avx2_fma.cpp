@@ -381,12 +381,12 @@ const KernelTable* avx2_vnni_table() {
 }
 
 const KernelTable* avx512_vnni_table() {
-  static const KernelTable table{"avx512-vnni", matmul, matmul_panels_avx512, matmul_q8, matmul_blocks_avxvnni, matmul_packed_avx512, quantize_act_avx2, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
+  static const KernelTable table{"avx512-vnni", matmul, matmul_panels_avx512, matmul_q8, matmul_blocks_avx512vnni, matmul_packed_avx512, quantize_act_avx2, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
   return &table;
 }
 
 const KernelTable* amx_table() {
-  static const KernelTable table{"amx", matmul, matmul_panels_avx512, matmul_q8, matmul_blocks_avxvnni, matmul_packed_amx, quantize_act_avx2, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
+  static const KernelTable table{"amx", matmul, matmul_panels_avx512, matmul_q8, matmul_blocks_avx512vnni, matmul_packed_amx, quantize_act_avx2, scalar_table().quantize_q8, dot, attn_scores, attn_values, axpy, rmsnorm, softmax};
   return &table;
 }
 

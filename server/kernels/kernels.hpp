@@ -107,6 +107,9 @@ void quantize_act_avx2(TensorType act, const float* x, std::uint8_t* dst, std::s
 // The same built with AVX-VNNI (vpdpbusd); only for CPUs that have it.
 void matmul_blocks_avxvnni(float* out, const BlockAct& x, const BlockMatrix& w, int n, int d, int batch, int row_begin,
                            int row_end);
+// The same built with AVX-512 VNNI (EVEX vpdpbusd on 8 lanes); only for CPUs that have it.
+void matmul_blocks_avx512vnni(float* out, const BlockAct& x, const BlockMatrix& w, int n, int d, int batch,
+                              int row_begin, int row_end);
 // The AVX2 table with the AVX-VNNI block products, or nullptr when not built.
 const KernelTable* avx2_vnni_table();
 // Whether this CPU has AVX-VNNI (CPUID), for the dispatch and the tests.
