@@ -26,7 +26,11 @@ bool ByteBudget::try_take(std::uint64_t bytes) {
   }
 }
 
-void ByteBudget::give_back(std::uint64_t bytes) { used_.fetch_sub(bytes); }
+void ByteBudget::give_back(std::uint64_t bytes) {
+  if (bytes == 0) return;
+  used_.fetch_sub(bytes);
+  if (on_give_back_) on_give_back_();
+}
 
 namespace {
 

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -20,6 +21,9 @@ class ByteBudget {
   explicit ByteBudget(std::uint64_t limit_bytes) : limit_(limit_bytes) {}
   bool try_take(std::uint64_t bytes);
   void give_back(std::uint64_t bytes);
+  // Called after every give_back (on the thread that gave back), so that a waiter can try
+  // again. Set before the budget is shared.
+  void on_give_back(std::function<void()> fn) { on_give_back_ = std::move(fn); }
   std::uint64_t used() const { return used_.load(); }
   std::uint64_t peak() const { return peak_.load(); }
   std::uint64_t limit() const { return limit_; }
@@ -28,6 +32,7 @@ class ByteBudget {
   std::uint64_t limit_;
   std::atomic<std::uint64_t> used_{0};
   std::atomic<std::uint64_t> peak_{0};
+  std::function<void()> on_give_back_;
 };
 using KvBudget = ByteBudget;
 

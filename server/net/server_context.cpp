@@ -75,12 +75,14 @@ void ServerContext::notify_all() {
 void ServerContext::begin_drain() {
   draining_ = true;
   notify_all();
+  admission_.interrupt();  // waiters ask their stop conditions again
 }
 
 void ServerContext::force_stop() {
   draining_ = true;
   forced_ = true;
   notify_all();
+  admission_.interrupt();
 }
 
 std::uint64_t ServerContext::kv_warm_bytes() const {

@@ -8,6 +8,7 @@
 #include "common/chat_template.hpp"
 #include "common/tokenizer.hpp"
 #include "server/engine/admission.hpp"
+#include "server/engine/generation.hpp"
 #include "server/engine/scheduler.hpp"
 #include "server/model/kv_cache.hpp"
 #include "server/model/weight_store.hpp"
@@ -82,6 +83,14 @@ class ServerContext {
   KvBudget& kv_budget() { return kv_budget_; }
   // Session slots and KV memory for both protocols (see Admission).
   Admission& admission() { return admission_; }
+  // What both protocols' generations run on.
+  GenerationEnv generation_env() {
+    return GenerationEnv{scheduler_, admission_, tokenizer_->special(), forced_, weights_->config().vocab_size};
+  }
+  // A generated token's latency, into the TTFT or inter-token histogram.
+  void observe_latency(const Generation::Token& t) {
+    (t.first ? counters_.ttft_seconds : counters_.itl_seconds).observe(t.seconds);
+  }
   // Memory all connections hold for frames still arriving (--frame-memory-mb).
   ByteBudget& frame_budget() { return frame_budget_; }
   std::uint64_t kv_warm_bytes() const;  // free KV blocks kept resident

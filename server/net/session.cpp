@@ -23,6 +23,19 @@ std::string peer_of(const tcp::socket& s) {
   return ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
+StopReason to_stop_reason(Generation::Reason r) {
+  switch (r) {
+    case Generation::Reason::steps: return StopReason::steps;
+    case Generation::Reason::context: return StopReason::context;
+    case Generation::Reason::bos: return StopReason::bos;
+    case Generation::Reason::eos: return StopReason::eos;
+    case Generation::Reason::cancelled: return StopReason::cancelled;
+    case Generation::Reason::shutdown:
+    case Generation::Reason::closed: break;
+  }
+  return StopReason::shutdown;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
@@ -34,25 +47,12 @@ asio::awaitable<void> serve_session(tcp::socket socket, ServerContext& ctx) {
   co_await s.run();
 }
 
-asio::awaitable<void> Session::Event::wait() {
-  auto ch = std::make_shared<Channel>(ex_, 1);
-  waiting_.push_back(ch);
-  boost::system::error_code ec;
-  co_await ch->async_receive(asio::redirect_error(asio::use_awaitable, ec));
-}
-
-void Session::Event::notify() {
-  auto waiting = std::move(waiting_);
-  waiting_.clear();
-  for (const auto& ch : waiting) ch->try_send(boost::system::error_code{});
-}
-
 Session::Session(tcp::socket socket, ServerContext& ctx)
     : socket_(std::move(socket)),
       ctx_(ctx),
       ex_(socket_.get_executor()),
       peer_(peer_of(socket_)),
-      kv_(ctx.weights().config(), ctx.context(), &ctx.kv_budget()),
+      seq_(ctx.weights().config(), ctx.context(), &ctx.kv_budget()),
       opened_at_(clock::now()),
       last_activity_(opened_at_),
       job_event_(ex_),
@@ -68,7 +68,7 @@ Session::~Session() {
   if (registry_id_ != 0) ctx_.unregister_session(registry_id_);
   if (holder_id_ != 0) ctx_.admission().remove_holder(holder_id_);
   // KV blocks first, so that stats never show a session gone while its blocks are held.
-  kv_.release_from(0);
+  seq_.kv.release_from(0);
   if (state_ != State::await_hello) {
     ctx_.counters().sessions_active--;
     ctx_.admission().give_slot();
@@ -131,7 +131,12 @@ void Session::send_error(errc e, const std::string& message, bool fatal, std::ui
 void Session::close_read() {
   boost::system::error_code ec;
   lowest().shutdown(tcp::socket::shutdown_receive, ec);
+  set_closing();
+}
+
+void Session::set_closing() {
   closing_ = true;
+  if (gen_ != nullptr) gen_->cancel(Generation::Reason::closed);
   job_event_.notify();
   drained_event_.notify();
 }
@@ -240,11 +245,7 @@ asio::awaitable<void> Session::reader() {
   reader_done_ = true;
   // A clean half-close (EOF between frames) lets a request already given finish; anything
   // else (an error, a reset, a fatal frame, a timeout) ends the session now.
-  if (!(half_closed && state_ == State::generating)) {
-    closing_ = true;
-    cancel_requested_ = true;
-    hold_ = true;
-  }
+  if (!(half_closed && state_ == State::generating)) set_closing();
   job_event_.notify();
   drained_event_.notify();
   outbox_event_.notify();
@@ -261,9 +262,10 @@ bool Session::validate_tokens(const std::vector<std::uint32_t>& tokens, std::uin
       return false;
     }
   }
-  if (start_pos > static_cast<std::uint32_t>(pos_)) {
+  if (start_pos > static_cast<std::uint32_t>(seq_.position())) {
     send_error(errc::position_out_of_range,
-               "start_pos " + std::to_string(start_pos) + " is past the session's position " + std::to_string(pos_),
+               "start_pos " + std::to_string(start_pos) + " is past the session's position " +
+                   std::to_string(seq_.position()),
                false, rid);
     return false;
   }
@@ -313,12 +315,8 @@ bool Session::handle(const FrameHeader& h, Message m) {
     state_ = State::ready;
     client_minor_ = hello.minor;
     // Between requests this session's cache may be evicted for a waiting request; its
-    // tokens stay in history_ and what it lost is recomputed at its next request.
-    holder_id_ = ctx_.admission().add_holder(ex_, [this] {
-      if (computing_ || closing_) return;
-      kv_.release_from(0);
-      cached_ = 0;
-    });
+    // tokens stay in seq_ and what it lost is recomputed at its next request.
+    holder_id_ = ctx_.admission().add_holder([this] { seq_.evict(); });
     const ModelConfig& c = ctx_.weights().config();
     msg::HelloOk ok;
     ok.dim = static_cast<std::uint32_t>(c.dim);
@@ -390,6 +388,7 @@ bool Session::handle(const FrameHeader& h, Message m) {
         if (!validate_tokens(job.forward.tokens, job.forward.start_pos, rid)) return true;
       }
       ctx_.counters().requests_total++;
+      cancel_requested_ = false;
       job_ = std::move(job);
       state_ = State::generating;
       ctx_.admission().set_idle(holder_id_, false);
@@ -402,23 +401,23 @@ bool Session::handle(const FrameHeader& h, Message m) {
         return true;
       }
       const auto p = std::get<msg::Reset>(m).position;
-      if (p > static_cast<std::uint32_t>(pos_)) {
+      if (p > static_cast<std::uint32_t>(seq_.position())) {
         send_error(errc::position_out_of_range,
-                   "cannot reset to " + std::to_string(p) + ": the session holds " + std::to_string(pos_) + " positions",
+                   "cannot reset to " + std::to_string(p) + ": the session holds " + std::to_string(seq_.position()) +
+                       " positions",
                    false, rid);
         return true;
       }
-      pos_ = static_cast<int>(p);
-      kv_.release_from(pos_);
-      cached_ = std::min(cached_, pos_);
-      history_.resize(static_cast<std::size_t>(pos_));
+      ctx_.admission().set_idle(holder_id_, false);  // the cache is ours while we change it
+      seq_.rewind(static_cast<int>(p));
+      ctx_.admission().set_idle(holder_id_, seq_.cached > 0);
       send(msg::Ok{p}, rid);
       return true;
     }
     case MsgType::cancel:
       if (state_ == State::generating) {
         cancel_requested_ = true;
-        hold_ = true;
+        if (gen_ != nullptr) gen_->cancel(Generation::Reason::cancelled);
       }
       return true;
     case MsgType::ping:
@@ -441,21 +440,14 @@ asio::awaitable<void> Session::generator() {
     if (closing_ || !job_) break;
     Request job = std::move(*job_);
     job_.reset();
-    cancel_requested_ = false;
     ctx_.counters().generating++;
     struct Guard {
       ServerCounters& c;
       ~Guard() { c.generating--; }
     } guard{ctx_.counters()};
-    if (job.generate) {
-      co_await run_generate(job);
-    } else {
-      co_await run_forward(job);
-    }
-    kv_.trim_budget();  // what was charged ahead and not used goes back at once
-    computing_ = false;
+    co_await run_request(job);
     state_ = State::ready;
-    ctx_.admission().set_idle(holder_id_, cached_ > 0);
+    ctx_.admission().set_idle(holder_id_, seq_.cached > 0);
     last_activity_ = clock::now();
     if (ctx_.draining() && !closing_) {
       send_error(errc::shutting_down, "server shutting down", true, 0);
@@ -468,200 +460,111 @@ asio::awaitable<void> Session::generator() {
   outbox_event_.notify();
 }
 
-asio::awaitable<Admission::Status> Session::admit(int start, int need, std::uint32_t rid) {
-  // Positions past start are rewritten by this request: their blocks go now.
-  kv_.release_from(start);
-  cached_ = std::min(cached_, start);
-  const auto st = co_await ctx_.admission().admit(
-      kv_, need, [this] { return closing_ || cancel_requested_ || ctx_.forced(); }, holder_id_);
-  computing_ = st == Admission::Status::admitted;
+Generation::Params Session::params_for(const Request& job) const {
+  Generation::Params p;
+  const auto& tokens = job.generate ? job.gen.tokens : job.forward.tokens;
+  p.prompt.assign(tokens.begin(), tokens.end());
+  p.start = static_cast<int>(job.generate ? job.gen.start_pos : job.forward.start_pos);
+  p.holder = holder_id_;
+  p.received = job.received;
+  if (job.generate) {
+    const auto& g = job.gen;
+    const int context = ctx_.context();
+    p.limit_is_context = g.limit_pos > static_cast<std::uint32_t>(context);  // the context ends it, not the limit
+    p.limit_pos = p.limit_is_context ? context : static_cast<int>(g.limit_pos);
+    p.stop_on_eos = (g.flags & kGenerateStopOnEos) != 0;
+    p.sampling = SamplingParams{g.temperature, g.topp, g.seed};
+  }
+  return p;
+}
+
+asio::awaitable<void> Session::run_request(const Request& job) {
+  Generation gen(ctx_.generation_env(), seq_, params_for(job));
+  gen_ = &gen;
+  gen.start(ex_);
+  if (closing_) {
+    gen.cancel(Generation::Reason::closed);
+  } else if (cancel_requested_) {
+    gen.cancel(Generation::Reason::cancelled);  // CANCEL came before it started
+  }
+  for (bool last = false; !last;) {
+    const Generation::Event e = co_await gen.next();
+    last = translate(job, e);
+    // The writer drains; meanwhile the generation runs ahead by a bounded number of events.
+    if (!last) co_await wait_outbox_room();
+  }
+  gen_ = nullptr;
+}
+
+bool Session::translate(const Request& job, const Generation::Event& e) {
+  const auto rid = job.request_id;
+  if (const auto* t = std::get_if<Generation::Token>(&e)) {
+    send(msg::Token{static_cast<std::uint32_t>(t->id)}, rid);
+    ctx_.observe_latency(*t);
+    ++tokens_generated_;
+    ctx_.counters().generated_tokens_total++;
+    return false;
+  }
+  if (const auto* l = std::get_if<Generation::Logits>(&e)) {
+    send(msg::Logits{static_cast<std::uint32_t>(l->position), std::vector<float>(l->values.begin(), l->values.end())},
+         rid);
+    return false;
+  }
+  if (const auto* f = std::get_if<Generation::Failure>(&e)) {
+    send_failure(*f, rid);
+    return true;
+  }
+  const auto& end = std::get<Generation::End>(e);
+  tokens_prompt_ += static_cast<std::uint64_t>(end.prompt_tokens);
+  ctx_.counters().prompt_tokens_total += static_cast<std::uint64_t>(end.prompt_tokens);
+  if (closing_ || end.reason == Generation::Reason::closed) return true;  // nobody to tell
+  if (!job.generate) {
+    // FORWARD ends with its LOGITS; stopped while it waited for memory, it says why (a
+    // forced shutdown closes the session instead).
+    if (end.reason == Generation::Reason::cancelled) {
+      send_error(errc::cancelled, "FORWARD cancelled while it waited for KV memory", false, rid);
+    }
+    return true;
+  }
+  msg::End m;
+  m.reason = to_stop_reason(end.reason);
+  m.prompt_tokens = static_cast<std::uint32_t>(end.prompt_tokens);
+  m.generated_tokens = static_cast<std::uint32_t>(end.generated);
+  m.position = static_cast<std::uint32_t>(end.position);
+  m.last_token = static_cast<std::uint32_t>(end.last_token);
+  send(m, rid);
+  return true;
+}
+
+void Session::send_failure(const Generation::Failure& f, std::uint32_t rid) {
   const auto mib = [](std::uint64_t b) { return std::to_string((b + (1u << 20) - 1) >> 20); };
-  if (st == Admission::Status::never_fits) {
-    send_error(errc::busy,
-               "this request may grow to " + std::to_string(need) + " positions, " +
-                   mib(KvCache::blocks_for(need) * kv_.block_bytes()) + " MiB of KV memory: more than the whole " +
-                   mib(ctx_.kv_budget().limit()) + " MiB of --kv-budget-mb",
-               false, rid);
-  } else if (st == Admission::Status::timed_out) {
-    send_error(errc::busy,
-               "KV cache memory budget exhausted (" + mib(ctx_.kv_budget().used()) + " of " +
-                   mib(ctx_.kv_budget().limit()) + " MiB in use, waited " +
-                   std::to_string(duration_cast<milliseconds>(ctx_.options().queue_timeout).count()) + " ms)",
-               false, rid);
+  switch (f.kind) {
+    case Generation::Failure::Kind::never_fits:
+      send_error(errc::busy,
+                 "this request may grow to " + std::to_string(f.need) + " positions, " +
+                     mib(KvCache::blocks_for(f.need) * seq_.kv.block_bytes()) + " MiB of KV memory: more than the whole " +
+                     mib(ctx_.kv_budget().limit()) + " MiB of --kv-budget-mb",
+                 false, rid);
+      return;
+    case Generation::Failure::Kind::timed_out:
+      send_error(errc::busy,
+                 "KV cache memory budget exhausted (" + mib(ctx_.kv_budget().used()) + " of " +
+                     mib(ctx_.kv_budget().limit()) + " MiB in use, waited " +
+                     std::to_string(duration_cast<milliseconds>(ctx_.options().queue_timeout).count()) + " ms)",
+                 false, rid);
+      return;
+    case Generation::Failure::Kind::no_memory:
+      send_error(errc::busy, "the server is out of memory for KV blocks", false, rid);
+      return;
+    case Generation::Failure::Kind::shutting_down:
+      send_error(errc::shutting_down, "server shutting down", true, rid);
+      close_read();
+      return;
   }
-  co_return st;
-}
-
-asio::awaitable<bool> Session::step(std::span<const int> tokens, int start, std::uint32_t rid, bool expect_more,
-                                    Sampler* sampler, const Scheduler::Continuation* carry) {
-  // What the cache has lost of history_[0, start) (an eviction, a rewind into a block) is
-  // recomputed first, in the same batch: the same keys and values, bit for bit.
-  int from = start;
-  std::vector<int> with_history;
-  std::span<const int> run = tokens;
-  if (cached_ < start) {
-    from = cached_;
-    with_history.assign(history_.begin() + cached_, history_.begin() + start);
-    with_history.insert(with_history.end(), tokens.begin(), tokens.end());
-    run = with_history;
-  }
-  // Charged at admission: only the system itself can refuse these blocks now.
-  if (!kv_.reserve(from + static_cast<int>(run.size()))) {
-    send_error(errc::busy, "the server is out of memory for KV blocks", false, rid);
-    co_return false;
-  }
-  history_.resize(static_cast<std::size_t>(start));
-  history_.insert(history_.end(), tokens.begin(), tokens.end());
-  pos_ = start;
-  cached_ = from;
-  boost::system::error_code ec;
-  // Built before the co_await (g++ 12 and temporaries in co_await expressions).
-  const Scheduler::Output out = sampler == nullptr ? Scheduler::Output{Scheduler::LogitsOut{&logits_}}
-                                                   : Scheduler::Output{Scheduler::TokenOut{sampler, &sampled_, carry}};
-  hold_ = closing_ || cancel_requested_;
-  co_await ctx_.scheduler().async_step(kv_, run, from, out, expect_more,
-                                       asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) {
-    send_error(errc::shutting_down, "server shutting down", true, rid);
-    close_read();
-    co_return false;
-  }
-  pos_ = start + static_cast<int>(tokens.size());
-  cached_ = pos_;
-  co_return true;
-}
-
-asio::awaitable<void> Session::run_forward(const Request& job) {
-  const auto& f = job.forward;
-  const std::vector<int> tokens(f.tokens.begin(), f.tokens.end());
-  const int start = static_cast<int>(f.start_pos);
-  const auto st = co_await admit(start, start + static_cast<int>(tokens.size()), job.request_id);
-  if (st == Admission::Status::stopped && cancel_requested_ && !closing_) {
-    send_error(errc::cancelled, "FORWARD cancelled while it waited for KV memory", false, job.request_id);
-  }
-  if (st != Admission::Status::admitted) co_return;
-  if (!co_await step(tokens, start, job.request_id, false)) co_return;
-  tokens_prompt_ += tokens.size();
-  ctx_.counters().prompt_tokens_total += tokens.size();
-  send(msg::Logits{static_cast<std::uint32_t>(pos_ - 1), logits_}, job.request_id);
 }
 
 asio::awaitable<void> Session::wait_outbox_room() {
   while (outbox_bytes_ > ctx_.options().max_outbox_bytes && !closing_) co_await drained_event_.wait();
-}
-
-asio::awaitable<void> Session::run_generate(const Request& job) {
-  const auto& g = job.gen;
-  const int context = ctx_.context();
-  const bool clamped = g.limit_pos > static_cast<std::uint32_t>(context);  // the context ends it, not the limit
-  const int limit = clamped ? context : static_cast<int>(g.limit_pos);
-  const std::vector<int> prompt(g.tokens.begin(), g.tokens.end());
-  const int start = static_cast<int>(g.start_pos);
-  Sampler sampler(ctx_.weights().config().vocab_size, {g.temperature, g.topp, g.seed});
-  msg::End end;
-  end.prompt_tokens = static_cast<std::uint32_t>(prompt.size());
-  // Admitted for all it may grow to: the prompt, then every position up to the limit.
-  const auto st = co_await admit(start, std::max(start + static_cast<int>(prompt.size()), limit), job.request_id);
-  if (st != Admission::Status::admitted) {
-    if (st != Admission::Status::stopped || closing_) co_return;
-    // CANCEL (or a forced shutdown) while it waited: nothing ran, the position is unchanged.
-    end.reason = cancel_requested_ ? StopReason::cancelled : StopReason::shutdown;
-    end.prompt_tokens = 0;
-    end.position = static_cast<std::uint32_t>(pos_);
-    send(end, job.request_id);
-    co_return;
-  }
-  auto last_token_at = job.received;
-  // One drawn token out to the client; false when the generation must stop after it (the
-  // reason is then in `end`, or the session is closing).
-  auto emit = [&](int next) {
-    send(msg::Token{static_cast<std::uint32_t>(next)}, job.request_id);
-    const auto now = clock::now();
-    (end.generated_tokens == 0 ? ctx_.counters().ttft_seconds : ctx_.counters().itl_seconds)
-        .observe(std::chrono::duration<double>(now - last_token_at).count());
-    last_token_at = now;
-    ++end.generated_tokens;
-    ++tokens_generated_;
-    ctx_.counters().generated_tokens_total++;
-    if (closing_) return false;  // the peer is gone or the session is being cut
-    if (cancel_requested_) {
-      end.reason = StopReason::cancelled;
-      return false;
-    }
-    if (ctx_.forced()) {
-      end.reason = StopReason::shutdown;
-      return false;
-    }
-    return true;
-  };
-  // The scheduler carries the generation on by itself while it can. The tokens it carries
-  // on past arrive here in order, on this strand, before the step completes; once one of
-  // them ends the generation, the rest (already computed) are dropped.
-  int base = 0;             // positions cached when the step's own input is done
-  int carried = 0;          // tokens carried on past in this step
-  std::vector<int> carried_tokens;  // their ids: the inputs at positions base, base + 1, ...
-  std::optional<int> halt;  // positions cached when the generation stopped mid-step
-  Scheduler::Continuation carry;
-  carry.limit_pos = limit;
-  carry.stop_on_eos = (g.flags & kGenerateStopOnEos) != 0;
-  carry.stops = ctx_.special_tokens();
-  carry.hold = &hold_;
-  carry.deliver = [&](int next) {
-    asio::dispatch(ex_, [&, next] {
-      const int cached = base + carried++;
-      carried_tokens.push_back(next);
-      if (halt) return;
-      end.last_token = static_cast<std::uint32_t>(next);
-      if (!emit(next)) {
-        halt = cached;
-        hold_ = true;
-      } else if (outbox_bytes_ > ctx_.options().max_outbox_bytes) {
-        hold_ = true;  // let the client catch up: the loop below waits for room
-      }
-    });
-  };
-  auto run = [&](const std::vector<int>& tokens, int from) -> asio::awaitable<bool> {
-    base = from + static_cast<int>(tokens.size());
-    carried = 0;
-    carried_tokens.clear();
-    if (!co_await step(tokens, from, job.request_id, base < limit, &sampler, &carry)) co_return false;
-    history_.insert(history_.end(), carried_tokens.begin(), carried_tokens.end());
-    pos_ = halt ? *halt : base + carried;
-    history_.resize(static_cast<std::size_t>(pos_));
-    if (halt) kv_.release_from(pos_);  // what was computed past the stop
-    cached_ = pos_;
-    co_return true;
-  };
-  if (!co_await run(prompt, start)) co_return;
-  tokens_prompt_ += prompt.size();
-  ctx_.counters().prompt_tokens_total += prompt.size();
-  std::vector<int> one(1);
-  for (;;) {
-    if (halt) {
-      if (closing_) co_return;
-      break;
-    }
-    const int next = sampled_;  // drawn by `sampler` with the step's logits
-    end.last_token = static_cast<std::uint32_t>(next);
-    if (const auto stop = carry.stops.stop_for(next, carry.stop_on_eos); stop != SpecialTokens::Stop::none) {
-      end.reason = stop == SpecialTokens::Stop::bos ? StopReason::bos : StopReason::eos;
-      break;
-    }
-    if (!emit(next)) {
-      if (closing_) co_return;
-      break;
-    }
-    if (pos_ >= limit) {
-      end.reason = clamped ? StopReason::context : StopReason::steps;
-      break;
-    }
-    co_await wait_outbox_room();
-    if (closing_) co_return;
-    one[0] = next;
-    if (!co_await run(one, pos_)) co_return;
-  }
-  end.position = static_cast<std::uint32_t>(pos_);
-  send(end, job.request_id);
 }
 
 asio::awaitable<void> Session::writer() {
@@ -701,10 +604,8 @@ asio::awaitable<void> Session::watchdog() {
     if (write_started_ && now - *write_started_ > o.write_timeout) {
       log::warn("session ", registry_id_, " peer=", peer_, " write timed out after ",
                 duration_cast<milliseconds>(o.write_timeout).count(), " ms: closing");
-      closing_ = true;
       lowest().close(ec);  // cancels the stuck write and the read
-      job_event_.notify();
-      drained_event_.notify();
+      set_closing();
       continue;
     }
     if (closing_) continue;

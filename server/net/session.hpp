@@ -1,7 +1,7 @@
-// One connection: a coroutine that owns the socket, the KV cache and the position.
-// Four cooperating coroutines on the session's strand (no mutex needed):
+// One connection: a coroutine that owns the socket and the session's sequence (its tokens
+// and KV cache). Four cooperating coroutines on the session's strand (no mutex needed):
 //   reader     reads and validates frames, answers the cheap ones, hands work to the generator
-//   generator  runs FORWARD/GENERATE through the scheduler and streams results
+//   generator  runs each FORWARD/GENERATE as a Generation and turns its events into frames
 //   writer     sends queued frames, one write per frame
 //   watchdog   enforces the handshake, idle and write timeouts
 #pragma once
@@ -9,10 +9,10 @@
 #include "common/sampler.hpp"
 #include "common/asio.hpp"
 
-#include <boost/asio/experimental/channel.hpp>
 #include <boost/asio/ssl.hpp>
 #include "common/messages.hpp"
-#include "server/model/kv_cache.hpp"
+#include "server/engine/generation.hpp"
+#include "server/engine/strand_signal.hpp"
 #include "server/net/server_context.hpp"
 
 #include <atomic>
@@ -42,22 +42,6 @@ class Session {
  private:
   using clock = std::chrono::steady_clock;
 
-  // A wake-up signal between the session's coroutines (all on one strand): notify()
-  // resumes every coroutine waiting at that moment (a broadcast, like a condition
-  // variable's notify_all; a notify with no waiter is not kept, so waiters re-check their
-  // condition in a loop). Each waiter parks on a one-slot channel of its own.
-  class Event {
-   public:
-    explicit Event(const asio::any_io_executor& ex) : ex_(ex) {}
-    asio::awaitable<void> wait();
-    void notify();
-
-   private:
-    using Channel = asio::experimental::channel<void(boost::system::error_code)>;
-    asio::any_io_executor ex_;
-    std::vector<std::shared_ptr<Channel>> waiting_;
-  };
-
   struct Request {
     std::uint32_t request_id = 0;
     clock::time_point received{};
@@ -77,23 +61,18 @@ class Session {
   // Handles one decoded request; returns false when the connection must close.
   bool handle(const FrameHeader& h, Message m);
   bool validate_tokens(const std::vector<std::uint32_t>& tokens, std::uint32_t start_pos, std::uint32_t rid);
-  asio::awaitable<void> run_forward(const Request& job);
-  asio::awaitable<void> run_generate(const Request& job);
-  // Runs tokens from start through the scheduler into logits_, or with a sampler into
-  // sampled_ (drawn on the compute threads); false on failure (reported).
-  // expect_more: a generation that will submit its next step right after this one.
-  // carry: let the scheduler carry the generation on past this step (see Scheduler).
-  asio::awaitable<bool> step(std::span<const int> tokens, int start, std::uint32_t rid, bool expect_more,
-                             Sampler* sampler = nullptr, const Scheduler::Continuation* carry = nullptr);
-  // Takes KV memory for all a request at `start` may grow to (`need` positions), waiting in
-  // line if it must (Admission). A refusal is reported here; `stopped` (CANCEL, a closed
-  // peer, a forced shutdown) is left to the caller.
-  asio::awaitable<Admission::Status> admit(int start, int need, std::uint32_t rid);
+  // Runs a FORWARD or GENERATE as a Generation and translates its events to frames.
+  asio::awaitable<void> run_request(const Request& job);
+  Generation::Params params_for(const Request& job) const;
+  // One event out as frames; true for the last one.
+  bool translate(const Request& job, const Generation::Event& e);
+  void send_failure(const Generation::Failure& f, std::uint32_t rid);
   asio::awaitable<void> wait_outbox_room();
 
   void send(const Message& m, std::uint32_t request_id);
   void send_error(errc e, const std::string& message, bool fatal, std::uint32_t request_id);
   void close_read();  // makes the reader see EOF; the writer still drains
+  void set_closing();  // the session is being cut: its request stops, nothing more is read
   void on_server_stop();
 
   // Frame I/O over TCP or TLS (one read and one write may be outstanding at once).
@@ -107,14 +86,12 @@ class Session {
   asio::any_io_executor ex_;
   std::string peer_;
   std::uint64_t registry_id_ = 0;
-  KvCache kv_;
-  int pos_ = 0;     // the session's position: positions whose tokens are known (history_)
-  int cached_ = 0;  // of those, positions [0, cached_) are in kv_ (fewer after an eviction)
-  std::vector<int> history_;  // the token at each position [0, pos_)
+  // The session's positions: its tokens and KV cache, kept from request to request. Between
+  // requests the cache may be evicted for a waiting request (the tokens stay; what was lost
+  // is recomputed at the next request).
+  Sequence seq_;
   std::uint64_t holder_id_ = 0;  // in ctx_.admission(), once past HELLO
-  bool computing_ = false;       // a request admitted and running: the cache is not evictable
-  std::vector<float> logits_;
-  int sampled_ = 0;
+  Generation* gen_ = nullptr;    // the request running (State::generating, once started)
   std::uint64_t frame_bytes_held_ = 0;  // of ctx_.frame_budget(), for the frame being read
 
   // The connection's state in PROTOCOL.md's table ("Connection states"); CLOSED is the
@@ -126,10 +103,7 @@ class Session {
   bool reader_done_ = false;
   bool generator_done_ = false;
   bool writer_done_ = false;
-  bool cancel_requested_ = false;
-  // Tells the scheduler to stop carrying the running generation on (cancel, close, a full
-  // outbox); the only session state it reads.
-  std::atomic<bool> hold_{false};
+  bool cancel_requested_ = false;  // CANCEL for the request accepted (it may not have started)
   std::optional<Request> job_;  // the request in flight (one at a time), in State::generating
 
   std::deque<std::vector<std::uint8_t>> outbox_;
@@ -142,9 +116,9 @@ class Session {
   std::uint64_t tokens_generated_ = 0;
   std::uint64_t tokens_prompt_ = 0;
 
-  Event job_event_;
-  Event outbox_event_;
-  Event drained_event_;
+  StrandSignal job_event_;
+  StrandSignal outbox_event_;
+  StrandSignal drained_event_;
   asio::steady_timer watchdog_timer_;
 };
 

@@ -1,0 +1,210 @@
+#include "server/engine/generation.hpp"
+
+#include <algorithm>
+
+namespace llamawire {
+
+namespace {
+using clock = std::chrono::steady_clock;
+}  // namespace
+
+void Sequence::rewind(int p) {
+  tokens.resize(static_cast<std::size_t>(p));
+  kv.release_from(p);
+  cached = std::min(cached, p);
+}
+
+void Sequence::evict() {
+  kv.release_from(0);
+  cached = 0;
+}
+
+Generation::Generation(GenerationEnv env, Sequence& seq, Params params)
+    : env_(env), seq_(seq), p_(std::move(params)) {
+  if (p_.sampling) sampler_.emplace(env_.vocab_size, *p_.sampling);
+  carry_.limit_pos = p_.limit_pos;
+  carry_.stop_on_eos = p_.stop_on_eos;
+  carry_.stops = env_.stops;
+  carry_.hold = &hold_;
+  // On the scheduler's side: each token it carries on past comes back to this strand, in
+  // order, before the step completes.
+  carry_.deliver = [this](int next) {
+    asio::dispatch(*ex_, [this, next] {
+      const int kept = base_ + static_cast<int>(carried_.size());  // positions before its own run
+      carried_.push_back(next);
+      if (halt_) return;
+      end_.last_token = next;
+      if (!emit(next)) {
+        halt_ = kept;
+        hold_ = true;
+      }
+    });
+  };
+}
+
+Generation::~Generation() = default;
+
+void Generation::start(asio::any_io_executor ex) {
+  ex_ = ex;
+  produced_.emplace(ex);
+  read_.emplace(ex);
+  if (p_.received == clock::time_point{}) p_.received = clock::now();
+  last_token_at_ = p_.received;
+  asio::co_spawn(ex, run(), [this](std::exception_ptr e, Event last) {
+    if (e) last = Failure{Failure::Kind::no_memory};  // an allocation failed: nothing else throws
+    finished_ = true;
+    push(std::move(last));  // the reader may destroy this as soon as it has it
+  });
+}
+
+void Generation::push(Event e) {
+  unread_.push_back(std::move(e));
+  produced_->notify();
+}
+
+asio::awaitable<Generation::Event> Generation::next() {
+  while (unread_.empty()) co_await produced_->wait();
+  Event e = std::move(unread_.front());
+  unread_.pop_front();
+  read_->notify();
+  co_return e;
+}
+
+void Generation::cancel(Reason why) {
+  if (!cancel_) cancel_ = why;
+  hold_ = true;
+  if (admitting_) env_.admission.interrupt();
+  if (read_) read_->notify();
+}
+
+bool Generation::emit(int token) {
+  const auto now = clock::now();
+  push(Token{token, std::chrono::duration<double>(now - last_token_at_).count(), end_.generated == 0});
+  last_token_at_ = now;
+  ++end_.generated;
+  if (cancel_) {
+    end_.reason = *cancel_;
+    return false;
+  }
+  if (env_.forced.load()) {
+    end_.reason = Reason::shutdown;
+    return false;
+  }
+  if (unread_.size() >= p_.max_unread) hold_ = true;  // the reader is behind: pause
+  return true;
+}
+
+asio::awaitable<Generation::Event> Generation::run() {
+  if (auto refused = co_await admit()) co_return *refused;
+  Event last = p_.sampling ? co_await run_generate() : co_await run_forward();
+  seq_.kv.trim_budget();  // what was charged ahead and not used goes back at once
+  co_return last;
+}
+
+asio::awaitable<std::optional<Generation::Event>> Generation::admit() {
+  const int start = p_.start;
+  const int n = static_cast<int>(p_.prompt.size());
+  // Positions past start are rewritten by this request: their blocks go now.
+  seq_.kv.release_from(start);
+  seq_.cached = std::min(seq_.cached, start);
+  // All it may grow to: the prompt, then every position up to the limit.
+  const int need = p_.sampling ? std::max(start + n, p_.limit_pos) : start + n;
+  admitting_ = true;
+  const auto st = co_await env_.admission.admit(
+      seq_.kv, need, [this] { return cancel_.has_value() || env_.forced.load(); }, p_.holder);
+  admitting_ = false;
+  switch (st) {
+    case Admission::Status::admitted:
+      co_return std::nullopt;
+    case Admission::Status::never_fits:
+      co_return Failure{Failure::Kind::never_fits, need};
+    case Admission::Status::timed_out:
+      co_return Failure{Failure::Kind::timed_out, need};
+    case Admission::Status::stopped:
+      break;
+  }
+  // Cancelled (or a forced shutdown) while it waited: nothing ran, the position is unchanged.
+  End end;
+  end.reason = cancel_.value_or(Reason::shutdown);
+  end.position = seq_.position();
+  co_return end;
+}
+
+asio::awaitable<std::optional<Generation::Failure>> Generation::step(std::span<const int> tokens, int start,
+                                                                     bool more) {
+  // What the cache has lost of the tokens before start (an eviction, a rewind into a block)
+  // is recomputed first, in the same batch: the same keys and values, bit for bit.
+  int from = start;
+  std::vector<int> with_history;
+  std::span<const int> run = tokens;
+  if (seq_.cached < start) {
+    from = seq_.cached;
+    with_history.assign(seq_.tokens.begin() + from, seq_.tokens.begin() + start);
+    with_history.insert(with_history.end(), tokens.begin(), tokens.end());
+    run = with_history;
+  }
+  // Charged at admission: only the system itself can refuse these blocks now.
+  if (!seq_.kv.reserve(from + static_cast<int>(run.size()))) co_return Failure{Failure::Kind::no_memory};
+  seq_.tokens.resize(static_cast<std::size_t>(start));
+  seq_.tokens.insert(seq_.tokens.end(), tokens.begin(), tokens.end());
+  seq_.cached = from;
+  // Built before the co_await (g++ 12 and temporaries in co_await expressions).
+  const Scheduler::Output out = sampler_ ? Scheduler::Output{Scheduler::TokenOut{&*sampler_, &sampled_, &carry_}}
+                                         : Scheduler::Output{Scheduler::LogitsOut{&logits_}};
+  hold_ = cancel_.has_value();
+  boost::system::error_code ec;
+  co_await env_.scheduler.async_step(seq_.kv, run, from, out, more, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return Failure{Failure::Kind::shutting_down};
+  seq_.cached = seq_.position();
+  co_return std::nullopt;
+}
+
+asio::awaitable<Generation::Event> Generation::run_forward() {
+  if (auto f = co_await step(p_.prompt, p_.start, false)) co_return *f;
+  push(Logits{seq_.position() - 1, logits_});
+  end_.prompt_tokens = static_cast<int>(p_.prompt.size());
+  end_.position = seq_.position();
+  co_return end_;
+}
+
+asio::awaitable<std::optional<Generation::Failure>> Generation::advance(std::span<const int> tokens, int from) {
+  base_ = from + static_cast<int>(tokens.size());
+  carried_.clear();
+  if (auto f = co_await step(tokens, from, base_ < p_.limit_pos)) co_return f;
+  seq_.tokens.insert(seq_.tokens.end(), carried_.begin(), carried_.end());
+  const int pos = halt_ ? *halt_ : base_ + static_cast<int>(carried_.size());
+  seq_.tokens.resize(static_cast<std::size_t>(pos));
+  if (halt_) seq_.kv.release_from(pos);  // what was computed past the stop
+  seq_.cached = pos;
+  co_return std::nullopt;
+}
+
+asio::awaitable<Generation::Event> Generation::run_generate() {
+  if (auto f = co_await advance(p_.prompt, p_.start)) co_return *f;
+  end_.prompt_tokens = static_cast<int>(p_.prompt.size());
+  std::vector<int> one(1);
+  while (!halt_) {
+    const int next = sampled_;  // drawn with the step's logits
+    end_.last_token = next;
+    if (const auto stop = env_.stops.stop_for(next, p_.stop_on_eos); stop != SpecialTokens::Stop::none) {
+      end_.reason = stop == SpecialTokens::Stop::bos ? Reason::bos : Reason::eos;
+      break;
+    }
+    if (!emit(next)) break;
+    if (seq_.position() >= p_.limit_pos) {
+      end_.reason = p_.limit_is_context ? Reason::context : Reason::steps;
+      break;
+    }
+    while (unread_.size() >= p_.max_unread && !cancel_) co_await read_->wait();
+    if (cancel_ == Reason::closed) {
+      end_.reason = Reason::closed;  // nobody to run the next token for
+      break;
+    }
+    one[0] = next;
+    if (auto f = co_await advance(one, seq_.position())) co_return *f;
+  }
+  end_.position = seq_.position();
+  co_return end_;
+}
+
+}  // namespace llamawire
