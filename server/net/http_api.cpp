@@ -139,7 +139,10 @@ class HttpConnection {
   // Runs one generation; streams SSE chunks when asked. Returns false when the connection
   // must close.
   asio::awaitable<bool> generate(const GenRequest& r);
-  asio::awaitable<bool> generate_admitted(const GenRequest& r, KvCache& kv, int max_new);
+  asio::awaitable<bool> generate_admitted(const GenRequest& r, int max_new);
+  HttpError refusal(const Generation::Failure& f, int positions) const;
+  // The client closed or reset: stop waiting and generating.
+  void on_peer_gone();
   // Sets peer_gone_ when the client closes or resets while a generation runs (a
   // non-streamed one writes nothing until the end, so only reading can tell); runs until
   // cancelled.
@@ -156,6 +159,7 @@ class HttpConnection {
   std::uint64_t registry_id_ = 0;
   bool busy_ = false;  // a request has begun (not waiting for the next one)
   bool peer_gone_ = false;
+  Generation* gen_ = nullptr;  // the generation running, if any
   std::uint64_t body_charged_ = 0;  // of ctx_.frame_budget(), for the request's body
   // The request being answered.
   unsigned version_ = 11;
@@ -353,7 +357,7 @@ asio::awaitable<void> HttpConnection::watch_peer() {
     char b = 0;
     const auto n = ::recv(lowest().socket().native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-      peer_gone_ = true;  // EOF or a reset
+      on_peer_gone();  // EOF or a reset
       break;
     }
     if (n > 0) break;  // a pipelined request (or a TLS record): nothing more can be told
@@ -369,9 +373,9 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r) {
   const int room = context - n_prompt + 1;
   const int max_new = r.max_tokens_given || !r.chat ? std::min(r.max_tokens, room) : room;
   peer_gone_ = false;
-  // One admission rule for both protocols: a session slot while it runs, then KV memory for
-  // all it may grow to (the prompt and every generated token but the last). Both waits end
-  // early when the client goes away (watch_peer never finishes first: it only sets the flag).
+  // One admission rule for both protocols: a session slot while it runs, then (in the
+  // Generation) KV memory for all it may grow to. Both waits end early when the client goes
+  // away (watch_peer never finishes first: it only flags it and interrupts the waits).
   Admission::Status slot = Admission::Status::stopped;
   {
     auto take = [&]() -> asio::awaitable<Admission::Status> {
@@ -394,42 +398,21 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r) {
     Admission& a;
     ~Slot() { a.give_slot(); }
   } slot_guard{ctx_.admission()};
-  KvCache kv(ctx_.weights().config(), context, &ctx_.kv_budget());
-  Admission::Status admitted = Admission::Status::stopped;
-  {
-    const int need = std::max(n_prompt, n_prompt + max_new - 1);
-    auto admit = [&]() -> asio::awaitable<Admission::Status> {
-      co_return co_await ctx_.admission().admit(kv, need, [this] { return peer_gone_ || ctx_.forced(); });
-    };
-    auto w = co_await (admit() || watch_peer());
-    if (w.index() == 0) admitted = std::get<0>(w);
-  }
-  if (admitted != Admission::Status::admitted) {
-    if (peer_gone_) co_return false;
-    HttpError e{http::status::service_unavailable, "KV cache memory budget exhausted", "server_error", "server_busy"};
-    if (admitted == Admission::Status::never_fits) {
-      e = HttpError{http::status::bad_request,
-                    "this request may grow to " + std::to_string(n_prompt + max_new - 1) +
-                        " positions: more KV memory than the whole --kv-budget-mb",
-                    "invalid_request_error", "kv_budget_exceeded"};
-    } else if (admitted == Admission::Status::stopped) {
-      e = HttpError{http::status::service_unavailable, "server shutting down", "server_error", "shutting_down"};
-    }
-    Response res = error(e);
-    co_return co_await write(std::move(res));
-  }
-  auto done = co_await (generate_admitted(r, kv, max_new) || watch_peer());
+  auto done = co_await (generate_admitted(r, max_new) || watch_peer());
   co_return done.index() == 0 && std::get<0>(done);
 }
 
-asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, KvCache& kv, int max_new) {
+void HttpConnection::on_peer_gone() {
+  peer_gone_ = true;
+  ctx_.admission().interrupt();
+  if (gen_ != nullptr) gen_->cancel(Generation::Reason::closed);
+}
+
+asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int max_new) {
   const auto t0 = clock::now();
-  const ModelConfig& cfg = ctx_.weights().config();
   const Tokenizer& tok = ctx_.tokenizer();
   const int n_prompt = static_cast<int>(r.prompt.size());
   const std::uint64_t seed = r.seed != 0 ? r.seed : resolve_seed(0) + g_request_counter.fetch_add(1);
-  Sampler sampler(cfg.vocab_size, {r.temperature, r.top_p, seed});
-  int sampled = 0;  // drawn by `sampler` on the compute threads after each step
   const std::string id = std::string(r.chat ? "chatcmpl-" : "cmpl-") + std::to_string(g_request_counter.fetch_add(1));
   const auto created =
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -459,36 +442,23 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, KvC
   auto chunk = [&](const std::string& piece, const char* finish) {
     return "data: " + json::serialize(chunk_object(piece, finish)) + "\n\n";
   };
-
-  // Steps through the scheduler; false when the server is stopping (its memory was
-  // admitted for the whole generation).
-  std::optional<HttpError> failure;
-  auto step = [&](const std::vector<int>& tokens, int start) -> asio::awaitable<bool> {
-    if (!kv.reserve(start + static_cast<int>(tokens.size()))) {
-      failure = HttpError{http::status::service_unavailable, "the server is out of memory for KV blocks", "server_error"};
-      co_return false;
-    }
-    boost::system::error_code ec;
-    const Scheduler::Output out{Scheduler::TokenOut{&sampler, &sampled}};
-    co_await ctx_.scheduler().async_step(kv, tokens, start, out, true, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) failure = HttpError{http::status::service_unavailable, "server shutting down", "server_error", "shutting_down"};
-    co_return !ec;
-  };
-
-  if (r.stream) {
+  // The stream's head goes out once the request is admitted (its first event is not a
+  // refusal).
+  bool head_sent = false;
+  auto send_head = [&]() -> asio::awaitable<bool> {
+    head_sent = true;
     std::string head = "HTTP/1.1 200 OK\r\nServer: llamawire\r\nContent-Type: text/event-stream\r\n"
                        "Cache-Control: no-cache\r\nConnection: close\r\n\r\n";
-    if (!co_await write_raw(std::move(head))) co_return false;
     if (r.chat) {
-      // First chunk announces the role, as OpenAI's stream does.
+      // The first chunk announces the role, as OpenAI's stream does.
       json::object delta{{"role", "assistant"}, {"content", ""}};
       json::object choice{{"index", 0}, {"delta", delta}, {"finish_reason", nullptr}};
       json::object o{{"id", id}, {"object", "chat.completion.chunk"}, {"created", created},
                      {"model", ctx_.options().model_name}, {"choices", json::array{choice}}};
-      std::string first = "data: " + json::serialize(o) + "\n\n";
-      if (!co_await write_raw(std::move(first))) co_return false;
+      head += "data: " + json::serialize(o) + "\n\n";
     }
-  }
+    co_return co_await write_raw(std::move(head));
+  };
 
   std::string text;      // everything generated so far (after stop handling), raw bytes
   std::size_t sent = 0;  // bytes of `text` already streamed
@@ -496,32 +466,18 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, KvC
   for (const auto& s : r.stop) holdback = std::max(holdback, s.size() - 1);
   const char* finish = "length";
   int generated = 0;
-  bool ok = true;
-  bool cut = false;  // stopped by a forced shutdown
-  if (max_new > 0) ok = co_await step(r.prompt, 0);
-  int pos = n_prompt;
-  const SpecialTokens& stops = ctx_.special_tokens();
-  // Chat stops at the end of the turn; a completion too with a GGUF vocabulary (as
-  // llama.cpp's server does), while a llama2.c model runs on past EOS as llama2.c does.
-  const bool stop_at_eos = r.chat || tok.kind() != VocabKind::llama2c;
-  int prev = r.prompt.empty() ? stops.bos : r.prompt.back();
-  auto last_at = t0;
-  while (ok && generated < max_new && !peer_gone_) {
-    const int next = sampled;
-    if (stops.stop_for(next, stop_at_eos) != SpecialTokens::Stop::none) {
-      finish = "stop";
-      break;
-    }
+  bool stopped = false;  // by a stop string, or the client gone: later tokens are dropped
+  std::optional<HttpError> failure;
+  int prev = r.prompt.empty() ? ctx_.special_tokens().bos : r.prompt.back();
+
+  // One drawn token into the text, and (streamed) out as far as it is safe to.
+  auto take_token = [&](const Generation::Token& t) -> asio::awaitable<void> {
     ++generated;
-    const auto now = clock::now();
-    (generated == 1 ? ctx_.counters().ttft_seconds : ctx_.counters().itl_seconds)
-        .observe(std::chrono::duration<double>(now - last_at).count());
-    last_at = now;
+    ctx_.observe_latency(t);
     // llama2.c's models print as llama2.c does (lone unprintable bytes dropped); a GGUF
     // vocabulary's byte tokens build characters (the text is sanitized as it goes out).
-    text += tok.kind() != VocabKind::llama2c ? tok.decode(prev, next) : printable_piece(tok.decode(prev, next));
-    prev = next;
-    bool stopped = false;
+    text += tok.kind() != VocabKind::llama2c ? tok.decode(prev, t.id) : printable_piece(tok.decode(prev, t.id));
+    prev = t.id;
     for (const auto& s : r.stop) {
       const auto at = text.find(s, sent > s.size() ? sent - s.size() : 0);
       if (at != std::string::npos) {
@@ -529,57 +485,82 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, KvC
         stopped = true;
       }
     }
-    if (r.stream) {
-      // Held back: what may still become a stop string, and a character not yet complete
-      // (a chunk never ends inside a UTF-8 sequence).
-      const std::size_t safe =
-          utf8::boundary_at_or_before(text, stopped ? text.size() : (text.size() > holdback ? text.size() - holdback : 0));
-      if (safe > sent) {
-        std::string piece = chunk(utf8::sanitize(std::string_view(text).substr(sent, safe - sent)), nullptr);
-        if (!co_await write_raw(std::move(piece))) {
-          ctx_.counters().http_generated_tokens_total += static_cast<std::uint64_t>(generated);
-          co_return false;  // the client went away: stop generating
-        }
-        sent = safe;
-      }
-    }
     if (stopped) {
       finish = "stop";
+      gen_->cancel(Generation::Reason::cancelled);
+    }
+    if (!r.stream) co_return;
+    if (!head_sent && !co_await send_head()) {
+      on_peer_gone();
+      co_return;
+    }
+    // Held back: what may still become a stop string, and a character not yet complete
+    // (a chunk never ends inside a UTF-8 sequence).
+    const std::size_t safe =
+        utf8::boundary_at_or_before(text, stopped ? text.size() : (text.size() > holdback ? text.size() - holdback : 0));
+    if (safe > sent) {
+      std::string piece = chunk(utf8::sanitize(std::string_view(text).substr(sent, safe - sent)), nullptr);
+      sent = safe;
+      if (!co_await write_raw(std::move(piece))) on_peer_gone();  // the client went away: stop generating
+    }
+  };
+
+  bool cut = false;  // stopped by a forced shutdown
+  if (max_new > 0) {
+    Sequence seq(ctx_.weights().config(), ctx_.context(), &ctx_.kv_budget());
+    Generation::Params p;
+    p.prompt = r.prompt;
+    p.sampling = SamplingParams{r.temperature, r.top_p, seed};
+    p.limit_pos = n_prompt + max_new - 1;
+    // Chat stops at the end of the turn; a completion too with a GGUF vocabulary (as
+    // llama.cpp's server does), while a llama2.c model runs on past EOS as llama2.c does.
+    p.stop_on_eos = r.chat || tok.kind() != VocabKind::llama2c;
+    p.received = t0;
+    Generation gen(ctx_.generation_env(), seq, std::move(p));
+    gen_ = &gen;
+    gen.start(co_await asio::this_coro::executor);
+    if (peer_gone_) gen.cancel(Generation::Reason::closed);
+    for (;;) {
+      const Generation::Event e = co_await gen.next();
+      if (const auto* t = std::get_if<Generation::Token>(&e)) {
+        if (!stopped && !peer_gone_) co_await take_token(*t);
+        continue;
+      }
+      if (const auto* f = std::get_if<Generation::Failure>(&e)) {
+        failure = refusal(*f, n_prompt + max_new - 1);
+      } else if (const auto* end = std::get_if<Generation::End>(&e)) {
+        if (end->reason == Generation::Reason::bos || end->reason == Generation::Reason::eos) finish = "stop";
+        cut = end->reason == Generation::Reason::shutdown;
+      }
       break;
     }
-    if (generated >= max_new) break;
-    if (ctx_.forced()) {
-      cut = true;
-      break;
-    }
-    const std::vector<int> one{next};
-    ok = co_await step(one, pos);
-    ++pos;
+    gen_ = nullptr;
   }
   ctx_.counters().http_prompt_tokens_total += static_cast<std::uint64_t>(n_prompt);
   ctx_.counters().http_generated_tokens_total += static_cast<std::uint64_t>(generated);
   log::info("http ", r.chat ? "chat" : "completion", " prompt_tokens=", n_prompt, " generated_tokens=", generated,
-            " finish=", peer_gone_ ? "client_gone" : (cut || !ok) ? "shutdown" : finish,
+            " finish=", peer_gone_ ? "client_gone" : failure ? "refused" : cut ? "shutdown" : finish,
             " seconds=", std::chrono::duration<double>(clock::now() - t0).count());
   if (peer_gone_) co_return false;  // nobody to answer
-  if (cut || !ok) {
-    // A shutdown stopped it: say so (the binary protocol ends with END shutdown).
-    HttpError e = failure.value_or(HttpError{http::status::service_unavailable, "", "server_error", "shutting_down"});
-    e.message = "server shutting down: the generation was stopped after " + std::to_string(generated) + " tokens";
-    e.code = "shutting_down";
-    if (r.stream) {
+  if (cut && !failure) {
+    failure = HttpError{http::status::service_unavailable,
+                        "server shutting down: the generation was stopped after " + std::to_string(generated) + " tokens",
+                        "server_error", "shutting_down"};
+  }
+  if (failure) {
+    if (head_sent) {
       ctx_.counters().http_errors_total++;
-      std::string last = "data: " + error_body(e) + "\n\n";
+      std::string last = "data: " + error_body(*failure) + "\n\n";
       co_await write_raw(std::move(last));
       co_return false;
     }
-    keep_alive_ = false;
-    Response res = error(e);
-    co_await write(std::move(res));
-    co_return false;
+    if (failure->code == "shutting_down") keep_alive_ = false;
+    Response res = error(*failure);
+    co_return co_await write(std::move(res)) && keep_alive_;
   }
   json::object usage{{"prompt_tokens", n_prompt}, {"completion_tokens", generated}, {"total_tokens", n_prompt + generated}};
   if (r.stream) {
+    if (!head_sent && !co_await send_head()) co_return false;
     if (text.size() > sent) {
       std::string rest = chunk(utf8::sanitize(std::string_view(text).substr(sent)), nullptr);
       if (!co_await write_raw(std::move(rest))) co_return false;
@@ -605,6 +586,24 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, KvC
                     {"usage", usage}};
   Response res = make(http::status::ok, json::serialize(body), "application/json");
   co_return co_await write(std::move(res));
+}
+
+HttpError HttpConnection::refusal(const Generation::Failure& f, int positions) const {
+  switch (f.kind) {
+    case Generation::Failure::Kind::never_fits:
+      return HttpError{http::status::bad_request,
+                       "this request may grow to " + std::to_string(positions) +
+                           " positions: more KV memory than the whole --kv-budget-mb",
+                       "invalid_request_error", "kv_budget_exceeded"};
+    case Generation::Failure::Kind::timed_out:
+      return HttpError{http::status::service_unavailable, "KV cache memory budget exhausted", "server_error",
+                       "server_busy"};
+    case Generation::Failure::Kind::no_memory:
+      return HttpError{http::status::service_unavailable, "the server is out of memory for KV blocks", "server_error"};
+    case Generation::Failure::Kind::shutting_down:
+      break;
+  }
+  return HttpError{http::status::service_unavailable, "server shutting down", "server_error", "shutting_down"};
 }
 
 }  // namespace
