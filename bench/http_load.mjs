@@ -3,7 +3,10 @@
 // Node 20, no packages. Prints one JSON line.
 //
 //   node bench/http_load.mjs --url http://127.0.0.1:PORT --clients C --requests R
-//        --max-tokens N --prompt TEXT [--ttft]
+//        --max-tokens N --prompt TEXT [--ttft] [--stream] [--same-prompt]
+//
+// --stream: each completion is streamed (SSE); its tokens are counted from the usage of
+// the last chunk. --same-prompt: every request sends exactly --prompt (no request number).
 //
 // Load mode: C clients each send requests one after another until R have been sent;
 // aggregate tok/s = completion tokens (from each response's usage) / wall time.
@@ -20,6 +23,8 @@ const { values: o } = parseArgs({
     "max-tokens": { type: "string", default: "64" },
     prompt: { type: "string", default: "Once upon a time" },
     ttft: { type: "boolean", default: false },
+    stream: { type: "boolean", default: false },
+    "same-prompt": { type: "boolean", default: false },
   },
 });
 if (!o.url) {
@@ -30,12 +35,12 @@ const clients = Number(o.clients), requests = Number(o.requests), maxTokens = o.
 
 async function one(i) {
   const body = {
-    prompt: `Request ${i}. ${o.prompt}`,
+    prompt: o["same-prompt"] ? o.prompt : `Request ${i}. ${o.prompt}`,
     max_tokens: maxTokens,
     temperature: 0.8,
     top_p: 0.9,
     seed: i + 1,
-    stream: false,
+    stream: o.stream,
   };
   const t0 = performance.now();
   const res = await fetch(`${o.url}/v1/completions`, {
@@ -46,6 +51,12 @@ async function one(i) {
   const text = await res.text();
   const ms = performance.now() - t0;
   if (!res.ok) throw new Error(`HTTP ${res.status}: ${text.slice(0, 200)}`);
+  if (o.stream) {
+    // The last data chunk before [DONE] carries the usage.
+    const chunks = text.split("\n").filter((l) => l.startsWith("data: ") && l !== "data: [DONE]");
+    const last = JSON.parse(chunks[chunks.length - 1].slice(6));
+    return { ms, completion: last.usage?.completion_tokens ?? 0, prompt: last.usage?.prompt_tokens ?? 0 };
+  }
   const j = JSON.parse(text);
   return { ms, completion: j.usage?.completion_tokens ?? 0, prompt: j.usage?.prompt_tokens ?? 0 };
 }
