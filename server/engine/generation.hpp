@@ -115,6 +115,8 @@ class Generation {
   // Ends it at its next token (or its wait for memory); the first reason given counts.
   void cancel(Reason why);
   bool finished() const { return finished_; }
+  // Events produced and not yet read: next() returns at once (a reader may batch its writes).
+  bool has_unread() const { return !unread_.empty(); }
 
  private:
   asio::awaitable<Event> run();

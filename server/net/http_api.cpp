@@ -470,6 +470,7 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
   std::optional<HttpError> failure;
   int prev = r.prompt.empty() ? ctx_.special_tokens().bos : r.prompt.back();
 
+  std::string unwritten;  // streamed chunks not yet written
   // One drawn token into the text, and (streamed) out as far as it is safe to.
   auto take_token = [&](const Generation::Token& t) -> asio::awaitable<void> {
     ++generated;
@@ -499,9 +500,15 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
     const std::size_t safe =
         utf8::boundary_at_or_before(text, stopped ? text.size() : (text.size() > holdback ? text.size() - holdback : 0));
     if (safe > sent) {
-      std::string piece = chunk(utf8::sanitize(std::string_view(text).substr(sent, safe - sent)), nullptr);
+      unwritten += chunk(utf8::sanitize(std::string_view(text).substr(sent, safe - sent)), nullptr);
       sent = safe;
-      if (!co_await write_raw(std::move(piece))) on_peer_gone();  // the client went away: stop generating
+    }
+    // Chunks go out together while more tokens are already waiting (one write, not one
+    // per token, when the client is behind).
+    if (!unwritten.empty() && !gen_->has_unread()) {
+      std::string out = std::move(unwritten);
+      unwritten.clear();
+      if (!co_await write_raw(std::move(out))) on_peer_gone();  // the client went away: stop generating
     }
   };
 
@@ -550,7 +557,7 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
   if (failure) {
     if (head_sent) {
       ctx_.counters().http_errors_total++;
-      std::string last = "data: " + error_body(*failure) + "\n\n";
+      std::string last = std::move(unwritten) + "data: " + error_body(*failure) + "\n\n";
       co_await write_raw(std::move(last));
       co_return false;
     }
@@ -561,13 +568,11 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
   json::object usage{{"prompt_tokens", n_prompt}, {"completion_tokens", generated}, {"total_tokens", n_prompt + generated}};
   if (r.stream) {
     if (!head_sent && !co_await send_head()) co_return false;
-    if (text.size() > sent) {
-      std::string rest = chunk(utf8::sanitize(std::string_view(text).substr(sent)), nullptr);
-      if (!co_await write_raw(std::move(rest))) co_return false;
-    }
+    std::string tail = std::move(unwritten);
+    if (text.size() > sent) tail += chunk(utf8::sanitize(std::string_view(text).substr(sent)), nullptr);
     auto last = chunk_object("", finish);
     last["usage"] = usage;  // the final chunk carries the usage counts too
-    std::string tail = "data: " + json::serialize(last) + "\n\ndata: [DONE]\n\n";
+    tail += "data: " + json::serialize(last) + "\n\ndata: [DONE]\n\n";
     co_await write_raw(std::move(tail));
     co_return false;  // Connection: close ends the stream
   }
