@@ -36,11 +36,12 @@ namespace {
 constexpr long long kHttpOff = std::numeric_limits<long long>::min();  // --http-port absent
 
 struct Flags {
-  std::string checkpoint, tokenizer, weights = "f32", kernels, port_file, log_format = "text", log_file, load, chat_template;
+  std::string checkpoint, tokenizer, weights = "f32", kernels, port_file, log_format = "text", log_file, load, chat_template,
+      prefix_cache = "on", api_key_file;
   // Integer options are signed 64-bit here, so that a negative value is refused, not wrapped.
   long long port = 8080, http_port = kHttpOff, threads = 0, io_threads = 1, max_batch = 256, max_sessions = 64,
             max_connections = 1024, max_frame_bytes = 1 << 20, frame_memory_mb = 64, context_positions = 0, kv_budget_mb = 0,
-            kv_warm_mb = 64, http_max_body = 1 << 20;
+            kv_warm_mb = 64, http_max_body = 1 << 20, prefix_cache_mb = 512;
   double idle_timeout_s = 300, handshake_timeout_s = 10, write_timeout_s = 30, drain_timeout_s = 30,
          queue_timeout_s = 10, request_timeout_s = 30;
   std::string tls_cert, tls_key;
@@ -67,6 +68,7 @@ std::optional<std::string> check_ranges(const Flags& f) {
   c.integer("--ctx", f.context_positions, 0, 1ll << 30);
   c.integer("--kv-budget-mb", f.kv_budget_mb, 0, kMaxMiB);
   c.integer("--kv-warm-mb", f.kv_warm_mb, 0, kMaxMiB);
+  c.integer("--prefix-cache-mb", f.prefix_cache_mb, 0, kMaxMiB);
   c.integer("--max-batch", f.max_batch, 1, kMaxBatch);
   c.integer("--http-max-body", f.http_max_body, 64, 1ll << 30);
   c.seconds("--idle-timeout", f.idle_timeout_s, 0.001, big);
@@ -134,7 +136,10 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& f) {
       ("load", po::value(&f.load), "read (private copy, immune to file changes; f32 in panels, GGUF blocks packed) | mmap (no copy, row-major); default: read")
       ("chat-template", po::value(&f.chat_template), "chat template for the CLI's chat mode and /v1/chat/completions: llama2 | mistral | zephyr | chatml | vicuna (default: the one the model's tokenizer.chat_template writes, else llama2)")
       ("kernels", po::value(&f.kernels), "force a kernel table: scalar | avx2 | avx2-vnni | avx512-vnni | amx")
-      ("api-key", po::value(&f.server.api_key), "require this key in HELLO (default: $LLAMAWIRE_API_KEY)")
+      ("api-key", po::value(&f.server.api_keys)->composing(), "require a key in HELLO and on HTTP: this one (repeat the option for several keys, one tenant each; default: $LLAMAWIRE_API_KEY)")
+      ("api-key-file", po::value(&f.api_key_file), "more keys, one per line (blank lines and lines starting with # are skipped)")
+      ("prefix-cache", po::value(&f.prefix_cache)->default_value("on"), "on | off: share the KV blocks of prompts' common beginnings between requests")
+      ("prefix-cache-mb", po::value(&f.prefix_cache_mb)->default_value(512), "most memory for prefix-cache blocks no request holds, MiB (within --kv-budget-mb)")
       ("port-file", po::value(&f.port_file), "write the listening port to this file")
       ("log-format", po::value(&f.log_format)->default_value("text"), "text | json")
       ("log-file", po::value(&f.log_file), "append the log here instead of stderr (SIGHUP reopens it)");
@@ -161,9 +166,24 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& f) {
   if (!f.kernels.empty() && !lw::kernels::select(f.kernels)) {
     return usage_error("kernel table '" + f.kernels + "' is not available here", opts);
   }
-  if (f.server.api_key.empty()) {
-    if (const char* k = std::getenv("LLAMAWIRE_API_KEY")) f.server.api_key = k;
+  if (f.prefix_cache != "on" && f.prefix_cache != "off") return usage_error("--prefix-cache must be on or off", opts);
+  if (!f.api_key_file.empty()) {
+    std::ifstream in(f.api_key_file);
+    if (!in) {
+      std::cerr << "llamawire-server: --api-key-file " << f.api_key_file << ": cannot be read\n";
+      return 1;
+    }
+    for (std::string line; std::getline(in, line);) {
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+      if (!line.empty() && line[0] != '#') f.server.api_keys.push_back(line);
+    }
   }
+  if (f.server.api_keys.empty()) {
+    if (const char* k = std::getenv("LLAMAWIRE_API_KEY")) f.server.api_keys.emplace_back(k);
+  }
+  std::erase_if(f.server.api_keys, [](const std::string& k) { return k.empty(); });
+  f.server.prefix_cache = f.prefix_cache == "on";
+  f.server.prefix_cache_bytes = static_cast<std::uint64_t>(f.prefix_cache_mb) << 20;
   if (f.threads == 0) f.threads = std::min<long long>(kMaxThreads, std::max(1u, std::thread::hardware_concurrency()));
   auto secs = [](double s) { return std::chrono::milliseconds(static_cast<long long>(s * 1000)); };
   auto& o = f.server;

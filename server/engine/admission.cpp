@@ -9,8 +9,8 @@ using clock = std::chrono::steady_clock;
 constexpr auto kBackstop = std::chrono::milliseconds(100);
 }  // namespace
 
-Admission::Admission(int max_slots, KvBudget& budget, std::chrono::milliseconds queue_timeout)
-    : max_slots_(max_slots), budget_(budget), queue_timeout_(queue_timeout) {
+Admission::Admission(int max_slots, KvBudget& budget, std::chrono::milliseconds queue_timeout, PrefixCache* prefix)
+    : max_slots_(max_slots), budget_(budget), queue_timeout_(queue_timeout), prefix_(prefix) {
   budget_.on_give_back([this] { wake_all(); });
 }
 
@@ -151,7 +151,7 @@ asio::awaitable<Admission::Status> Admission::admit(KvCache& kv, int positions, 
   std::uint64_t ticket = 0;
   {
     std::lock_guard lock(mutex_);
-    if (kv_line_.tickets.empty() && kv.reserve_budget(positions)) co_return Status::admitted;
+    if (kv_line_.tickets.empty() && try_reserve(kv, positions)) co_return Status::admitted;
     ticket = join(kv_line_);
     ++waits_;
     // While it waits, nothing runs on its cache: another waiter at the front may evict it
@@ -169,12 +169,22 @@ asio::awaitable<Admission::Status> Admission::admit(KvCache& kv, int positions, 
   // Running requests all complete; idle caches are what can go, evicted at the front until
   // the request fits or no cache is left to evict.
   const auto st = co_await wait_in_line(
-      kv_line_, ticket, Attempt{[&] { return kv.reserve_budget(positions); }, [&] { return evict_one(holder); }}, stop);
+      kv_line_, ticket, Attempt{[&] { return try_reserve(kv, positions); }, [&] { return evict_one(holder); }}, stop);
   if (st == Status::timed_out) {
     std::lock_guard lock(mutex_);
     ++refusals_;
   }
   co_return st;
+}
+
+bool Admission::try_reserve(KvCache& kv, int positions) {
+  if (kv.reserve_budget(positions)) return true;
+  if (prefix_ == nullptr || budget_.limit() == 0) return false;
+  const std::uint64_t need = kv.budget_needed(positions);
+  const std::uint64_t used = budget_.used();
+  const std::uint64_t room = used < budget_.limit() ? budget_.limit() - used : 0;
+  if (need <= room || prefix_->evict(need - room) == 0) return false;
+  return kv.reserve_budget(positions);
 }
 
 std::uint64_t Admission::add_holder(std::function<void()> evict) {

@@ -9,6 +9,9 @@
 //    request therefore never waits for memory again and always completes; requests never
 //    wait on each other's growth, which is what deadlocked sessions that each held part of
 //    the budget.
+//  - A live request's needs win over the prefix cache: when the budget cannot take a
+//    request, unreferenced prefix-cache blocks are evicted first (least recently used,
+//    leaves first), as many as the request lacks.
 //  - Requests that wait are served in arrival order, up to --queue-timeout. While the first
 //    one waits, the caches of idle binary sessions (a session between requests still holds
 //    its positions) are evicted, least recently used first. Such a session keeps its tokens
@@ -22,6 +25,7 @@
 
 #include "common/asio.hpp"
 #include "server/model/kv_cache.hpp"
+#include "server/model/prefix_cache.hpp"
 
 #include <boost/asio/experimental/channel.hpp>
 
@@ -40,7 +44,8 @@ class Admission {
   enum class Status { admitted, never_fits, timed_out, stopped };
 
   // Registers itself to hear of `budget`'s releases (see ByteBudget::on_give_back).
-  Admission(int max_slots, KvBudget& budget, std::chrono::milliseconds queue_timeout);
+  // `prefix`: the prefix cache whose unreferenced blocks make room first (nullptr: none).
+  Admission(int max_slots, KvBudget& budget, std::chrono::milliseconds queue_timeout, PrefixCache* prefix = nullptr);
   ~Admission();
   Admission(const Admission&) = delete;
   Admission& operator=(const Admission&) = delete;
@@ -107,10 +112,14 @@ class Admission {
   // False when no holder is idle.
   bool evict_one(std::uint64_t except);
   void mark_idle(std::uint64_t id, bool idle);  // with mutex_ held
+  // Charges kv for `positions`, evicting unreferenced prefix-cache blocks for what the
+  // budget lacks; with mutex_ held.
+  bool try_reserve(KvCache& kv, int positions);
 
   const int max_slots_;
   KvBudget& budget_;
   const std::chrono::milliseconds queue_timeout_;
+  PrefixCache* prefix_;
   mutable std::mutex mutex_;
   int slots_ = 0;
   int slots_peak_ = 0;

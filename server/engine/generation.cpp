@@ -10,8 +10,7 @@ using clock = std::chrono::steady_clock;
 
 void Sequence::rewind(int p) {
   tokens.resize(static_cast<std::size_t>(p));
-  kv.release_from(p);
-  cached = std::min(cached, p);
+  cached = std::min(cached, kv.release_from(p));
 }
 
 void Sequence::evict() {
@@ -97,6 +96,7 @@ bool Generation::emit(int token) {
 asio::awaitable<Generation::Event> Generation::run() {
   if (auto refused = co_await admit()) co_return *refused;
   Event last = p_.sampling ? co_await run_generate() : co_await run_forward();
+  publish_prefix();
   seq_.kv.trim_budget();  // what was charged ahead and not used goes back at once
   co_return last;
 }
@@ -105,8 +105,11 @@ asio::awaitable<std::optional<Generation::Event>> Generation::admit() {
   const int start = p_.start;
   const int n = static_cast<int>(p_.prompt.size());
   // Positions past start are rewritten by this request: their blocks go now.
-  seq_.kv.release_from(start);
-  seq_.cached = std::min(seq_.cached, start);
+  seq_.cached = std::min(seq_.cached, seq_.kv.release_from(start));
+  held_before_ = seq_.cached;
+  // What the prefix cache holds is attached before the admission, which then charges
+  // only the blocks this request computes.
+  attach_prefix();
   // All it may grow to: the prompt, then every position up to the limit.
   const int need = p_.sampling ? std::max(start + n, p_.limit_pos) : start + n;
   admitting_ = true;
@@ -130,24 +133,43 @@ asio::awaitable<std::optional<Generation::Event>> Generation::admit() {
   co_return end;
 }
 
+void Generation::attach_prefix() {
+  if (env_.prefix == nullptr) return;
+  constexpr int kBlk = KvCache::kBlockPositions;
+  const int end = p_.start + static_cast<int>(p_.prompt.size());
+  // The last position is always computed: its logits are the request's result.
+  const int max_blocks = (end - 1) / kBlk;
+  const int have = seq_.cached / kBlk;
+  if (max_blocks <= have) return;
+  std::vector<int> all(seq_.tokens.begin(), seq_.tokens.begin() + p_.start);
+  all.insert(all.end(), p_.prompt.begin(), p_.prompt.end());
+  const int got = env_.prefix->attach(seq_.kv, p_.tenant, all, have, max_blocks);
+  seq_.cached = std::max(seq_.cached, got * kBlk);
+}
+
+void Generation::publish_prefix() {
+  if (env_.prefix != nullptr) env_.prefix->publish(seq_.kv, p_.tenant, seq_.tokens, seq_.cached);
+}
+
 asio::awaitable<std::optional<Generation::Failure>> Generation::step(std::span<const int> tokens, int start,
                                                                      bool more) {
-  // What the cache has lost of the tokens before start (an eviction, a rewind into a block)
-  // is recomputed first, in the same batch: the same keys and values, bit for bit.
-  int from = start;
-  std::vector<int> with_history;
-  std::span<const int> run = tokens;
-  if (seq_.cached < start) {
-    from = seq_.cached;
-    with_history.assign(seq_.tokens.begin() + from, seq_.tokens.begin() + start);
-    with_history.insert(with_history.end(), tokens.begin(), tokens.end());
-    run = with_history;
-  }
-  // Charged at admission: only the system itself can refuse these blocks now.
-  if (!seq_.kv.reserve(from + static_cast<int>(run.size()))) co_return Failure{Failure::Kind::no_memory};
+  // The sequence this step leaves: the positions before start, then its tokens. It runs
+  // from the first position the cache does not hold: what the cache has lost before start
+  // (an eviction, a rewind into a block) is recomputed in the same batch, and what the
+  // prefix cache supplied is skipped; either way the same keys and values, bit for bit.
   seq_.tokens.resize(static_cast<std::size_t>(start));
   seq_.tokens.insert(seq_.tokens.end(), tokens.begin(), tokens.end());
-  seq_.cached = from;
+  const int from = seq_.cached;
+  LW_ASSERT(from < seq_.position());
+  input_.assign(seq_.tokens.begin() + from, seq_.tokens.end());
+  const std::span<const int> run = input_;
+  // Charged at admission: only the system itself can refuse these blocks now.
+  if (!seq_.kv.reserve(seq_.position())) co_return Failure{Failure::Kind::no_memory};
+  if (!ran_prompt_) {
+    ran_prompt_ = true;
+    end_.prompt_computed = static_cast<int>(run.size());
+    end_.prompt_cached = std::max(0, seq_.position() - held_before_ - end_.prompt_computed);
+  }
   // Built before the co_await (g++ 12 and temporaries in co_await expressions).
   const Scheduler::Output out = sampler_ ? Scheduler::Output{Scheduler::TokenOut{&*sampler_, &sampled_, &carry_}}
                                          : Scheduler::Output{Scheduler::LogitsOut{&logits_}};
@@ -174,13 +196,14 @@ asio::awaitable<std::optional<Generation::Failure>> Generation::advance(std::spa
   seq_.tokens.insert(seq_.tokens.end(), carried_.begin(), carried_.end());
   const int pos = halt_ ? *halt_ : base_ + static_cast<int>(carried_.size());
   seq_.tokens.resize(static_cast<std::size_t>(pos));
-  if (halt_) seq_.kv.release_from(pos);  // what was computed past the stop
-  seq_.cached = pos;
+  // What was computed past the stop goes.
+  seq_.cached = halt_ ? std::min(pos, seq_.kv.release_from(pos)) : pos;
   co_return std::nullopt;
 }
 
 asio::awaitable<Generation::Event> Generation::run_generate() {
   if (auto f = co_await advance(p_.prompt, p_.start)) co_return *f;
+  publish_prefix();  // others with the same prompt may attach it while this one generates
   end_.prompt_tokens = static_cast<int>(p_.prompt.size());
   std::vector<int> one(1);
   while (!halt_) {

@@ -21,6 +21,7 @@
 #include "server/engine/scheduler.hpp"
 #include "server/engine/strand_signal.hpp"
 #include "server/model/kv_cache.hpp"
+#include "server/model/prefix_cache.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -43,7 +44,8 @@ struct Sequence {
   int cached = 0;           // of those, positions [0, cached) are in kv (fewer after an eviction)
 
   int position() const { return static_cast<int>(tokens.size()); }
-  // Forgets positions [p, position()).
+  // Forgets positions [p, position()) (and, when position p falls inside a shared prefix
+  // block, the cache of that block's first positions, which are recomputed when needed).
   void rewind(int p);
   // Drops the cache, keeps the tokens: what is lost is recomputed at the next request
   // (the forward pass is batch-invariant, so bit for bit the same).
@@ -57,6 +59,7 @@ struct GenerationEnv {
   const SpecialTokens& stops;
   const std::atomic<bool>& forced;  // a forced shutdown: stop at the next token
   int vocab_size;
+  PrefixCache* prefix = nullptr;  // shared prefix blocks (nullptr: --prefix-cache off)
 };
 
 class Generation {
@@ -72,6 +75,7 @@ class Generation {
     bool limit_is_context = false;  // reaching limit_pos ends with context, not steps
     bool stop_on_eos = false;
     std::uint64_t holder = 0;  // the session's idle-holder id in Admission (0: none)
+    std::uint32_t tenant = 0;  // whose prefix-cache chains it may attach and extend (the API key)
     // Events produced and not yet read before the generation pauses (the scheduler stops
     // carrying it on) until the reader catches up.
     std::size_t max_unread = 64;
@@ -91,6 +95,11 @@ class Generation {
   struct End {
     Reason reason = Reason::steps;
     int prompt_tokens = 0;  // run by this request (0 when it stopped before running any)
+    // Of the positions up to the prompt's end that the cache did not hold: those attached
+    // from the prefix cache, and those computed (the rest of the prompt, and history the
+    // cache had lost).
+    int prompt_cached = 0;
+    int prompt_computed = 0;
     int generated = 0;
     int position = 0;       // the sequence's position afterwards
     int last_token = 0;     // the last token drawn (a stop token included)
@@ -121,6 +130,10 @@ class Generation {
  private:
   asio::awaitable<Event> run();
   asio::awaitable<std::optional<Event>> admit();
+  // Attaches what the prefix cache holds of the sequence this request runs.
+  void attach_prefix();
+  // Offers the sequence's full blocks to the prefix cache.
+  void publish_prefix();
   asio::awaitable<Event> run_forward();
   asio::awaitable<Event> run_generate();
   // Runs `tokens` at `start` (recomputing first what the cache lost of the tokens before
@@ -139,6 +152,9 @@ class Generation {
   Params p_;
   std::optional<Sampler> sampler_;
   std::vector<float> logits_;
+  std::vector<int> input_;  // the positions a step runs (they stay alive while it runs)
+  int held_before_ = 0;     // positions the sequence held when the request began
+  bool ran_prompt_ = false;
   int sampled_ = 0;
   End end_;
   std::optional<Reason> cancel_;

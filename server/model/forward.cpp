@@ -226,6 +226,7 @@ std::span<float> ForwardPass::run(std::span<const BatchRow> rows, Parallel& par,
   for (int b = 0; b < B; ++b) {
     const BatchRow& r = rows[sz(b)];
     LW_ASSERT(r.token >= 0 && r.token < V && r.pos >= 0 && r.pos < r.kv->reserved());
+    LW_ASSERT(r.pos >= r.kv->writable_from());  // shared prefix blocks are read-only
     float* xrow = x_.data() + sz(b) * sz(D);
     const float* emb = w_.embedding_row(r.token, xrow);
     if (emb != xrow) std::copy_n(emb, D, xrow);

@@ -1,6 +1,7 @@
 #include "server/model/kv_cache.hpp"
 
 #include "common/error.hpp"
+#include "server/model/prefix_cache.hpp"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -217,7 +218,7 @@ std::uint64_t KvCache::block_bytes_for(const ModelConfig& config) {
 bool KvCache::reserve(int n_positions) {
   if (n_positions > capacity_) return false;
   while (reserved() < n_positions) {
-    const bool charge = blocks_.size() >= charged_blocks_;  // not charged ahead
+    const bool charge = private_blocks() >= charged_blocks_;  // not charged ahead
     if (charge && budget_ != nullptr && !budget_->try_take(block_bytes_)) return false;
     float* block = pool_->take();
     if (block == nullptr) {
@@ -230,30 +231,62 @@ bool KvCache::reserve(int n_positions) {
   return true;
 }
 
+std::uint64_t KvCache::budget_needed(int n_positions) const {
+  const std::size_t blocks = blocks_for(n_positions);
+  std::size_t shared = 0;
+  for (std::size_t i = 0; i < std::min(blocks, shared_.size()); ++i) shared += shared_[i] != nullptr ? 1 : 0;
+  const std::size_t need = blocks - shared;  // private blocks positions [0, n) take
+  return need <= charged_blocks_ ? 0 : static_cast<std::uint64_t>(need - charged_blocks_) * block_bytes_;
+}
+
 bool KvCache::reserve_budget(int n_positions) {
   if (n_positions > capacity_) return false;
-  const std::size_t need = blocks_for(n_positions);
-  if (need <= charged_blocks_) return true;
-  const std::uint64_t bytes = static_cast<std::uint64_t>(need - charged_blocks_) * block_bytes_;
+  const std::uint64_t bytes = budget_needed(n_positions);
+  if (bytes == 0) return true;
   if (budget_ != nullptr && !budget_->try_take(bytes)) return false;
-  charged_blocks_ = need;
+  charged_blocks_ += static_cast<std::size_t>(bytes / block_bytes_);
   return true;
 }
 
 void KvCache::trim_budget() {
-  if (charged_blocks_ > blocks_.size() && budget_ != nullptr) {
-    budget_->give_back(static_cast<std::uint64_t>(charged_blocks_ - blocks_.size()) * block_bytes_);
+  if (charged_blocks_ > private_blocks() && budget_ != nullptr) {
+    budget_->give_back(static_cast<std::uint64_t>(charged_blocks_ - private_blocks()) * block_bytes_);
   }
-  charged_blocks_ = blocks_.size();
+  charged_blocks_ = private_blocks();
 }
 
-void KvCache::release_from(int n_positions) {
-  const std::size_t keep = blocks_for(n_positions);
-  while (blocks_.size() > keep) {
-    pool_->give(blocks_.back());
-    blocks_.pop_back();
+void KvCache::pop_block() {
+  const std::size_t i = blocks_.size() - 1;
+  if (is_shared(i)) {
+    PrefixBlock* b = shared_[i];
+    shared_[i] = nullptr;
+    --n_shared_;
+    prefix_->release(b);
+  } else {
+    pool_->give(blocks_[i]);
   }
+  blocks_.pop_back();
+  if (shared_.size() > blocks_.size()) shared_.resize(blocks_.size());
+}
+
+int KvCache::release_from(int n_positions) {
+  std::size_t keep = blocks_for(n_positions);
+  int valid = std::min(n_positions, reserved());
+  // A shared block is never written: one that the next positions would go into goes too.
+  if (keep > 0 && keep <= blocks_.size() && n_positions % kBlockPositions != 0 && is_shared(keep - 1)) {
+    --keep;
+    valid = static_cast<int>(keep) * kBlockPositions;
+  }
+  while (blocks_.size() > keep) pop_block();
   trim_budget();
+  return valid;
+}
+
+int KvCache::writable_from() const {
+  for (std::size_t i = shared_.size(); i > 0; --i) {
+    if (shared_[i - 1] != nullptr) return static_cast<int>(i) * kBlockPositions;
+  }
+  return 0;
 }
 
 }  // namespace llamawire

@@ -97,6 +97,13 @@ class KvBlockPool {
   std::uint64_t warm_ = 0;  // bytes in warm_slots, all mappings
 };
 
+class PrefixCache;
+struct PrefixBlock;
+
+// A sequence's keys and values, block by block. Most blocks are the cache's own (private:
+// charged to the budget here, written by the forward pass); blocks attached from a
+// PrefixCache are shared read-only with other caches, charged once by the PrefixCache, and
+// never written: positions are only ever computed past them.
 class KvCache {
  public:
   static constexpr int kBlockPositions = 16;
@@ -121,11 +128,20 @@ class KvCache {
   bool reserve_budget(int n_positions);
   // Gives back what was charged ahead and not used (the end of a request).
   void trim_budget();
+  // The bytes reserve_budget(n) would charge now.
+  std::uint64_t budget_needed(int n_positions) const;
   // Returns the blocks past position n (a rewind or reset), with their charge and any
-  // charged ahead.
-  void release_from(int n_positions);
+  // charged ahead. A shared block that position n falls inside goes too (it must not be
+  // written), so the keys and values kept are those of positions [0, returned value):
+  // n, or n rounded down to a block when that block was shared.
+  int release_from(int n_positions);
   std::uint64_t bytes_held() const { return static_cast<std::uint64_t>(blocks_.size()) * block_bytes_; }
   std::uint64_t bytes_charged() const { return static_cast<std::uint64_t>(charged_blocks_) * block_bytes_; }
+  // Blocks attached from a PrefixCache (shared, read-only), and positions [0, n) they begin.
+  int shared_blocks() const { return n_shared_; }
+  bool is_shared(std::size_t block) const { return block < shared_.size() && shared_[block] != nullptr; }
+  // The first position the forward pass may write: past every shared block.
+  int writable_from() const;
   // Blocks positions [0, n) take.
   static std::size_t blocks_for(int n_positions) {
     return static_cast<std::size_t>((std::max(n_positions, 0) + kBlockPositions - 1) / kBlockPositions);
@@ -150,14 +166,23 @@ class KvCache {
     return block + idx;
   }
 
+  friend class PrefixCache;
+  std::size_t private_blocks() const { return blocks_.size() - static_cast<std::size_t>(n_shared_); }
+  // Drops the last block, private (to the pool; its charge stays in charged_blocks_ until
+  // trim_budget) or shared (a reference given back to its PrefixCache).
+  void pop_block();
+
   int n_layers_;
   int kv_dim_;
   int capacity_;
   KvBudget* budget_;
   std::uint64_t block_bytes_;
   KvBlockPool* pool_;
-  std::vector<float*> blocks_;  // from pool_
-  std::size_t charged_blocks_ = 0;  // charged to budget_: blocks_.size() plus those charged ahead
+  std::vector<float*> blocks_;  // from pool_, or shared_[i]->data
+  std::vector<PrefixBlock*> shared_;  // per block (as long as blocks_ or shorter): its PrefixCache entry, or nullptr
+  int n_shared_ = 0;
+  PrefixCache* prefix_ = nullptr;  // the cache the shared blocks belong to
+  std::size_t charged_blocks_ = 0;  // charged to budget_: the private blocks plus those charged ahead
 };
 
 }  // namespace llamawire

@@ -2,7 +2,6 @@
 
 #include "server/net/http_request.hpp"
 
-#include "common/auth.hpp"
 #include "common/log.hpp"
 #include "common/sampler.hpp"
 #include "common/tokenizer.hpp"
@@ -36,14 +35,15 @@ using namespace asio::experimental::awaitable_operators;
 
 std::atomic<std::uint64_t> g_request_counter{0};
 
-// "Bearer KEY", the scheme's name in any case (RFC 7235: case-insensitive).
-bool bearer_matches(std::string_view header, const std::string& key) {
+// The KEY of "Bearer KEY", the scheme's name in any case (RFC 7235: case-insensitive);
+// empty when the header is not that.
+std::string_view bearer_key(std::string_view header) {
   constexpr std::string_view scheme = "bearer ";
-  if (header.size() <= scheme.size()) return false;
+  if (header.size() <= scheme.size()) return {};
   for (std::size_t i = 0; i < scheme.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(header[i])) != scheme[i]) return false;
+    if (std::tolower(static_cast<unsigned char>(header[i])) != scheme[i]) return {};
   }
-  return constant_time_equal(key, header.substr(scheme.size()));
+  return header.substr(scheme.size());
 }
 
 class HttpConnection {
@@ -159,6 +159,7 @@ class HttpConnection {
   std::uint64_t registry_id_ = 0;
   bool busy_ = false;  // a request has begun (not waiting for the next one)
   bool peer_gone_ = false;
+  std::uint32_t tenant_ = 0;  // the request's key's tenant (ServerContext::tenant_of)
   Generation* gen_ = nullptr;  // the generation running, if any
   std::uint64_t body_charged_ = 0;  // of ctx_.frame_budget(), for the request's body
   // The request being answered.
@@ -249,8 +250,9 @@ asio::awaitable<HttpConnection::Read> HttpConnection::read_request(beast::flat_b
     const std::uint64_t body_bytes =
         parser.content_length() ? std::min<std::uint64_t>(*parser.content_length(), opts_.max_body_bytes)
                                 : (parser.chunked() ? opts_.max_body_bytes : 0);
-    if (path != "/health" && !ctx_.options().api_key.empty() &&
-        !bearer_matches(h[http::field::authorization], ctx_.options().api_key)) {
+    const auto tenant = ctx_.tenant_of(bearer_key(h[http::field::authorization]));
+    tenant_ = tenant.value_or(0);
+    if (path != "/health" && !tenant) {
       log::warn("http ", log::quoted(h.method_string()), " ", log::quoted(path),
                 ": rejected, missing or invalid API key");
       fail = HttpError{http::status::unauthorized, "missing or invalid API key (Authorization: Bearer ...)",
@@ -466,6 +468,7 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
   for (const auto& s : r.stop) holdback = std::max(holdback, s.size() - 1);
   const char* finish = "length";
   int generated = 0;
+  int cached_tokens = 0;  // prompt positions the prefix cache supplied
   bool stopped = false;  // by a stop string, or the client gone: later tokens are dropped
   std::optional<HttpError> failure;
   int prev = r.prompt.empty() ? ctx_.special_tokens().bos : r.prompt.back();
@@ -523,6 +526,7 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
     // llama.cpp's server does), while a llama2.c model runs on past EOS as llama2.c does.
     p.stop_on_eos = r.chat || tok.kind() != VocabKind::llama2c;
     p.received = t0;
+    p.tenant = tenant_;
     Generation gen(ctx_.generation_env(), seq, std::move(p));
     gen_ = &gen;
     gen.start(co_await asio::this_coro::executor);
@@ -536,6 +540,8 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
       if (const auto* f = std::get_if<Generation::Failure>(&e)) {
         failure = refusal(*f, n_prompt + max_new - 1);
       } else if (const auto* end = std::get_if<Generation::End>(&e)) {
+        ctx_.count_prompt(*end);
+        cached_tokens = end->prompt_cached;
         if (end->reason == Generation::Reason::bos || end->reason == Generation::Reason::eos) finish = "stop";
         cut = end->reason == Generation::Reason::shutdown;
       }
@@ -565,7 +571,10 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
     Response res = error(*failure);
     co_return co_await write(std::move(res)) && keep_alive_;
   }
-  json::object usage{{"prompt_tokens", n_prompt}, {"completion_tokens", generated}, {"total_tokens", n_prompt + generated}};
+  json::object usage{{"prompt_tokens", n_prompt},
+                     {"completion_tokens", generated},
+                     {"total_tokens", n_prompt + generated},
+                     {"prompt_tokens_details", json::object{{"cached_tokens", cached_tokens}}}};
   if (r.stream) {
     if (!head_sent && !co_await send_head()) co_return false;
     std::string tail = std::move(unwritten);

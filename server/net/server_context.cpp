@@ -1,5 +1,7 @@
 #include "server/net/server_context.hpp"
 
+#include "common/auth.hpp"
+
 #include <sstream>
 
 namespace llamawire {
@@ -14,7 +16,20 @@ ServerContext::ServerContext(std::shared_ptr<const WeightStore> weights, std::sh
                                            : weights_->config().seq_len),
       kv_budget_(kv_budget_bytes),
       frame_budget_(opts_.frame_memory_bytes),
-      admission_(opts_.max_sessions, kv_budget_, opts_.queue_timeout) {}
+      prefix_cache_(opts_.prefix_cache ? std::make_unique<PrefixCache>(weights_->config(), opts_.model_name,
+                                                                       opts_.prefix_cache_bytes, &kv_budget_)
+                                       : nullptr),
+      admission_(opts_.max_sessions, kv_budget_, opts_.queue_timeout, prefix_cache_.get()) {}
+
+std::optional<std::uint32_t> ServerContext::tenant_of(std::string_view key) const {
+  if (opts_.api_keys.empty()) return 0u;
+  std::optional<std::uint32_t> tenant;
+  // Every key is compared, whichever matches, so the time does not tell which one did.
+  for (std::size_t i = 0; i < opts_.api_keys.size(); ++i) {
+    if (constant_time_equal(opts_.api_keys[i], key) && !tenant) tenant = static_cast<std::uint32_t>(i + 1);
+  }
+  return tenant;
+}
 
 std::uint64_t ServerContext::register_session(asio::any_io_executor strand, StopFn on_stop, StopFn close_idle) {
   std::lock_guard lock(mutex_);
@@ -107,6 +122,16 @@ std::string ServerContext::stats_json() const {
      << ",\"kv_bytes_used\":" << kv_budget_.used() << ",\"kv_bytes_peak\":" << kv_budget_.peak()
      << ",\"frame_bytes_buffered\":" << frame_budget_.used() << ",\"frame_refusals\":" << counters_.frame_refusals.load()
      << ",\"kv_bytes_budget\":" << kv_budget_.limit() << ",\"kv_bytes_warm\":" << kv_warm_bytes()
+     << ",\"prompt_tokens_computed_total\":" << counters_.prompt_tokens_computed_total.load()
+     << ",\"prompt_tokens_cached_total\":" << counters_.prompt_tokens_cached_total.load();
+  const PrefixCache::Stats pc = prefix_cache_ ? prefix_cache_->stats() : PrefixCache::Stats{};
+  os << ",\"prefix_cache\":" << (prefix_cache_ ? "true" : "false") << ",\"prefix_cache_blocks\":" << pc.blocks
+     << ",\"prefix_cache_bytes\":" << pc.bytes << ",\"prefix_cache_unreferenced_bytes\":" << pc.unreferenced_bytes
+     << ",\"prefix_cache_lookups\":" << pc.lookups << ",\"prefix_cache_hits\":" << pc.hits
+     << ",\"prefix_cache_blocks_attached\":" << pc.blocks_attached
+     << ",\"prefix_cache_blocks_published\":" << pc.blocks_published
+     << ",\"prefix_cache_blocks_deduplicated\":" << pc.blocks_deduplicated
+     << ",\"prefix_cache_evictions\":" << pc.evictions << ",\"prefix_cache_collisions\":" << pc.collisions
      << ",\"batches\":" << s.batches << ",\"batch_rows\":" << s.rows << ",\"decode_rows\":" << s.decode_rows
      << ",\"prefill_rows\":" << s.prefill_rows << ",\"max_rows_in_batch\":" << s.max_rows_in_batch
      << ",\"max_steps_in_batch\":" << s.max_steps_in_batch << ",\"mean_steps_per_batch\":"
@@ -167,6 +192,28 @@ std::string ServerContext::metrics_text() const {
   os << "llamawire_kv_bytes_budget " << kv_budget_.limit() << "\n";
   metric("llamawire_kv_bytes_warm", "gauge", "Free KV cache memory kept resident for new sessions (--kv-warm-mb).");
   os << "llamawire_kv_bytes_warm " << kv_warm_bytes() << "\n";
+  metric("llamawire_prompt_tokens_computed_total", "counter",
+         "Prompt positions computed, both protocols (history recomputed after an eviction included).");
+  os << "llamawire_prompt_tokens_computed_total " << c.prompt_tokens_computed_total.load() << "\n";
+  metric("llamawire_prompt_tokens_cached_total", "counter",
+         "Prompt positions attached from the prefix cache instead of computed, both protocols.");
+  os << "llamawire_prompt_tokens_cached_total " << c.prompt_tokens_cached_total.load() << "\n";
+  const PrefixCache::Stats pc = prefix_cache_ ? prefix_cache_->stats() : PrefixCache::Stats{};
+  metric("llamawire_prefix_cache_blocks", "gauge", "KV blocks held by the prefix cache (16 positions each).");
+  os << "llamawire_prefix_cache_blocks " << pc.blocks << "\n";
+  metric("llamawire_prefix_cache_bytes", "gauge", "Memory of the prefix cache's blocks, by whether a session holds them.");
+  os << "llamawire_prefix_cache_bytes{state=\"referenced\"} " << pc.bytes - pc.unreferenced_bytes << "\n";
+  os << "llamawire_prefix_cache_bytes{state=\"unreferenced\"} " << pc.unreferenced_bytes << "\n";
+  metric("llamawire_prefix_cache_lookups_total", "counter", "Prompts looked up in the prefix cache.");
+  os << "llamawire_prefix_cache_lookups_total " << pc.lookups << "\n";
+  metric("llamawire_prefix_cache_hits_total", "counter", "Lookups that attached at least one cached block.");
+  os << "llamawire_prefix_cache_hits_total " << pc.hits << "\n";
+  metric("llamawire_prefix_cache_blocks_attached_total", "counter", "Cached blocks attached to sessions.");
+  os << "llamawire_prefix_cache_blocks_attached_total " << pc.blocks_attached << "\n";
+  metric("llamawire_prefix_cache_blocks_published_total", "counter", "Computed blocks that became cache entries.");
+  os << "llamawire_prefix_cache_blocks_published_total " << pc.blocks_published << "\n";
+  metric("llamawire_prefix_cache_evictions_total", "counter", "Unreferenced cache blocks evicted.");
+  os << "llamawire_prefix_cache_evictions_total " << pc.evictions << "\n";
   metric("llamawire_frame_bytes_buffered", "gauge", "Memory held for frames still arriving, all connections.");
   os << "llamawire_frame_bytes_buffered " << frame_budget_.used() << "\n";
   metric("llamawire_compute_busy_seconds_total", "counter", "Time the compute threads spent in forward passes.");

@@ -22,7 +22,10 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <optional>
+#include <string_view>
 #include <type_traits>
+#include <vector>
 
 namespace llamawire {
 
@@ -41,8 +44,12 @@ struct ServerOptions {
   std::chrono::milliseconds queue_timeout{10'000};  // wait for a session slot or KV memory before busy
   std::chrono::milliseconds request_timeout{30'000};  // an HTTP request's headers and body, once begun
   std::size_t max_outbox_bytes = 4u << 20;  // queued replies before a generation pauses
-  std::string api_key;
+  // Keys a client may present (none: no key is required). Each key is a tenant: the
+  // prefix cache keeps each tenant's blocks apart.
+  std::vector<std::string> api_keys;
   std::string model_name;
+  bool prefix_cache = true;                              // --prefix-cache on|off
+  std::uint64_t prefix_cache_bytes = 512ull << 20;       // --prefix-cache-mb: unreferenced blocks at most
   ChatFormat chat_format = kDefaultChatFormat;  // the CLI's chat and /v1/chat/completions
 };
 
@@ -55,6 +62,10 @@ struct ServerCounters {
   std::atomic<std::uint64_t> requests_total{0};
   std::atomic<std::uint64_t> prompt_tokens_total{0};
   std::atomic<std::uint64_t> generated_tokens_total{0};
+  // Both protocols: prompt positions computed (history lost to an eviction included) and
+  // attached from the prefix cache instead.
+  std::atomic<std::uint64_t> prompt_tokens_computed_total{0};
+  std::atomic<std::uint64_t> prompt_tokens_cached_total{0};
   std::atomic<std::uint64_t> protocol_errors_total{0};
   std::atomic<std::uint64_t> frame_refusals{0};  // frames skipped at the --frame-memory-mb limit
   // The HTTP API's own counts (the ones above are the binary protocol's).
@@ -85,7 +96,19 @@ class ServerContext {
   Admission& admission() { return admission_; }
   // What both protocols' generations run on.
   GenerationEnv generation_env() {
-    return GenerationEnv{scheduler_, admission_, tokenizer_->special(), forced_, weights_->config().vocab_size};
+    return GenerationEnv{scheduler_, admission_, tokenizer_->special(), forced_, weights_->config().vocab_size,
+                         prefix_cache_.get()};
+  }
+  // The prefix cache, or nullptr with --prefix-cache off.
+  PrefixCache* prefix_cache() { return prefix_cache_.get(); }
+  // The tenant a presented key belongs to: 0 when the server requires no key, else 1 + the
+  // key's index; nullopt when the key is not one of them. Keys are compared in constant time.
+  std::optional<std::uint32_t> tenant_of(std::string_view key) const;
+  bool requires_key() const { return !opts_.api_keys.empty(); }
+  // A finished request's prompt accounting, into the counters.
+  void count_prompt(const Generation::End& end) {
+    counters_.prompt_tokens_computed_total += static_cast<std::uint64_t>(end.prompt_computed);
+    counters_.prompt_tokens_cached_total += static_cast<std::uint64_t>(end.prompt_cached);
   }
   // A generated token's latency, into the TTFT or inter-token histogram.
   void observe_latency(const Generation::Token& t) {
@@ -148,6 +171,7 @@ class ServerContext {
   int context_;  // positions per session
   KvBudget kv_budget_;
   ByteBudget frame_budget_;
+  std::unique_ptr<PrefixCache> prefix_cache_;  // after the budget it charges, before admission
   Admission admission_;
   ServerCounters counters_;
   std::atomic<bool> draining_{false};

@@ -1,6 +1,5 @@
 #include "server/net/session.hpp"
 
-#include "common/auth.hpp"
 #include "common/log.hpp"
 #include "common/sampler.hpp"
 
@@ -295,10 +294,12 @@ bool Session::handle(const FrameHeader& h, Message m) {
                  true, rid);
       return false;
     }
-    if (!ctx_.options().api_key.empty() && !constant_time_equal(ctx_.options().api_key, hello.api_key)) {
+    const auto tenant = ctx_.tenant_of(hello.api_key);
+    if (!tenant) {
       send_error(errc::unauthorized, hello.api_key.empty() ? "an API key is required" : "invalid API key", true, rid);
       return false;
     }
+    tenant_ = *tenant;
     if (ctx_.draining()) {
       send_error(errc::shutting_down, "server shutting down", true, rid);
       return false;
@@ -466,6 +467,7 @@ Generation::Params Session::params_for(const Request& job) const {
   p.prompt.assign(tokens.begin(), tokens.end());
   p.start = static_cast<int>(job.generate ? job.gen.start_pos : job.forward.start_pos);
   p.holder = holder_id_;
+  p.tenant = tenant_;
   p.received = job.received;
   if (job.generate) {
     const auto& g = job.gen;
@@ -517,6 +519,7 @@ bool Session::translate(const Request& job, const Generation::Event& e) {
   const auto& end = std::get<Generation::End>(e);
   tokens_prompt_ += static_cast<std::uint64_t>(end.prompt_tokens);
   ctx_.counters().prompt_tokens_total += static_cast<std::uint64_t>(end.prompt_tokens);
+  ctx_.count_prompt(end);
   if (closing_ || end.reason == Generation::Reason::closed) return true;  // nobody to tell
   if (!job.generate) {
     // FORWARD ends with its LOGITS; stopped while it waited for memory, it says why (a

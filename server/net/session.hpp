@@ -91,6 +91,7 @@ class Session {
   // is recomputed at the next request).
   Sequence seq_;
   std::uint64_t holder_id_ = 0;  // in ctx_.admission(), once past HELLO
+  std::uint32_t tenant_ = 0;     // the key's tenant (ServerContext::tenant_of)
   Generation* gen_ = nullptr;    // the request running (State::generating, once started)
   std::uint64_t frame_bytes_held_ = 0;  // of ctx_.frame_budget(), for the frame being read
 
