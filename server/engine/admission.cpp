@@ -138,7 +138,8 @@ asio::awaitable<Admission::Status> Admission::take_slot(std::function<bool()> st
     if (slot_line_.tickets.empty() && take()) co_return Status::admitted;
     ticket = join(slot_line_);
   }
-  co_return co_await wait_in_line(slot_line_, ticket, Attempt{take, [] { return false; }}, stop);
+  Attempt attempt{take, [] { return false; }};  // a named local: see admit()
+  co_return co_await wait_in_line(slot_line_, ticket, std::move(attempt), stop);
 }
 
 asio::awaitable<Admission::Status> Admission::admit(KvCache& kv, int positions, std::function<bool()> stop,
@@ -168,8 +169,10 @@ asio::awaitable<Admission::Status> Admission::admit(KvCache& kv, int positions, 
   } busy{*this, holder};
   // Running requests all complete; idle caches are what can go, evicted at the front until
   // the request fits or no cache is left to evict.
-  const auto st = co_await wait_in_line(
-      kv_line_, ticket, Attempt{[&] { return try_reserve(kv, positions); }, [&] { return evict_one(holder); }}, stop);
+  // A named local, not a temporary in the co_await expression (g++ 12 can destroy those
+  // twice across a suspension).
+  Attempt attempt{[&] { return try_reserve(kv, positions); }, [&] { return evict_one(holder); }};
+  const auto st = co_await wait_in_line(kv_line_, ticket, std::move(attempt), stop);
   if (st == Status::timed_out) {
     std::lock_guard lock(mutex_);
     ++refusals_;

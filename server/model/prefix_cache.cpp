@@ -35,10 +35,11 @@ std::size_t PrefixCache::DigestHash::operator()(const BlockDigest& d) const {
 }
 
 PrefixCache::PrefixCache(const ModelConfig& config, std::string_view model_id, std::uint64_t max_unreferenced_bytes,
-                         KvBudget* budget)
+                         KvBudget* budget, int digest_bytes)
     : block_bytes_(KvCache::block_bytes_for(config)),
       max_unreferenced_bytes_(max_unreferenced_bytes),
       budget_(budget),
+      digest_bytes_(std::clamp(digest_bytes, 1, 32)),
       pool_(&KvBlockPool::for_block_bytes(block_bytes_)) {
   if (RAND_bytes(secret_.data(), static_cast<int>(secret_.size())) != 1) {
     std::random_device rd;  // the kernel's generator too, when OpenSSL's cannot be seeded
@@ -72,7 +73,9 @@ BlockDigest PrefixCache::digest(std::uint32_t tenant, const PrefixBlock* parent,
   put_u32(in, tenant);
   put_u32(in, static_cast<std::uint32_t>(index));
   for (int t : tokens) put_u32(in, static_cast<std::uint32_t>(t));
-  return sha256(in);
+  BlockDigest d = sha256(in);
+  std::fill(d.begin() + digest_bytes_, d.end(), std::uint8_t{0});
+  return d;
 }
 
 PrefixBlock* PrefixCache::find(std::uint32_t tenant, const PrefixBlock* parent, int index, std::span<const int> tokens) {

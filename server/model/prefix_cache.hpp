@@ -70,9 +70,10 @@ class PrefixCache {
   };
 
   // `model_id` names the weights (part of every digest); `budget` is the KV budget the
-  // entries are charged to (nullptr: none).
+  // entries are charged to (nullptr: none). `digest_bytes` (1-32) keeps only that many bytes
+  // of each digest: tests use 1 to make collisions certain.
   PrefixCache(const ModelConfig& config, std::string_view model_id, std::uint64_t max_unreferenced_bytes,
-              KvBudget* budget);
+              KvBudget* budget, int digest_bytes = 32);
   // Every KvCache holding entries must be gone; the entries' blocks go back.
   ~PrefixCache();
   PrefixCache(const PrefixCache&) = delete;
@@ -115,6 +116,7 @@ class PrefixCache {
   std::uint64_t block_bytes_;
   std::uint64_t max_unreferenced_bytes_;
   KvBudget* budget_;
+  int digest_bytes_;
   KvBlockPool* pool_;
   std::array<std::uint8_t, 32> secret_{};
   BlockDigest model_root_{};  // digest of (secret, model id, shape)

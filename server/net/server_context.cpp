@@ -186,7 +186,7 @@ std::string ServerContext::metrics_text() const {
   c.ttft_seconds.write(os, "llamawire_time_to_first_token_seconds");
   metric("llamawire_inter_token_latency_seconds", "histogram", "Between consecutive generated tokens.");
   c.itl_seconds.write(os, "llamawire_inter_token_latency_seconds");
-  metric("llamawire_kv_bytes_used", "gauge", "KV cache memory held by all sessions.");
+  metric("llamawire_kv_bytes_used", "gauge", "KV cache memory held by all sessions and the prefix cache.");
   os << "llamawire_kv_bytes_used " << kv_budget_.used() << "\n";
   metric("llamawire_kv_bytes_budget", "gauge", "KV cache memory budget (0: unlimited).");
   os << "llamawire_kv_bytes_budget " << kv_budget_.limit() << "\n";
