@@ -96,4 +96,45 @@ bool RawSocket::handshake(const std::string& api_key) {
   return r && std::holds_alternative<msg::HelloOk>(r->second);
 }
 
+GenerateResult generate_on(RawSocket& s, const msg::Generate& g, std::uint32_t rid) {
+  GenerateResult out;
+  if (!s.send(g, rid)) return out;
+  for (;;) {
+    const auto r = s.receive();
+    if (!r) return out;
+    if (const auto* tk = std::get_if<msg::Token>(&r->second)) out.tokens.push_back(tk->token);
+    if (const auto* e = std::get_if<msg::End>(&r->second)) {
+      out.end = *e;
+      out.ok = true;
+      return out;
+    }
+    if (const auto* e = std::get_if<msg::Error>(&r->second)) {
+      out.error = e->message;
+      return out;
+    }
+  }
+}
+
+msg::Generate gen_request(std::uint32_t start, std::vector<std::uint32_t> tokens, std::uint32_t limit,
+                          std::uint64_t seed, float temperature) {
+  msg::Generate g;
+  g.start_pos = start;
+  g.limit_pos = limit;
+  g.temperature = temperature;
+  g.topp = 0.9f;
+  g.seed = seed;
+  g.tokens = std::move(tokens);
+  return g;
+}
+
+std::optional<msg::Logits> forward_on(RawSocket& s, const msg::Forward& f, std::uint32_t rid) {
+  if (!s.send(f, rid)) return std::nullopt;
+  for (;;) {
+    const auto r = s.receive();
+    if (!r) return std::nullopt;
+    if (const auto* l = std::get_if<msg::Logits>(&r->second)) return *l;
+    if (std::holds_alternative<msg::Error>(r->second)) return std::nullopt;
+  }
+}
+
 }  // namespace llamawire::test

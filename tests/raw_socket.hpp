@@ -40,4 +40,20 @@ class RawSocket {
   int fd_ = -1;
 };
 
+// What one GENERATE on a connected session gave: its TOKENs and END, or the ERROR that
+// ended it.
+struct GenerateResult {
+  std::vector<std::uint32_t> tokens;
+  msg::End end;
+  bool ok = false;
+  std::string error;
+};
+GenerateResult generate_on(RawSocket& s, const msg::Generate& g, std::uint32_t rid);
+// A GENERATE request sampled at temperature 0.9, top-p 0.9 with `seed` (0.0 temperature:
+// greedy).
+msg::Generate gen_request(std::uint32_t start, std::vector<std::uint32_t> tokens, std::uint32_t limit,
+                          std::uint64_t seed, float temperature = 0.9f);
+// A FORWARD's LOGITS (nullopt on an ERROR or a lost connection).
+std::optional<msg::Logits> forward_on(RawSocket& s, const msg::Forward& f, std::uint32_t rid);
+
 }  // namespace llamawire::test

@@ -292,44 +292,9 @@ TEST_CASE("frames: no memory before authentication, growth only as bytes arrive,
 
 namespace {
 
-struct Generation {
-  std::vector<std::uint32_t> tokens;
-  lw::msg::End end;
-  bool ok = false;
-  std::string error;
-};
-
-// One GENERATE on a connected session: its TOKENs and END (or the ERROR that ended it).
-Generation generate_on(t::RawSocket& s, const lw::msg::Generate& g, std::uint32_t rid) {
-  Generation out;
-  if (!s.send(g, rid)) return out;
-  for (;;) {
-    const auto r = s.receive();
-    if (!r) return out;
-    if (const auto* tk = std::get_if<lw::msg::Token>(&r->second)) out.tokens.push_back(tk->token);
-    if (const auto* e = std::get_if<lw::msg::End>(&r->second)) {
-      out.end = *e;
-      out.ok = true;
-      return out;
-    }
-    if (const auto* e = std::get_if<lw::msg::Error>(&r->second)) {
-      out.error = e->message;
-      return out;
-    }
-  }
-}
-
-lw::msg::Generate gen_request(std::uint32_t start, std::vector<std::uint32_t> tokens, std::uint32_t limit,
-                              std::uint64_t seed) {
-  lw::msg::Generate g;
-  g.start_pos = start;
-  g.limit_pos = limit;
-  g.temperature = 0.9f;
-  g.topp = 0.9f;
-  g.seed = seed;
-  g.tokens = std::move(tokens);
-  return g;
-}
+using Generation = t::GenerateResult;
+using t::gen_request;
+using t::generate_on;
 
 // Session i: a generation to position 100, then (connection kept) one from where it ended
 // to the end of the context. Returns both.
