@@ -2,10 +2,14 @@
 // SentencePiece vocabulary's own cases: user-defined and control tokens in text.
 #include "common/chat_template.hpp"
 #include "common/tokenizer.hpp"
+#include "server/model/gguf.hpp"
+#include "server/model/weight_store.hpp"
+#include "tests/support.hpp"
 
 #include <catch2/catch.hpp>
 
 namespace lw = llamawire;
+namespace t = llamawire::test;
 
 namespace {
 
@@ -142,4 +146,54 @@ TEST_CASE("every template renders a conversation as the concatenation of its tur
   // ChatML's end of turn is its own token when the vocabulary has it.
   CHECK(lw::end_of_turn_id(tok, lw::ChatTemplate(lw::ChatFormat::chatml)) == tok.find("<|im_end|>"));
   CHECK(lw::end_of_turn_id(tok, lw::ChatTemplate(lw::ChatFormat::zephyr)) == -1);
+}
+
+namespace {
+
+// The three kinds of vocabulary a server meets: llama2.c's tokenizer.bin, a GGUF
+// SentencePiece vocabulary (32000 pieces) and Llama-3's byte-level BPE.
+std::vector<std::pair<std::string, lw::Tokenizer>> real_tokenizers() {
+  std::vector<std::pair<std::string, lw::Tokenizer>> out;
+  out.emplace_back("tok512.bin", lw::Tokenizer::load((t::models_dir() / "tok512.bin").string(), 512).value());
+  for (const auto& path : {t::models_dir() / "gguf" / "vocab32k-q8_0.gguf", t::llama3_vocab_gguf()}) {
+    const auto bytes = t::read_bytes(path);
+    auto g = lw::GgufFile::parse(bytes, path.filename().string()).value();
+    out.emplace_back(path.filename().string(),
+                     lw::Tokenizer::from_vocab(lw::read_gguf_vocab(g, 0).value(), path.filename().string()).value());
+  }
+  return out;
+}
+
+}  // namespace
+
+// The HTTP chat API is stateless: each turn re-sends the whole history. Its prompt's tokens
+// must begin with the last turn's prompt tokens, or the prefix cache could not attach them.
+TEST_CASE("each turn's rendered history begins with the last turn's prompt, token for token", "[chat][prefix]") {
+  LW_REQUIRE_SHARED();
+  const char* users[] = {"Tell me about the dream you had, with the sky and the hills.", "What did the trees look like?",
+                         "And then? Say more (numbers: 12345, code: f(x) = y;)", "Thanks!\n\nBye."};
+  const char* replies[] = {"Sure. The sky was blue, and the wind blew over the hills.",
+                           "They were tall, green and old: 3 oaks and 2 pines.",
+                           "Then a door opened into a quiet room.\nIt was empty.", "Goodbye!"};
+  for (const auto& [name, tok] : real_tokenizers()) {
+    for (const auto f : {lw::ChatFormat::llama2, lw::ChatFormat::mistral, lw::ChatFormat::zephyr, lw::ChatFormat::chatml,
+                         lw::ChatFormat::vicuna, lw::ChatFormat::llama3}) {
+      const lw::ChatTemplate tmpl(f);
+      INFO(name << ", " << tmpl.name());
+      std::vector<lw::ChatMessage> msgs{{"system", "You are a dreamer."}};
+      std::vector<int> last;
+      for (int turn = 0; turn < 4; ++turn) {
+        msgs.push_back({"user", users[turn]});
+        const auto prompt = lw::encode_segments(tok, tmpl.render(msgs, tok.add_bos()));
+        INFO("turn " << turn);
+        REQUIRE(prompt.size() > last.size());
+        CHECK(std::equal(last.begin(), last.end(), prompt.begin()));
+        // The reply as the server returns it: the text of the tokens generated after the
+        // prompt (which begins with a space where the format's prompt ends in a word).
+        const bool space = f == lw::ChatFormat::llama2 || f == lw::ChatFormat::mistral || f == lw::ChatFormat::vicuna;
+        msgs.push_back({"assistant", std::string(space ? " " : "") + replies[turn]});
+        last = prompt;
+      }
+    }
+  }
 }
