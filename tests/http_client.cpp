@@ -41,4 +41,10 @@ HttpResult http_request(int port, const std::string& method, const std::string& 
   return r;
 }
 
+double prometheus_value(const std::string& text, const std::string& series) {
+  const auto at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
 }  // namespace llamawire::test

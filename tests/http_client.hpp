@@ -17,4 +17,7 @@ struct HttpResult {
 HttpResult http_request(int port, const std::string& method, const std::string& target, const std::string& body = "",
                         const std::map<std::string, std::string>& headers = {});
 
+// The value of a series in Prometheus text (`name{labels}` as written), or -1 when absent.
+double prometheus_value(const std::string& text, const std::string& series);
+
 }  // namespace llamawire::test

@@ -127,6 +127,14 @@ msg::Generate gen_request(std::uint32_t start, std::vector<std::uint32_t> tokens
   return g;
 }
 
+boost::json::object stats_of(int port, const std::string& api_key) {
+  RawSocket s(port);
+  if (!s.handshake(api_key) || !s.send(msg::Stats{}, 9)) throw std::runtime_error("STATS: no session");
+  const auto r = s.receive();
+  if (!r || !std::holds_alternative<msg::StatsReply>(r->second)) throw std::runtime_error("STATS: no reply");
+  return boost::json::parse(std::get<msg::StatsReply>(r->second).json).as_object();
+}
+
 std::optional<msg::Logits> forward_on(RawSocket& s, const msg::Forward& f, std::uint32_t rid) {
   if (!s.send(f, rid)) return std::nullopt;
   for (;;) {

@@ -3,6 +3,8 @@
 
 #include "common/messages.hpp"
 
+#include <boost/json.hpp>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -53,6 +55,8 @@ GenerateResult generate_on(RawSocket& s, const msg::Generate& g, std::uint32_t r
 // greedy).
 msg::Generate gen_request(std::uint32_t start, std::vector<std::uint32_t> tokens, std::uint32_t limit,
                           std::uint64_t seed, float temperature = 0.9f);
+// STATS over a new session (an exception when it cannot be had).
+boost::json::object stats_of(int port, const std::string& api_key = "");
 // A FORWARD's LOGITS (nullopt on an ERROR or a lost connection).
 std::optional<msg::Logits> forward_on(RawSocket& s, const msg::Forward& f, std::uint32_t rid);
 

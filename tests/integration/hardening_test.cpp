@@ -487,11 +487,7 @@ json::object metrics_json(int binary_port) {
   return stats_of(s);
 }
 
-double prometheus_value(const std::string& text, const std::string& series) {
-  const auto at = text.find("\n" + series + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(text.substr(at + series.size() + 2));
-}
+using t::prometheus_value;
 
 }  // namespace
 

@@ -22,14 +22,7 @@ namespace {
 std::string aidreams() { return (t::models_dir() / "aidreams260K.bin").string(); }
 std::string tok512() { return (t::models_dir() / "tok512.bin").string(); }
 
-json::object stats_of(int port) {
-  t::RawSocket s(port);
-  REQUIRE(s.handshake());
-  REQUIRE(s.send(lw::msg::Stats{}, 9));
-  const auto r = s.receive();
-  REQUIRE(r);
-  return json::parse(std::get<lw::msg::StatsReply>(r->second).json).as_object();
-}
+using t::stats_of;
 
 std::uint64_t stat(int port, const char* name) { return stats_of(port).at(name).to_number<std::uint64_t>(); }
 
