@@ -13,7 +13,8 @@ mkdir -p "$models"
 tok=${LW_TOKENIZER:-../shared/models/tokenizer.bin}
 [ -f "$tok" ] || tok=models/tokenizer.bin
 tmp=$(mktemp -d)
-$bin/llamawire-server -c "$models/stories42M.bin" -z "$tok" -o 0 --port-file "$tmp/port" 2>"$tmp/server.log" &
+# --prefix-cache off: the same prompt each time, and this measures its prefill.
+$bin/llamawire-server -c "$models/stories42M.bin" -z "$tok" -o 0 --port-file "$tmp/port" --prefix-cache off 2>"$tmp/server.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 for _ in $(seq 1 600); do [ -s "$tmp/port" ] && break; sleep 0.05; done

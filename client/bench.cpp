@@ -42,6 +42,7 @@ struct BenchOptions {
   int tokens = 64;  // generated tokens per request
   std::string prompt;
   int prompt_tokens = 0;
+  int suffix_tokens = 0;  // per request, after the shared prompt: its own
   double duration_s = 300;
   bool client_sampling = false;
   bool json = false;
@@ -93,6 +94,20 @@ std::vector<int> synthetic_prompt(int k, int vocab) {
   return p;
 }
 
+// The shared prompt, then --suffix-tokens of the request's own (a question after a system
+// prompt that all requests share).
+std::vector<std::uint32_t> request_prompt(const Shared& s, int req) {
+  std::vector<std::uint32_t> p(s.prompt.begin(), s.prompt.end());
+  std::uint64_t x = 0x2545F4914F6CDD1DULL ^ (static_cast<std::uint64_t>(req) + 1) * 0x9E3779B97F4A7C15ULL;
+  for (int i = 0; i < s.o.suffix_tokens; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    p.push_back(static_cast<std::uint32_t>(3 + x % static_cast<std::uint64_t>(s.vocab - 3)));  // never BOS/EOS
+  }
+  return p;
+}
+
 asio::awaitable<void> worker(Shared& s, int id) {
   Connection conn(co_await asio::this_coro::executor);
   if (s.o.tls != nullptr) conn.use_tls(*s.o.tls);
@@ -122,7 +137,7 @@ asio::awaitable<void> worker(Shared& s, int id) {
     }
     s.prompt_ready = true;
   }
-  const int n_prompt = static_cast<int>(s.prompt.size());
+  const int n_prompt = static_cast<int>(s.prompt.size()) + s.o.suffix_tokens;
   const int limit = std::min(s.context, n_prompt + s.o.tokens - 1);
   while (s.next_request < s.o.requests && clock::now() < s.deadline) {
     const int req = s.next_request++;
@@ -152,7 +167,7 @@ asio::awaitable<void> worker(Shared& s, int id) {
       g.temperature = s.o.temperature;
       g.topp = s.o.topp;
       g.seed = seed;
-      g.tokens.assign(s.prompt.begin(), s.prompt.end());
+      g.tokens = request_prompt(s, req);
       const std::function<bool(std::uint32_t)> on_stream = [&](std::uint32_t) {
         on_token();
         return clock::now() < s.deadline + std::chrono::seconds(30);  // hard stop: cancel
@@ -164,7 +179,7 @@ asio::awaitable<void> worker(Shared& s, int id) {
       }
     } else {
       Sampler sampler(s.vocab, {s.o.temperature, s.o.topp, seed});
-      std::vector<std::uint32_t> feed(s.prompt.begin(), s.prompt.end());
+      std::vector<std::uint32_t> feed = request_prompt(s, req);
       int pos = 0;
       for (;;) {
         auto logits = co_await conn.forward(static_cast<std::uint32_t>(pos), feed);
@@ -224,6 +239,7 @@ int bench_main(int argc, char** argv) try {
       ("steps,n", po::value(&o.tokens)->default_value(64), "tokens to generate per request")
       ("prompt", po::value(&o.prompt), "prompt text (tokenized with the server's tokenizer)")
       ("prompt-tokens", po::value(&o.prompt_tokens)->default_value(0), "synthetic prompt of K tokens instead of text")
+      ("suffix-tokens", po::value(&o.suffix_tokens)->default_value(0), "K more synthetic tokens per request, its own, after the shared prompt")
       ("duration", po::value(&o.duration_s)->default_value(300), "start no request after S seconds; cancel at S+30")
       ("temperature,t", po::value(&o.temperature)->default_value(1.0f, "1.0"), "sampling temperature")
       ("p_value,p", po::value(&o.topp)->default_value(0.9f, "0.9"), "top-p")
@@ -252,6 +268,7 @@ int bench_main(int argc, char** argv) try {
   checks.integer("--requests", o.requests, 1, 100'000'000);
   checks.integer("--steps", o.tokens, 1, 1 << 24);
   checks.integer("--prompt-tokens", o.prompt_tokens, 0, 1 << 24);
+  checks.integer("--suffix-tokens", o.suffix_tokens, 0, 1 << 24);
   checks.seconds("--duration", o.duration_s, 0.001, kMaxOptionSeconds);
   checks.real("--temperature", o.temperature, 0, 1e6);
   checks.real("--p_value", o.topp, -1e6, 1e6);
@@ -314,7 +331,7 @@ int bench_main(int argc, char** argv) try {
                           {"completed", s.completed},
                           {"errors", s.errors},
                           {"generated_tokens", s.generated},
-                          {"prompt_tokens", s.prompt.size()},
+                          {"prompt_tokens", s.prompt.size() + static_cast<std::size_t>(o.suffix_tokens)},
                           {"wall_s", wall},
                           {"aggregate_tok_s", agg},
                           {"decode_tok_s", decode},
@@ -326,7 +343,7 @@ int bench_main(int argc, char** argv) try {
     std::printf("clients                 %d\n", o.clients);
     std::printf("requests completed      %d of %d\n", s.completed, o.requests);
     std::printf("requests failed         %d\n", s.errors);
-    std::printf("prompt tokens/request   %zu\n", s.prompt.size());
+    std::printf("prompt tokens/request   %zu\n", s.prompt.size() + static_cast<std::size_t>(o.suffix_tokens));
     std::printf("generated tokens        %llu\n", static_cast<unsigned long long>(s.generated));
     std::printf("wall time               %.2f s\n", wall);
     std::printf("aggregate tokens/s      %.1f\n", agg);
