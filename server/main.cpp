@@ -265,6 +265,12 @@ int main(int argc, char** argv) try {
   lw::Scheduler scheduler(*store, sopts);
   lw::ServerContext ctx(*store, std::make_shared<const lw::Tokenizer>(std::move(*tok)), scheduler, f.server,
                         kv_budget_bytes);
+  if (f.server.prefix_cache) {
+    lw::log::info("prefix cache on: up to ", f.prefix_cache_mb, " MiB of blocks no request holds",
+                  f.server.api_keys.size() > 1 ? ", one partition per API key" : "");
+  } else {
+    lw::log::info("prefix cache off");
+  }
 
   if (!f.tls_cert.empty()) {
     auto tls = std::make_shared<lw::asio::ssl::context>(lw::asio::ssl::context::tls_server);

@@ -125,7 +125,7 @@ std::string ServerContext::stats_json() const {
      << ",\"prompt_tokens_computed_total\":" << counters_.prompt_tokens_computed_total.load()
      << ",\"prompt_tokens_cached_total\":" << counters_.prompt_tokens_cached_total.load();
   const PrefixCache::Stats pc = prefix_cache_ ? prefix_cache_->stats() : PrefixCache::Stats{};
-  os << ",\"prefix_cache\":" << (prefix_cache_ ? "true" : "false") << ",\"prefix_cache_blocks\":" << pc.blocks
+  os << ",\"prefix_cache_enabled\":" << (prefix_cache_ ? 1 : 0) << ",\"prefix_cache_blocks\":" << pc.blocks
      << ",\"prefix_cache_bytes\":" << pc.bytes << ",\"prefix_cache_unreferenced_bytes\":" << pc.unreferenced_bytes
      << ",\"prefix_cache_lookups\":" << pc.lookups << ",\"prefix_cache_hits\":" << pc.hits
      << ",\"prefix_cache_blocks_attached\":" << pc.blocks_attached
