@@ -205,7 +205,7 @@ TEST_CASE("prefix cache: a prefix evicted part of the way for live requests stil
   CHECK(warm.stop() == 0);
 }
 
-TEST_CASE("prefix cache: a reconnecting client resumes its conversation; a rewind into it recomputes", "[net][prefix]") {
+TEST_CASE("prefix cache: a reconnecting client resumes its conversation, and a rewind into it recomputes", "[net][prefix]") {
   LW_REQUIRE_SHARED();
   t::ServerProcess cold({"-c", aidreams(), "-z", tok512(), "--prefix-cache", "off"});
   t::ServerProcess warm({"-c", aidreams(), "-z", tok512()});
@@ -253,7 +253,7 @@ TEST_CASE("prefix cache: a reconnecting client resumes its conversation; a rewin
   CHECK(warm.stop() == 0);
 }
 
-TEST_CASE("prefix cache: each API key has its own cache; multi-turn HTTP chat prefills only what a turn adds",
+TEST_CASE("prefix cache: each API key has its own cache, and a multi-turn HTTP chat prefills only what a turn adds",
           "[net][prefix][http]") {
   LW_REQUIRE_SHARED();
   // aidreams260K's 128 positions are too few for a conversation: random weights, its

@@ -116,7 +116,7 @@ TEST_CASE("prefix cache: published blocks are attached by later caches, budget c
   CHECK(budget.used() == 0);
 }
 
-TEST_CASE("prefix cache: a block computed twice is kept once; diverging caches copy nothing", "[kv][prefix]") {
+TEST_CASE("prefix cache: a block computed twice is kept once, and diverging caches copy nothing", "[kv][prefix]") {
   const auto c = config();
   const int KV = c.kv_dim();
   lw::KvBudget budget(0);
