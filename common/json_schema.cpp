@@ -14,9 +14,11 @@ namespace json = boost::json;
 
 namespace {
 
-// The primitives every JSON grammar here uses. Whitespace and number lengths are bounded,
-// so that a constrained generation cannot run on forever inside them.
-constexpr const char* kPrimitives = R"(ws ::= [ \t\n]{0,8}
+// The primitives every JSON grammar here uses. Whitespace is one character at most between
+// tokens, and numbers have bounded lengths, so that a constrained generation cannot run on
+// inside them (small models fill a freer whitespace rule with indentation): the output is
+// compact JSON.
+constexpr const char* kPrimitives = R"(ws ::= [ \t\n]?
 json-char ::= [^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
 json-string ::= "\"" json-char* "\"" ws
 json-int ::= "-"? ("0" | [1-9] [0-9]{0,15})

@@ -1,5 +1,7 @@
 #include "common/sampler.hpp"
 
+#include "common/grammar.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -159,8 +161,106 @@ std::uint64_t resolve_seed(std::uint64_t seed) {
 }
 
 Sampler::Sampler(int vocab_size, SamplingParams params)
-    : vocab_size_(vocab_size), params_(params), state_(params.seed) {
+    : vocab_size_(vocab_size), params_(std::move(params)), state_(params_.seed) {
   candidates_.reserve(static_cast<std::size_t>(vocab_size));
+}
+
+Sampler::~Sampler() = default;
+
+Sampler::Sampler(Sampler&& o) noexcept
+    : vocab_size_(o.vocab_size_),
+      params_(std::move(o.params_)),
+      state_(o.state_),
+      grammar_(std::move(o.grammar_)),
+      ends_(std::move(o.ends_)),
+      drawn_(o.drawn_),
+      finished_at_(o.finished_at_.load()),
+      window_(std::move(o.window_)),
+      candidates_(std::move(o.candidates_)),
+      scratch_(std::move(o.scratch_)) {}
+
+Sampler& Sampler::operator=(Sampler&& o) noexcept {
+  vocab_size_ = o.vocab_size_;
+  params_ = std::move(o.params_);
+  state_ = o.state_;
+  candidates_ = std::move(o.candidates_);
+  scratch_ = std::move(o.scratch_);
+  grammar_ = std::move(o.grammar_);
+  ends_ = std::move(o.ends_);
+  drawn_ = o.drawn_;
+  finished_at_ = o.finished_at_.load();
+  window_ = std::move(o.window_);
+  return *this;
+}
+
+void Sampler::set_grammar(std::shared_ptr<grammar::CompiledGrammar> g, std::vector<int> ends) {
+  grammar_ = g ? std::make_unique<grammar::Matcher>(std::move(g)) : nullptr;
+  ends_ = std::move(ends);
+  finished_at_ = -1;
+}
+
+void Sampler::remember(std::span<const int> tokens) {
+  if (!params_.penalized()) return;
+  window_.insert(window_.end(), tokens.begin(), tokens.end());
+  if (params_.repeat_last_n > 0 && window_.size() > static_cast<std::size_t>(params_.repeat_last_n)) {
+    window_.erase(window_.begin(), window_.end() - params_.repeat_last_n);
+  }
+}
+
+void Sampler::take(int token) {
+  ++drawn_;
+  remember(std::span<const int>(&token, 1));
+  if (!grammar_ || finished()) return;
+  if (std::find(ends_.begin(), ends_.end(), token) != ends_.end() || !grammar_->accept(token) || grammar_->finished()) {
+    finished_at_.store(drawn_, std::memory_order_release);
+  }
+}
+
+bool Sampler::adjust(std::span<float> logits) {
+  const auto n = logits.size();
+  for (const auto& [token, bias] : params_.logit_bias) {
+    if (token >= 0 && static_cast<std::size_t>(token) < n) logits[static_cast<std::size_t>(token)] += bias;
+  }
+  if (params_.penalized() && !window_.empty()) {
+    std::vector<int> w = window_;
+    std::sort(w.begin(), w.end());
+    for (std::size_t i = 0; i < w.size();) {
+      std::size_t j = i;
+      while (j < w.size() && w[j] == w[i]) ++j;
+      if (w[i] >= 0 && static_cast<std::size_t>(w[i]) < n) {
+        float& l = logits[static_cast<std::size_t>(w[i])];
+        if (params_.repeat_penalty != 1.0f) l = l > 0.0f ? l / params_.repeat_penalty : l * params_.repeat_penalty;
+        l -= static_cast<float>(j - i) * params_.frequency_penalty + params_.presence_penalty;
+      }
+      i = j;
+    }
+  }
+  return !grammar_ || grammar_->apply(logits, ends_);
+}
+
+void Sampler::truncate(std::span<float> probs) {
+  float threshold = 0.0f;
+  if (params_.min_p > 0.0f) threshold = params_.min_p * max_reference(probs);
+  std::vector<char> keep(probs.size(), 1);
+  if (params_.top_k > 0 && static_cast<std::size_t>(params_.top_k) < probs.size()) {
+    // The k most probable, ties to the lower index (the top-p order).
+    std::vector<ProbIndex> order(probs.size());
+    for (std::size_t i = 0; i < probs.size(); ++i) order[i] = {probs[i], static_cast<int>(i)};
+    const auto nth = order.begin() + params_.top_k;
+    std::nth_element(order.begin(), nth, order.end(), [](const ProbIndex& a, const ProbIndex& b) {
+      return a.prob > b.prob || (a.prob == b.prob && a.index < b.index);
+    });
+    std::fill(keep.begin(), keep.end(), 0);
+    for (auto it = order.begin(); it != nth; ++it) keep[static_cast<std::size_t>(it->index)] = 1;
+  }
+  float sum = 0.0f;
+  for (std::size_t i = 0; i < probs.size(); ++i) {
+    if (!keep[i] || probs[i] < threshold) probs[i] = 0.0f;
+    sum += probs[i];
+  }
+  if (sum > 0.0f) {
+    for (float& p : probs) p /= sum;
+  }
 }
 
 std::uint32_t Sampler::random_u32() {
@@ -248,15 +348,28 @@ int Sampler::sample_topp(std::span<const float> probs, float coin) {
 int Sampler::sample(std::span<float> logits) {
   const auto n = static_cast<std::size_t>(vocab_size_);
   logits = logits.first(std::min(n, logits.size()));
-  if (params_.temperature == 0.0f) return sample_argmax(logits);
-  // A local copy: through the member the compiler must reload it for every element (it
-  // could alias the logits) and cannot vectorize the division. Same quotients either way.
-  const float temperature = params_.temperature;
-  for (float& v : logits) v /= temperature;
-  softmax_reference(logits);
-  const float coin = random_f32();
-  if (params_.topp <= 0.0f || params_.topp >= 1.0f) return sample_mult(logits, coin);
-  return sample_topp(logits, coin);
+  if ((!params_.logit_bias.empty() || params_.penalized() || grammar_) && !adjust(logits)) {
+    // The grammar allows no token at all: the generation ends (at an end token if it has one).
+    const int token = ends_.empty() ? sample_argmax(logits) : ends_.front();
+    ++drawn_;
+    if (!finished()) finished_at_.store(drawn_, std::memory_order_release);
+    return token;
+  }
+  int token = 0;
+  if (params_.temperature == 0.0f) {
+    token = sample_argmax(logits);
+  } else {
+    // A local copy: through the member the compiler must reload it for every element (it
+    // could alias the logits) and cannot vectorize the division. Same quotients either way.
+    const float temperature = params_.temperature;
+    for (float& v : logits) v /= temperature;
+    softmax_reference(logits);
+    if (params_.top_k > 0 || params_.min_p > 0.0f) truncate(logits);
+    const float coin = random_f32();
+    token = params_.topp <= 0.0f || params_.topp >= 1.0f ? sample_mult(logits, coin) : sample_topp(logits, coin);
+  }
+  take(token);
+  return token;
 }
 
 }  // namespace llamawire

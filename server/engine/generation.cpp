@@ -20,7 +20,20 @@ void Sequence::evict() {
 
 Generation::Generation(GenerationEnv env, Sequence& seq, Params params)
     : env_(env), seq_(seq), p_(std::move(params)) {
-  if (p_.sampling) sampler_.emplace(env_.vocab_size, *p_.sampling);
+  if (p_.sampling) {
+    sampler_.emplace(env_.vocab_size, *p_.sampling);
+    if (p_.grammar) {
+      // The end tokens may close a complete text where the generation stops at them.
+      std::vector<int> ends;
+      if (p_.stop_on_eos) {
+        for (const int t : {env_.stops.eos, env_.stops.eot}) {
+          if (t >= 0) ends.push_back(t);
+        }
+        ends.insert(ends.end(), env_.stops.also_end.begin(), env_.stops.also_end.end());
+      }
+      sampler_->set_grammar(p_.grammar, std::move(ends));
+    }
+  }
   carry_.limit_pos = p_.limit_pos;
   carry_.stop_on_eos = p_.stop_on_eos;
   carry_.stops = env_.stops;
@@ -81,6 +94,11 @@ bool Generation::emit(int token) {
   push(Token{token, std::chrono::duration<double>(now - last_token_at_).count(), end_.generated == 0});
   last_token_at_ = now;
   ++end_.generated;
+  // (The sampler may have drawn further on the compute threads: which token finished it.)
+  if (sampler_ && sampler_->finished_at() == end_.generated) {
+    end_.reason = Reason::grammar;
+    return false;
+  }
   if (cancel_) {
     end_.reason = *cancel_;
     return false;
@@ -202,6 +220,9 @@ asio::awaitable<std::optional<Generation::Failure>> Generation::advance(std::spa
 }
 
 asio::awaitable<Generation::Event> Generation::run_generate() {
+  // The penalties' window starts with the sequence's own tokens.
+  sampler_->remember(std::span<const int>(seq_.tokens).first(static_cast<std::size_t>(std::min(p_.start, seq_.position()))));
+  sampler_->remember(p_.prompt);
   if (auto f = co_await advance(p_.prompt, p_.start)) co_return *f;
   publish_prefix();  // others with the same prompt may attach it while this one generates
   end_.prompt_tokens = static_cast<int>(p_.prompt.size());

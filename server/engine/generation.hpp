@@ -8,13 +8,14 @@
 // The stop rules, in the order they are asked after each drawn token:
 //   1. BOS ends it (reason bos), EOS or the end of turn with stop_on_eos (eos); neither is
 //      emitted;
-//   2. the token is emitted; then cancel() ends it (the reason given), a forced shutdown
-//      (shutdown);
+//   2. the token is emitted; then a grammar that is complete ends it (grammar), cancel()
+//      (the reason given), a forced shutdown (shutdown);
 //   3. the position reached limit_pos: steps, or context when the limit is the context's.
 // The last token emitted is never run: the sequence ends at the position before it.
 #pragma once
 
 #include "common/asio.hpp"
+#include "common/grammar.hpp"
 #include "common/sampler.hpp"
 #include "common/vocab.hpp"
 #include "server/engine/admission.hpp"
@@ -64,13 +65,16 @@ struct GenerationEnv {
 
 class Generation {
  public:
-  enum class Reason { steps, context, bos, eos, cancelled, shutdown, closed /* the peer is gone */ };
+  enum class Reason { steps, context, bos, eos, cancelled, shutdown, closed /* the peer is gone */,
+                      grammar /* the output is complete in its grammar */ };
 
   struct Params {
     std::vector<int> prompt;  // run at positions [start, start + size)
     int start = 0;
     // GENERATE: tokens drawn with these; FORWARD (none): the last position's logits only.
     std::optional<SamplingParams> sampling;
+    // GENERATE: the output's language (nullptr: free).
+    std::shared_ptr<grammar::CompiledGrammar> grammar;
     int limit_pos = 0;  // GENERATE: the last position run is limit_pos - 1
     bool limit_is_context = false;  // reaching limit_pos ends with context, not steps
     bool stop_on_eos = false;

@@ -141,7 +141,7 @@ void Scheduler::draw(std::vector<Draw>& draws, std::vector<std::function<void()>
     if (c == nullptr) continue;
     const int t = *to.token;
     const int pos = j.start_pos + j.done;  // the next step's position
-    if (c->stops.stop_for(t, c->stop_on_eos) != SpecialTokens::Stop::none || pos >= c->limit_pos ||
+    if (c->stops.stop_for(t, c->stop_on_eos) != SpecialTokens::Stop::none || pos >= c->limit_pos || to.sampler->finished() ||
         c->hold->load(std::memory_order_acquire) || !j.kv->reserve(pos + 1)) {
       continue;
     }

@@ -414,7 +414,19 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
   const auto t0 = clock::now();
   const Tokenizer& tok = ctx_.tokenizer();
   const int n_prompt = static_cast<int>(r.prompt.size());
-  const std::uint64_t seed = r.seed != 0 ? r.seed : resolve_seed(0) + g_request_counter.fetch_add(1);
+  const std::uint64_t seed =
+      r.sampling.seed != 0 ? r.sampling.seed : resolve_seed(0) + g_request_counter.fetch_add(1);
+  // The grammar, compiled (or found) on the preparation thread, which also takes its first
+  // mask there: a new grammar's first masks walk the vocabulary, and the ones after the
+  // start are taken as tokens are drawn (once per state for all requests with this grammar).
+  std::shared_ptr<grammar::CompiledGrammar> grammar;
+  if (!r.grammar.empty()) {
+    grammar = co_await ctx_.off_network([&] {
+      auto g = ctx_.grammar_for(r.grammar);
+      if (g) g->mask(g->start());
+      return g;
+    });
+  }
   const std::string id = std::string(r.chat ? "chatcmpl-" : "cmpl-") + std::to_string(g_request_counter.fetch_add(1));
   const auto created =
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -520,7 +532,9 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
     Sequence seq(ctx_.weights().config(), ctx_.context(), &ctx_.kv_budget());
     Generation::Params p;
     p.prompt = r.prompt;
-    p.sampling = SamplingParams{r.temperature, r.top_p, seed};
+    p.sampling = r.sampling;
+    p.sampling->seed = seed;
+    if (!r.grammar.empty()) p.grammar = grammar;
     p.limit_pos = n_prompt + max_new - 1;
     // Chat stops at the end of the turn; a completion too with a GGUF vocabulary (as
     // llama.cpp's server does), while a llama2.c model runs on past EOS as llama2.c does.
@@ -542,7 +556,10 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
       } else if (const auto* end = std::get_if<Generation::End>(&e)) {
         ctx_.count_prompt(*end);
         cached_tokens = end->prompt_cached;
-        if (end->reason == Generation::Reason::bos || end->reason == Generation::Reason::eos) finish = "stop";
+        if (end->reason == Generation::Reason::bos || end->reason == Generation::Reason::eos ||
+            end->reason == Generation::Reason::grammar) {
+          finish = "stop";
+        }
         cut = end->reason == Generation::Reason::shutdown;
       }
       break;

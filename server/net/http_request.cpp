@@ -1,7 +1,13 @@
 #include "server/net/http_request.hpp"
 
+#include "common/grammar.hpp"
+#include "common/json_schema.hpp"
+
 #include <boost/json.hpp>
 
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
 
 namespace llamawire {
@@ -18,62 +24,214 @@ std::string error_body(const HttpError& e) {
 
 namespace {
 
+// A bound as a person writes it: 128, 0.5, 1e+06.
+std::string number_text(double v) {
+  char buf[32];
+  if (v == std::floor(v) && std::fabs(v) < 1e15) {
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+  } else {
+    std::snprintf(buf, sizeof buf, "%g", v);
+  }
+  return buf;
+}
+
+HttpError bad(std::string message) { return HttpError{http::status::bad_request, std::move(message)}; }
+HttpError unsupported(const std::string& what) {
+  return HttpError{http::status::bad_request, what + " is not supported by this server", "invalid_request_error",
+                   "unsupported_parameter"};
+}
+
 // Field readers: a present field of the wrong type is a 400 naming the field.
 std::optional<HttpError> read_number(const json::object& o, const char* key, double lo, double hi, double& out) {
   const auto* v = o.if_contains(key);
   if (v == nullptr || v->is_null()) return std::nullopt;
-  if (!v->is_number()) return HttpError{http::status::bad_request, std::string("'") + key + "' must be a number"};
+  if (!v->is_number()) return bad(std::string("'") + key + "' must be a number");
   out = v->to_number<double>();
   if (!(out >= lo && out <= hi)) {
-    return HttpError{http::status::bad_request,
-                     std::string("'") + key + "' must be in [" + json::serialize(json::value(lo)) + ", " +
-                         json::serialize(json::value(hi)) + "]"};
+    return bad(std::string("'") + key + "' must be in [" + number_text(lo) + ", " + number_text(hi) + "] (got " +
+               number_text(out) + ")");
   }
   return std::nullopt;
 }
 
-std::optional<HttpError> parse_common(const json::object& o, GenRequest& r, int context) {
-  double v = 0;
-  if (auto e = read_number(o, "max_tokens", 1, context, v)) return e;
-  if (o.contains("max_tokens") && !o.at("max_tokens").is_null()) {
-    r.max_tokens = static_cast<int>(v);
-    r.max_tokens_given = true;
+std::optional<HttpError> read_float(const json::object& o, const char* key, double lo, double hi, float& out) {
+  double v = out;
+  if (auto e = read_number(o, key, lo, hi, v)) return e;
+  out = static_cast<float>(v);
+  return std::nullopt;
+}
+
+std::optional<HttpError> read_int(const json::object& o, const char* key, double lo, double hi, int& out) {
+  double v = out;
+  if (auto e = read_number(o, key, lo, hi, v)) return e;
+  if (v != std::floor(v)) return bad(std::string("'") + key + "' must be an integer");
+  out = static_cast<int>(v);
+  return std::nullopt;
+}
+
+struct Field {
+  std::string_view name;
+  FieldStatus status;
+  int where;  // 0 both, 1 completions only, 2 chat only
+};
+constexpr FieldStatus kImpl = FieldStatus::implemented;
+constexpr FieldStatus kNone = FieldStatus::no_effect;
+constexpr FieldStatus kNo = FieldStatus::unsupported;
+// The OpenAI API's fields for /v1/completions and /v1/chat/completions, and llama.cpp's
+// server extensions; README "HTTP API" lists them with their status.
+constexpr Field kFields[] = {
+    {"model", kImpl, 0},          {"prompt", kImpl, 1},           {"messages", kImpl, 2},
+    {"max_tokens", kImpl, 0},     {"max_completion_tokens", kImpl, 2}, {"temperature", kImpl, 0},
+    {"top_p", kImpl, 0},          {"seed", kImpl, 0},             {"stop", kImpl, 0},
+    {"stream", kImpl, 0},         {"n", kImpl, 0},                {"top_k", kImpl, 0},
+    {"min_p", kImpl, 0},          {"presence_penalty", kImpl, 0}, {"frequency_penalty", kImpl, 0},
+    {"repeat_penalty", kImpl, 0}, {"repeat_last_n", kImpl, 0},    {"logit_bias", kImpl, 0},
+    {"response_format", kImpl, 0}, {"grammar", kImpl, 0},        {"json_schema", kImpl, 0},
+    {"user", kNone, 0},           {"logprobs", kNo, 0},           {"top_logprobs", kNo, 2},
+    {"echo", kNo, 1},             {"suffix", kNo, 1},             {"best_of", kNo, 1},
+    {"tools", kNo, 2},            {"tool_choice", kNo, 2},        {"parallel_tool_calls", kNo, 2},
+    {"functions", kNo, 2},        {"function_call", kNo, 2},      {"stream_options", kNo, 0},
+    {"modalities", kNo, 2},       {"audio", kNo, 2},              {"prediction", kNo, 2},
+    {"reasoning_effort", kNo, 2}, {"web_search_options", kNo, 2}, {"store", kNo, 2},
+    {"metadata", kNo, 2},         {"service_tier", kNo, 2}};
+
+// Whether a value asks for something (null, false, 0, "", [], {} and "none" do not).
+bool asks_for(const json::value& v) {
+  if (v.is_null()) return false;
+  if (v.is_bool()) return v.as_bool();
+  if (v.is_number()) return v.to_number<double>() != 0;
+  if (v.is_string()) return !v.as_string().empty() && v.as_string() != "none";
+  if (v.is_array()) return !v.as_array().empty();
+  return !v.as_object().empty();
+}
+
+std::optional<HttpError> refuse_unsupported(const json::object& o, bool chat) {
+  for (const auto& [k, v] : o) {
+    const FieldStatus* st = field_status(chat, k);
+    if (st != nullptr && *st == FieldStatus::unsupported && asks_for(v)) return unsupported("'" + std::string(k) + "'");
   }
-  v = r.temperature;
-  if (auto e = read_number(o, "temperature", 0, 100, v)) return e;
-  r.temperature = static_cast<float>(v);
-  v = r.top_p;
-  if (auto e = read_number(o, "top_p", 0, 1, v)) return e;
-  r.top_p = static_cast<float>(v);
+  return std::nullopt;
+}
+
+// response_format, grammar and json_schema: the output's language, as GBNF.
+std::optional<HttpError> parse_format(const json::object& o, GenRequest& r) {
+  int given = 0;
+  if (const auto* g = o.if_contains("grammar"); g != nullptr && !g->is_null()) {
+    if (!g->is_string()) return bad("'grammar' must be a string (GBNF)");
+    r.grammar = std::string(g->as_string());
+    ++given;
+  }
+  auto from_schema = [&](const json::value& schema, const char* where) -> std::optional<HttpError> {
+    auto gbnf = json_schema_to_gbnf(schema);
+    if (!gbnf) return bad(std::string(where) + ": " + gbnf.error().message);
+    r.grammar = std::move(*gbnf);
+    return std::nullopt;
+  };
+  if (const auto* s = o.if_contains("json_schema"); s != nullptr && !s->is_null()) {
+    if (auto e = from_schema(*s, "'json_schema'")) return e;
+    ++given;
+  }
+  if (const auto* f = o.if_contains("response_format"); f != nullptr && !f->is_null()) {
+    if (!f->is_object() || !f->as_object().contains("type") || !f->as_object().at("type").is_string()) {
+      return bad("'response_format' must be an object with a 'type'");
+    }
+    const auto& fo = f->as_object();
+    const std::string_view type = fo.at("type").as_string();
+    if (type == "json_object") {
+      // llama.cpp's form {"type": "json_object", "schema": {...}} too.
+      if (const auto* sch = fo.if_contains("schema"); sch != nullptr && !sch->is_null()) {
+        if (auto e = from_schema(*sch, "'response_format.schema'")) return e;
+      } else {
+        r.grammar = json_object_gbnf();
+      }
+      ++given;
+    } else if (type == "json_schema") {
+      const auto* js = fo.if_contains("json_schema");
+      if (js == nullptr || !js->is_object()) return bad("'response_format.json_schema' must be an object");
+      const auto* sch = js->as_object().if_contains("schema");
+      if (auto e = from_schema(sch != nullptr ? *sch : json::value(json::object{}), "'response_format.json_schema.schema'")) return e;
+      ++given;
+    } else if (type != "text") {
+      return unsupported("'response_format' of type '" + std::string(type) + "'");
+    }
+  }
+  if (given > 1) return bad("'grammar', 'json_schema' and a JSON 'response_format' are exclusive: give one");
+  if (!r.grammar.empty()) {
+    if (auto rules = grammar::parse(r.grammar); !rules) return bad("'grammar': " + rules.error().message);
+  }
+  return std::nullopt;
+}
+
+std::optional<HttpError> parse_common(const json::object& o, GenRequest& r, const Tokenizer& tok, bool chat) {
+  if (auto e = refuse_unsupported(o, chat)) return e;
+  double v = 0;
+  // Above what the context leaves, max_tokens is clamped to it (as llama.cpp does).
+  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
+    if (!chat && std::string_view(key) == "max_completion_tokens") continue;
+    if (auto e = read_number(o, key, 1, 2147483647.0, v)) return e;
+    if (o.contains(key) && !o.at(key).is_null()) {
+      r.max_tokens = static_cast<int>(v);
+      r.max_tokens_given = true;
+    }
+  }
+  SamplingParams& s = r.sampling;
+  if (auto e = read_float(o, "temperature", 0, 100, s.temperature)) return e;
+  if (auto e = read_float(o, "top_p", 0, 1, s.topp)) return e;
+  if (s.topp == 0.0f) s.temperature = 0.0f;  // only the most likely token: greedy
   v = 0;
   if (auto e = read_number(o, "seed", 0, 9.0e15, v)) return e;
-  r.seed = static_cast<std::uint64_t>(v);
+  s.seed = static_cast<std::uint64_t>(v);
+  if (auto e = read_int(o, "top_k", 0, 1e9, s.top_k)) return e;
+  if (auto e = read_float(o, "min_p", 0, 1, s.min_p)) return e;
+  if (auto e = read_float(o, "presence_penalty", -2, 2, s.presence_penalty)) return e;
+  if (auto e = read_float(o, "frequency_penalty", -2, 2, s.frequency_penalty)) return e;
+  if (auto e = read_float(o, "repeat_penalty", 0, 10, s.repeat_penalty)) return e;
+  if (auto e = read_int(o, "repeat_last_n", -1, 1e9, s.repeat_last_n)) return e;
+  if (const auto* b = o.if_contains("logit_bias"); b != nullptr && !b->is_null()) {
+    if (!b->is_object()) return bad("'logit_bias' must be an object of token ids to numbers");
+    for (const auto& [k, x] : b->as_object()) {
+      char* end = nullptr;
+      const std::string key(k);
+      const long id = std::strtol(key.c_str(), &end, 10);
+      if (key.empty() || *end != '\0' || id < 0 || id >= tok.vocab_size()) {
+        return bad("'logit_bias' key '" + key + "' is not a token id in [0, " + std::to_string(tok.vocab_size() - 1) + "]");
+      }
+      if (!x.is_number() || !(x.to_number<double>() >= -100 && x.to_number<double>() <= 100)) {
+        return bad("'logit_bias' values must be numbers in [-100, 100]");
+      }
+      s.logit_bias.emplace_back(static_cast<int>(id), static_cast<float>(x.to_number<double>()));
+    }
+  }
   if (const auto* n = o.if_contains("n"); n != nullptr && !n->is_null()) {
-    if (!n->is_number() || n->to_number<double>() != 1) return HttpError{http::status::bad_request, "only n = 1 is supported"};
+    if (!n->is_number()) return bad("'n' must be a number");
+    if (n->to_number<double>() != 1) return unsupported("'n' other than 1");
   }
-  if (const auto* s = o.if_contains("stream"); s != nullptr && !s->is_null()) {
-    if (!s->is_bool()) return HttpError{http::status::bad_request, "'stream' must be a boolean"};
-    r.stream = s->as_bool();
+  if (const auto* st = o.if_contains("stream"); st != nullptr && !st->is_null()) {
+    if (!st->is_bool()) return bad("'stream' must be a boolean");
+    r.stream = st->as_bool();
   }
-  if (const auto* s = o.if_contains("stop"); s != nullptr && !s->is_null()) {
-    if (s->is_string()) {
-      r.stop.emplace_back(s->as_string());
-    } else if (s->is_array() && s->as_array().size() <= 4) {
-      for (const auto& x : s->as_array()) {
-        if (!x.is_string()) return HttpError{http::status::bad_request, "'stop' must be a string or up to 4 strings"};
+  if (const auto* st = o.if_contains("stop"); st != nullptr && !st->is_null()) {
+    if (st->is_string()) {
+      r.stop.emplace_back(st->as_string());
+    } else if (st->is_array() && st->as_array().size() <= 4) {
+      for (const auto& x : st->as_array()) {
+        if (!x.is_string()) return bad("'stop' must be a string or up to 4 strings");
         r.stop.emplace_back(x.as_string());
       }
     } else {
-      return HttpError{http::status::bad_request, "'stop' must be a string or up to 4 strings"};
+      return bad("'stop' must be a string or up to 4 strings");
     }
     for (const auto& x : r.stop) {
-      if (x.empty()) return HttpError{http::status::bad_request, "'stop' strings must not be empty"};
+      if (x.empty()) return bad("'stop' strings must not be empty");
     }
   }
   if (const auto* m = o.if_contains("model"); m != nullptr && !m->is_null() && !m->is_string()) {
-    return HttpError{http::status::bad_request, "'model' must be a string"};
+    return bad("'model' must be a string");
   }
-  return std::nullopt;
+  if (const auto* u = o.if_contains("user"); u != nullptr && !u->is_null() && !u->is_string()) {
+    return bad("'user' must be a string");
+  }
+  return parse_format(o, r);
 }
 
 HttpError too_long(std::size_t tokens, int context, bool at_least) {
@@ -108,7 +266,7 @@ std::optional<HttpError> parse_completion(const json::object& o, const Tokenizer
   } else {
     return HttpError{http::status::bad_request, "'prompt' must be a string (or an array of one string)"};
   }
-  if (auto e = parse_common(o, r, context)) return e;
+  if (auto e = parse_common(o, r, tok, false)) return e;
   return append_encoded(tok, text, tok.add_bos(), context, r.prompt);
 }
 
@@ -123,25 +281,53 @@ std::optional<HttpError> parse_chat(const json::object& o, const Tokenizer& tok,
   std::vector<ChatMessage> messages;
   bool any_user = false;
   std::size_t text_bytes = 0;
+  std::size_t index = 0;
   for (const auto& mv : m->as_array()) {
-    if (!mv.is_object()) return HttpError{http::status::bad_request, "each message must be an object"};
+    const std::string at = "messages[" + std::to_string(index++) + "]";
+    if (!mv.is_object()) return bad("each message must be an object");
     const auto& msg = mv.as_object();
     const auto* role = msg.if_contains("role");
-    const auto* content = msg.if_contains("content");
-    if (role == nullptr || !role->is_string()) return HttpError{http::status::bad_request, "message 'role' must be a string"};
-    if (content == nullptr || !content->is_string()) {
-      return HttpError{http::status::bad_request, "message 'content' must be a string"};
-    }
-    const std::string rs(role->as_string());
+    if (role == nullptr || !role->is_string()) return bad(at + ".role must be a string");
+    std::string rs(role->as_string());
+    if (rs == "developer") rs = "system";  // the newer name of the system role
+    if (rs == "tool" || rs == "function") return unsupported(at + " with role '" + rs + "'");
     if (rs != "system" && rs != "user" && rs != "assistant") {
-      return HttpError{http::status::bad_request, "message 'role' must be system, user or assistant"};
+      return bad(at + ".role must be system, developer, user or assistant");
+    }
+    if (const auto* calls = msg.if_contains("tool_calls"); calls != nullptr && asks_for(*calls)) {
+      return unsupported(at + ".tool_calls");
+    }
+    if (const auto* name = msg.if_contains("name"); name != nullptr && !name->is_null() && !name->is_string()) {
+      return bad(at + ".name must be a string");
+    }
+    // A string, or text parts (joined with a newline); null for an assistant message.
+    const auto* content = msg.if_contains("content");
+    std::string text;
+    if (content != nullptr && content->is_string()) {
+      text = std::string(content->as_string());
+    } else if (content != nullptr && content->is_array()) {
+      std::size_t part_index = 0;
+      for (const auto& part : content->as_array()) {
+        const std::string pat = at + ".content[" + std::to_string(part_index++) + "]";
+        if (!part.is_object() || !part.as_object().contains("type") || !part.as_object().at("type").is_string()) {
+          return bad(pat + " must be an object with a 'type'");
+        }
+        const std::string_view type = part.as_object().at("type").as_string();
+        if (type != "text") return unsupported(pat + " of type '" + std::string(type) + "'");
+        const auto* t = part.as_object().if_contains("text");
+        if (t == nullptr || !t->is_string()) return bad(pat + ".text must be a string");
+        if (part_index > 1) text += "\n";
+        text += t->as_string();
+      }
+    } else if (!((content == nullptr || content->is_null()) && rs == "assistant")) {
+      return bad(at + ".content must be a string or an array of text parts");
     }
     any_user = any_user || rs == "user";
-    messages.push_back({rs, std::string(content->as_string())});
+    messages.push_back({rs, std::move(text)});
     text_bytes += messages.back().content.size();
   }
   if (!any_user) return HttpError{http::status::bad_request, "'messages' needs at least one user message"};
-  if (auto e = parse_common(o, r, context)) return e;
+  if (auto e = parse_common(o, r, tok, true)) return e;
   // Certainly too long (from the text's length alone): refused before it is encoded.
   const std::size_t at_least = tok.min_encoded_tokens(text_bytes, false, false);
   if (at_least >= static_cast<std::size_t>(context)) return too_long(at_least, context, true);
@@ -149,6 +335,13 @@ std::optional<HttpError> parse_chat(const json::object& o, const Tokenizer& tok,
   return std::nullopt;
 }
 }  // namespace
+
+const FieldStatus* field_status(bool chat, std::string_view field) {
+  for (const Field& f : kFields) {
+    if (f.name == field && (f.where == 0 || f.where == (chat ? 2 : 1))) return &f.status;
+  }
+  return nullptr;
+}
 
 std::variant<GenRequest, HttpError> parse_generation_request(bool chat, std::string_view body, const Tokenizer& tok,
                                                              const ChatTemplate& tmpl, int context) {

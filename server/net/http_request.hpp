@@ -4,6 +4,7 @@
 #pragma once
 
 #include "common/chat_template.hpp"
+#include "common/sampler.hpp"
 #include "common/tokenizer.hpp"
 
 #include <boost/beast/http/status.hpp>
@@ -32,12 +33,21 @@ struct GenRequest {
   std::vector<int> prompt;
   int max_tokens = 16;
   bool max_tokens_given = false;
-  float temperature = 1.0f;
-  float top_p = 1.0f;
-  std::uint64_t seed = 0;
+  // temperature, top_p (0 is greedy: temperature 0), seed, and the other samplers
+  SamplingParams sampling{1.0f, 1.0f, 0};
   std::vector<std::string> stop;
   bool stream = false;
+  // The output's language (GBNF): from "grammar", or response_format json_object /
+  // json_schema; empty: none. Checked to parse.
+  std::string grammar;
 };
+
+// The request fields the API knows, and what becomes of each: the OpenAI API's fields and
+// llama.cpp's extensions are implemented or refused (400 unsupported_parameter, naming the
+// field); any other field is ignored, as the OpenAI API ignores fields it does not define.
+enum class FieldStatus { implemented, no_effect, unsupported };
+// nullptr when the field is not one the API defines.
+const FieldStatus* field_status(bool chat, std::string_view field);
 
 // Parses a /v1/completions (chat = false) or /v1/chat/completions body; `context` bounds
 // max_tokens and the prompt's length.

@@ -21,6 +21,23 @@ ServerContext::ServerContext(std::shared_ptr<const WeightStore> weights, std::sh
                                        : nullptr),
       admission_(opts_.max_sessions, kv_budget_, opts_.queue_timeout, prefix_cache_.get()) {}
 
+std::shared_ptr<grammar::CompiledGrammar> ServerContext::grammar_for(const std::string& gbnf) {
+  std::lock_guard lock(grammar_mutex_);
+  for (auto it = grammars_.begin(); it != grammars_.end(); ++it) {
+    if (it->first == gbnf) {
+      grammars_.splice(grammars_.begin(), grammars_, it);
+      return it->second;
+    }
+  }
+  auto rules = grammar::parse(gbnf);
+  if (!rules) return nullptr;
+  if (!trie_) trie_ = std::make_shared<const grammar::TokenTrie>(*tokenizer_);
+  auto g = std::make_shared<grammar::CompiledGrammar>(std::move(*rules), trie_);
+  grammars_.emplace_front(gbnf, g);
+  if (grammars_.size() > 64) grammars_.pop_back();
+  return g;
+}
+
 std::optional<std::uint32_t> ServerContext::tenant_of(std::string_view key) const {
   if (opts_.api_keys.empty()) return 0u;
   std::optional<std::uint32_t> tenant;

@@ -6,6 +6,7 @@
 
 #include <boost/asio/ssl/context.hpp>
 #include "common/chat_template.hpp"
+#include "common/grammar.hpp"
 #include "common/tokenizer.hpp"
 #include "server/engine/admission.hpp"
 #include "server/engine/generation.hpp"
@@ -18,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -105,6 +107,10 @@ class ServerContext {
   // key's index; nullopt when the key is not one of them. Keys are compared in constant time.
   std::optional<std::uint32_t> tenant_of(std::string_view key) const;
   bool requires_key() const { return !opts_.api_keys.empty(); }
+  // The compiled grammar for GBNF text that grammar::parse accepts, shared by the requests
+  // with the same text (its state masks are computed once for all of them); the last 64
+  // texts are kept. The vocabulary's trie is built at the first grammar.
+  std::shared_ptr<grammar::CompiledGrammar> grammar_for(const std::string& gbnf);
   // A finished request's prompt accounting, into the counters.
   void count_prompt(const Generation::End& end) {
     counters_.prompt_tokens_computed_total += static_cast<std::uint64_t>(end.prompt_computed);
@@ -186,6 +192,9 @@ class ServerContext {
     std::chrono::steady_clock::time_point idle_since{};
   };
   std::map<std::uint64_t, Entry> sessions_;
+  std::mutex grammar_mutex_;
+  std::shared_ptr<const grammar::TokenTrie> trie_;
+  std::list<std::pair<std::string, std::shared_ptr<grammar::CompiledGrammar>>> grammars_;  // most recent first
   asio::thread_pool prep_{1};  // last: joined first, before what its jobs may use
 };
 

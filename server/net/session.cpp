@@ -29,6 +29,7 @@ StopReason to_stop_reason(Generation::Reason r) {
     case Generation::Reason::bos: return StopReason::bos;
     case Generation::Reason::eos: return StopReason::eos;
     case Generation::Reason::cancelled: return StopReason::cancelled;
+    case Generation::Reason::grammar: return StopReason::eos;  // (GENERATE has no grammar yet)
     case Generation::Reason::shutdown:
     case Generation::Reason::closed: break;
   }

@@ -188,7 +188,8 @@ TEST_CASE("json schema: types, properties, required, enums, arrays, nesting, ref
   auto gr = compile(*gbnf);
   CHECK(matches(*gr, R"({"name": "Rex", "age": 3, "kind": "dog"})"));
   CHECK(matches(*gr, R"({"name":"a \"q\" \u00e9","age":-12,"score":1.5e-3,"tags":["x","y"],"kind":null,"ok":false,"pet":{"legs":4,"child":{"legs":2}}})"));
-  CHECK(matches(*gr, "{\n  \"name\": \"R\",\n  \"age\": 0,\n  \"kind\": 3\n}"));
+  CHECK(matches(*gr, "{\n\"name\": \"R\",\n\"age\":\t0,\n\"kind\": 3\n}"));
+  CHECK_FALSE(matches(*gr, "{\n  \"name\": \"R\", \"age\": 0, \"kind\": 3}"));  // one whitespace at most
   CHECK_FALSE(matches(*gr, R"({"age": 3, "name": "Rex", "kind": "dog"})"));  // the schema's order
   CHECK_FALSE(matches(*gr, R"({"name": "Rex", "kind": "dog"})"));            // age required
   CHECK_FALSE(matches(*gr, R"({"name": "Rex", "age": 3, "kind": "cow"})"));  // not in the enum
