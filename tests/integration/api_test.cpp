@@ -1,0 +1,258 @@
+// End to end, the OpenAI-compatible API's fields (issue 22): structured output, the
+// samplers, and the rule that no field is silently ignored.
+#include "common/tokenizer.hpp"
+#include "tests/http_client.hpp"
+#include "tests/server_process.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <boost/json.hpp>
+
+namespace t = llamawire::test;
+namespace json = boost::json;
+
+namespace {
+
+std::string aidreams() { return (t::models_dir() / "aidreams260K.bin").string(); }
+std::string tok512() { return (t::models_dir() / "tok512.bin").string(); }
+
+struct Reply {
+  int status = 0;
+  json::object body;
+};
+
+Reply post(const t::ServerProcess& s, const char* path, const json::object& body) {
+  const auto r = t::http_request(s.http_port(), "POST", path, json::serialize(body), {{"Content-Type", "application/json"}});
+  Reply out;
+  out.status = r.status;
+  boost::system::error_code ec;
+  const auto v = json::parse(r.body, ec);
+  if (!ec && v.is_object()) out.body = v.as_object();
+  return out;
+}
+
+std::string text_of(const Reply& r) {
+  const auto& c = r.body.at("choices").at(0).as_object();
+  if (const auto* m = c.if_contains("message")) return std::string(m->at("content").as_string());
+  return std::string(c.at("text").as_string());
+}
+
+std::string error_code(const Reply& r) {
+  const auto* e = r.body.if_contains("error");
+  if (e == nullptr || e->at("code").is_null()) return {};
+  return std::string(e->at("code").as_string());
+}
+std::string error_message(const Reply& r) {
+  const auto* e = r.body.if_contains("error");
+  return e == nullptr ? std::string() : std::string(e->at("message").as_string());
+}
+
+json::object chat(const char* content) {
+  return json::object{{"messages", json::array{json::object{{"role", "user"}, {"content", content}}}}};
+}
+
+}  // namespace
+
+TEST_CASE("http: a JSON Schema response_format gives JSON that validates, even from the 260K model",
+          "[net][http][grammar]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
+  const auto schema = json::parse(R"({"type":"object","properties":{
+      "title":{"type":"string","maxLength":10},"mood":{"enum":["calm","wild"]},"n":{"type":"integer"},
+      "tags":{"type":"array","items":{"type":"string","maxLength":5},"maxItems":2}},
+    "required":["title","mood","n"],"additionalProperties":false})");
+  int valid = 0;
+  for (int seed = 1; seed <= 8; ++seed) {
+    INFO("seed " << seed);
+    auto body = chat("Describe a dream as JSON");
+    body["max_tokens"] = 90;
+    body["temperature"] = 0.8;
+    body["seed"] = seed;
+    body["response_format"] = json::object{
+        {"type", "json_schema"}, {"json_schema", json::object{{"name", "dream"}, {"strict", true}, {"schema", schema}}}};
+    const auto r = post(server, "/v1/chat/completions", body);
+    REQUIRE(r.status == 200);
+    const std::string text = text_of(r);
+    INFO(text);
+    CHECK(r.body.at("choices").at(0).at("finish_reason") == "stop");
+    boost::system::error_code ec;
+    const auto v = json::parse(text, ec);
+    REQUIRE_FALSE(ec);
+    const auto& o = v.as_object();
+    CHECK(o.size() <= 4);
+    CHECK(o.at("title").is_string());
+    CHECK((o.at("mood") == "calm" || o.at("mood") == "wild"));
+    CHECK(o.at("n").is_int64());
+    if (const auto* tags = o.if_contains("tags")) CHECK(tags->as_array().size() <= 2);
+    ++valid;
+  }
+  CHECK(valid == 8);
+  // json_object: any JSON object.
+  auto body = chat("Say something as JSON");
+  body["max_tokens"] = 90;
+  body["seed"] = 3;
+  body["response_format"] = json::object{{"type", "json_object"}};
+  const auto obj = post(server, "/v1/chat/completions", body);
+  REQUIRE(obj.status == 200);
+  if (obj.body.at("choices").at(0).at("finish_reason") == "stop") {
+    boost::system::error_code ec;
+    CHECK(json::parse(text_of(obj), ec).is_object());
+  }
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE("http: a GBNF grammar constrains completions; a bad grammar or schema is a 400 saying why",
+          "[net][http][grammar]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
+  for (int seed = 1; seed <= 4; ++seed) {
+    const auto r = post(server, "/v1/completions",
+                        json::object{{"prompt", "I dreamed"}, {"max_tokens", 40}, {"seed", seed}, {"temperature", 0.7},
+                                     {"grammar", R"(root ::= (" " [a-z]+){3} ".")"}});
+    REQUIRE(r.status == 200);
+    const std::string text = text_of(r);
+    INFO(text);
+    CHECK(r.body.at("choices").at(0).at("finish_reason") == "stop");
+    REQUIRE(!text.empty());
+    CHECK(text.back() == '.');
+    int words = 0;
+    for (std::size_t i = 0; i + 1 < text.size(); ++i) {
+      CHECK(((text[i] >= 'a' && text[i] <= 'z') || text[i] == ' '));
+      if (text[i] == ' ') ++words;
+    }
+    CHECK(words == 3);
+  }
+  const auto bad_grammar = post(server, "/v1/completions", json::object{{"prompt", "x"}, {"grammar", "root ::= [a-"}});
+  CHECK(bad_grammar.status == 400);
+  CHECK(error_message(bad_grammar).find("grammar") != std::string::npos);
+  CHECK(error_message(bad_grammar).find("line 1") != std::string::npos);
+  const auto bad_schema = post(
+      server, "/v1/completions",
+      json::object{{"prompt", "x"},
+                   {"response_format", json::object{{"type", "json_schema"},
+                                                    {"json_schema", json::object{{"schema", json::parse(R"({"type":"string","pattern":"a+"})")}}}}}});
+  CHECK(bad_schema.status == 400);
+  CHECK(error_message(bad_schema).find("pattern is not supported") != std::string::npos);
+  const auto both = post(server, "/v1/completions",
+                         json::object{{"prompt", "x"}, {"grammar", "root ::= \"a\""}, {"response_format", json::object{{"type", "json_object"}}}});
+  CHECK(both.status == 400);
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE("http: every OpenAI field is implemented or refused as unsupported_parameter, never ignored",
+          "[net][http]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
+  // Asked for and not implemented: a 400 naming the field.
+  for (const auto& [path, field, value] : std::vector<std::tuple<const char*, const char*, json::value>>{
+           {"/v1/completions", "logprobs", 2},
+           {"/v1/completions", "echo", true},
+           {"/v1/completions", "best_of", 3},
+           {"/v1/completions", "suffix", "end"},
+           {"/v1/chat/completions", "logprobs", true},
+           {"/v1/chat/completions", "tools", json::parse(R"([{"type":"function","function":{"name":"f"}}])")},
+           {"/v1/chat/completions", "tool_choice", "required"},
+           {"/v1/chat/completions", "stream_options", json::parse(R"({"include_usage":true})")},
+           {"/v1/chat/completions", "n", 2},
+           {"/v1/chat/completions", "audio", json::parse(R"({"voice":"x"})")}}) {
+    INFO(path << " " << field);
+    auto body = std::string(path).find("chat") != std::string::npos ? chat("hi") : json::object{{"prompt", "hi"}};
+    body[field] = value;
+    const auto r = post(server, path, body);
+    CHECK(r.status == 400);
+    CHECK(error_code(r) == "unsupported_parameter");
+    CHECK(error_message(r).find(std::string("'") + field + "'") != std::string::npos);
+  }
+  // The same fields asking for nothing, fields with no effect on the output, and fields the
+  // API does not define: answered.
+  auto body = chat("hi");
+  body["max_tokens"] = 3;
+  body["logprobs"] = false;
+  body["n"] = 1;
+  body["tools"] = json::array{};
+  body["stream_options"] = nullptr;
+  body["user"] = "someone";
+  body["some_field_of_another_api"] = 42;
+  CHECK(post(server, "/v1/chat/completions", body).status == 200);
+  // Content parts and the developer role are chat as usual.
+  auto plain = chat("Tell me a dream");
+  plain["max_tokens"] = 8;
+  plain["temperature"] = 0;
+  plain["messages"].as_array().insert(plain["messages"].as_array().begin(),
+                                      json::object{{"role", "system"}, {"content", "You dream."}});
+  auto parts = plain;
+  parts["messages"].as_array()[1].as_object()["content"] =
+      json::array{json::object{{"type", "text"}, {"text", "Tell me a dream"}}};
+  parts["messages"].as_array()[0].as_object()["role"] = "developer";
+  const auto a = post(server, "/v1/chat/completions", plain);
+  const auto b = post(server, "/v1/chat/completions", parts);
+  REQUIRE(a.status == 200);
+  REQUIRE(b.status == 200);
+  CHECK(text_of(a) == text_of(b));
+  CHECK(a.body.at("usage").at("prompt_tokens") == b.body.at("usage").at("prompt_tokens"));
+  auto image = chat("x");
+  image["messages"].as_array()[0].as_object()["content"] =
+      json::array{json::object{{"type", "image_url"}, {"image_url", json::object{{"url", "data:"}}}}};
+  const auto img = post(server, "/v1/chat/completions", image);
+  CHECK(img.status == 400);
+  CHECK(error_code(img) == "unsupported_parameter");
+  CHECK(error_message(img).find("image_url") != std::string::npos);
+  // Range errors name the range in plain numbers.
+  const auto hot = post(server, "/v1/completions", json::object{{"prompt", "x"}, {"temperature", 2000}});
+  CHECK(hot.status == 400);
+  CHECK(error_message(hot).find("[0, 100] (got 2000)") != std::string::npos);
+  // max_tokens past what the context leaves is clamped to it (128 positions, a 4-token prompt).
+  const auto big = post(server, "/v1/completions",
+                        json::object{{"prompt", "I dreamed"}, {"max_tokens", 100000}, {"temperature", 0}});
+  REQUIRE(big.status == 200);
+  CHECK(big.body.at("usage").at("completion_tokens").to_number<int>() <= 128);
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE("http: the samplers: top_p 0, top_k 1 and min_p 1 are greedy; logit_bias bans; penalties act",
+          "[net][http]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
+  auto completion = [&](json::object extra) {
+    json::object body{{"prompt", "I dreamed"}, {"max_tokens", 40}, {"seed", 9}};
+    for (const auto& [k, v] : extra) body[k] = v;
+    const auto r = post(server, "/v1/completions", body);
+    INFO(json::serialize(r.body));
+    REQUIRE(r.status == 200);
+    return text_of(r);
+  };
+  const std::string greedy = completion({{"temperature", 0}});
+  const std::string sampled = completion({{"temperature", 1.0}, {"top_p", 1.0}});
+  REQUIRE(greedy != sampled);
+  CHECK(completion({{"temperature", 1.0}, {"top_p", 0}}) == greedy);
+  CHECK(completion({{"temperature", 1.0}, {"top_p", 1.0}, {"top_k", 1}}) == greedy);
+  CHECK(completion({{"temperature", 1.0}, {"top_p", 1.0}, {"min_p", 1.0}}) == greedy);
+  // The defaults are the plain draw: the same text as without the fields.
+  CHECK(completion({{"temperature", 1.0}, {"top_p", 1.0}, {"top_k", 0}, {"min_p", 0}, {"repeat_penalty", 1.0},
+                    {"presence_penalty", 0}, {"frequency_penalty", 0}}) == sampled);
+  // Banning the greedy text's first token (found by its text) gives another text; <unk>,
+  // never drawn anyway, changes nothing.
+  const std::string first = completion({{"temperature", 0}, {"max_tokens", 1}});
+  const auto tok = llamawire::Tokenizer::load(tok512(), 512);
+  REQUIRE(tok.has_value());
+  int first_id = -1;
+  for (int id = 0; id < 512; ++id) {
+    if (tok->decode(5, id) == first) first_id = id;
+  }
+  REQUIRE(first_id >= 0);
+  const std::string banned = completion({{"temperature", 0}, {"logit_bias", json::object{{std::to_string(first_id), -100}}}});
+  CHECK(banned != greedy);
+  CHECK(banned.rfind(first, 0) != 0);
+  CHECK(completion({{"temperature", 0}, {"logit_bias", json::object{{"0", -100}}}}) == greedy);
+  // Penalties against repeating: the greedy text repeats itself over 40 tokens; penalized, it is another.
+  CHECK(completion({{"temperature", 0}, {"frequency_penalty", 2.0}}) != greedy);
+  CHECK(completion({{"temperature", 0}, {"presence_penalty", 2.0}}) != greedy);
+  CHECK(completion({{"temperature", 0}, {"repeat_penalty", 1.5}}) != greedy);
+  // Bad values are refused with their range.
+  const auto r = post(server, "/v1/completions", json::object{{"prompt", "x"}, {"logit_bias", json::object{{"99999", 1}}}});
+  CHECK(r.status == 400);
+  CHECK(error_message(r).find("not a token id") != std::string::npos);
+  CHECK(post(server, "/v1/completions", json::object{{"prompt", "x"}, {"top_k", -1}}).status == 400);
+  CHECK(post(server, "/v1/completions", json::object{{"prompt", "x"}, {"min_p", 2}}).status == 400);
+  CHECK(server.stop() == 0);
+}
