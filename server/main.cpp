@@ -45,6 +45,7 @@ struct Flags {
   double idle_timeout_s = 300, handshake_timeout_s = 10, write_timeout_s = 30, drain_timeout_s = 30,
          queue_timeout_s = 10, request_timeout_s = 30;
   std::string tls_cert, tls_key;
+  std::vector<std::string> cors_origins;
   lw::ServerOptions server;
 };
 
@@ -116,6 +117,7 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& f) {
       ("tls-cert", po::value(&f.tls_cert), "PEM certificate chain: serve both protocols over TLS")
       ("tls-key", po::value(&f.tls_key), "PEM private key for --tls-cert")
       ("http-max-body", po::value(&f.http_max_body)->default_value(1 << 20), "largest HTTP request body, bytes (64 to 2^30)")
+      ("cors-origin", po::value(&f.cors_origins)->composing(), "let browser pages from this origin call the HTTP API (repeatable; * for any)")
       ("request-timeout", po::value(&f.request_timeout_s)->default_value(30), "seconds for an HTTP request's headers and body to arrive, once it has begun")
       ("threads", po::value(&f.threads), "compute threads, 1-256 (default or 0: all cores)")
       ("io-threads", po::value(&f.io_threads)->default_value(1), "network threads, 1-64 (more only help many TLS or HTTP clients on cores the compute threads do not use)")
@@ -341,6 +343,7 @@ int main(int argc, char** argv) try {
     }
     lw::HttpOptions hopts;
     hopts.max_body_bytes = static_cast<std::size_t>(f.http_max_body);
+    hopts.cors_origins = f.cors_origins;
     lw::asio::co_spawn(io,
                        lw::accept_loop(
                            http_acceptor, ctx,

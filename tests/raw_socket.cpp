@@ -80,6 +80,12 @@ std::string RawSocket::read_until_closed() {
   }
 }
 
+std::string RawSocket::read_some() {
+  char buf[8192];
+  const ssize_t r = ::recv(fd_, buf, sizeof buf, 0);
+  return r > 0 ? std::string(buf, static_cast<std::size_t>(r)) : std::string();
+}
+
 bool RawSocket::closed_by_peer() {
   std::uint8_t b;
   for (;;) {

@@ -25,6 +25,8 @@ class RawSocket {
   bool send_text(const std::string& s) { return send(std::vector<std::uint8_t>(s.begin(), s.end())); }
   // Everything the peer sends until it closes (or the receive timeout passes).
   std::string read_until_closed();
+  // What one receive returns (empty at EOF or the receive timeout).
+  std::string read_some();
   // Next frame, or nullopt on EOF/timeout/garbage.
   std::optional<std::pair<FrameHeader, Message>> receive();
   // True when the server has closed the connection (EOF within the timeout).

@@ -84,6 +84,15 @@ class HttpConnection {
     ctx_.frame_budget().give_back(body_charged_);
     body_charged_ = 0;
   }
+  // The Access-Control-Allow-Origin for a request from `origin`: "*" when any may call,
+  // the origin itself when it is listed, else empty (no CORS headers).
+  std::string cors_allowed(std::string_view origin) const {
+    for (const auto& o : opts_.cors_origins) {
+      if (o == "*") return "*";
+      if (!origin.empty() && o == origin) return std::string(origin);
+    }
+    return {};
+  }
   void close_if_idle() {
     if (busy_) return;
     boost::system::error_code ec;
@@ -93,6 +102,10 @@ class HttpConnection {
   Response make(http::status st, std::string body, const char* type) {
     Response res{st, version_};
     res.set(http::field::server, "llamawire");
+    if (!cors_allow_.empty()) {
+      res.set(http::field::access_control_allow_origin, cors_allow_);
+      res.set(http::field::vary, "Origin");
+    }
     res.set(http::field::content_type, type);
     res.keep_alive(keep_alive_);
     res.body() = std::move(body);
@@ -163,6 +176,7 @@ class HttpConnection {
   Generation* gen_ = nullptr;  // the generation running, if any
   std::uint64_t body_charged_ = 0;  // of ctx_.frame_budget(), for the request's body
   // The request being answered.
+  std::string cors_allow_;  // its Access-Control-Allow-Origin, when its origin may call
   unsigned version_ = 11;
   bool keep_alive_ = false;
   bool head_ = false;
@@ -245,6 +259,7 @@ asio::awaitable<HttpConnection::Read> HttpConnection::read_request(beast::flat_b
     const auto& h = parser.get();
     const std::string target(h.target());
     const std::string path = target.substr(0, target.find('?'));
+    cors_allow_ = cors_allowed(h[http::field::origin]);
     // The body's memory, as announced (a chunked body may grow to the limit), from the
     // budget all connections share; given back once the request is answered.
     const std::uint64_t body_bytes =
@@ -252,7 +267,7 @@ asio::awaitable<HttpConnection::Read> HttpConnection::read_request(beast::flat_b
                                 : (parser.chunked() ? opts_.max_body_bytes : 0);
     const auto tenant = ctx_.tenant_of(bearer_key(h[http::field::authorization]));
     tenant_ = tenant.value_or(0);
-    if (path != "/health" && !tenant) {
+    if (path != "/health" && h.method() != http::verb::options && !tenant) {
       log::warn("http ", log::quoted(h.method_string()), " ", log::quoted(path),
                 ": rejected, missing or invalid API key");
       fail = HttpError{http::status::unauthorized, "missing or invalid API key (Authorization: Bearer ...)",
@@ -266,6 +281,10 @@ asio::awaitable<HttpConnection::Read> HttpConnection::read_request(beast::flat_b
     }
   }
   if (fail) co_return co_await reply_and_close(*fail);
+  // A client that waits for leave to send its body (Expect: 100-continue) gets it now.
+  if (version_ == 11 && beast::iequals(parser.get()[http::field::expect], "100-continue") && !parser.is_done()) {
+    if (!co_await write_raw("HTTP/1.1 100 Continue\r\n\r\n")) co_return Read::closed;
+  }
   auto [bec, bn] = co_await on_stream(
       [&](auto& s) { return http::async_read(s, buffer, parser, asio::as_tuple(asio::use_awaitable)); });
   if (bec == beast::error::timeout) {
@@ -293,9 +312,11 @@ asio::awaitable<HttpConnection::Read> HttpConnection::reply_and_close(const Http
 asio::awaitable<void> HttpConnection::linger_close(beast::flat_buffer& buffer) {
   boost::system::error_code ec;
   lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+  // Bounded by time (2 s) and bytes (256 MiB): enough for a client to finish sending a body
+  // it had begun, so that it reads the reply instead of a reset.
   lowest().expires_after(std::chrono::seconds(2));
   std::size_t dropped = 0;
-  while (dropped < opts_.max_body_bytes + (64u << 10)) {
+  while (dropped < (256u << 20)) {
     buffer.clear();
     auto [rec, n] = co_await lowest().async_read_some(buffer.prepare(16384), asio::as_tuple(asio::use_awaitable));
     if (rec) break;
@@ -306,8 +327,26 @@ asio::awaitable<void> HttpConnection::linger_close(beast::flat_buffer& buffer) {
 asio::awaitable<void> HttpConnection::handle(Request& req, bool& close) {
   lowest().expires_after(ctx_.options().write_timeout);
   const std::string target(req.target());
-  const std::string path = target.substr(0, target.find('?'));
+  std::string path = target.substr(0, target.find('?'));
+  // llama.cpp's paths without /v1 are the same endpoints.
+  for (const char* p : {"/completions", "/chat/completions", "/models"}) {
+    if (path == p) path = "/v1" + path;
+  }
   const auto method = req.method();
+  if (method == http::verb::options) {
+    // A browser's preflight: the methods and headers a page from an allowed origin may use.
+    Response res = make(http::status::no_content, "", "text/plain");
+    res.set(http::field::allow, "GET, HEAD, POST, OPTIONS");
+    if (!cors_allow_.empty()) {
+      res.set(http::field::access_control_allow_methods, "GET, HEAD, POST, OPTIONS");
+      const auto asked = req[http::field::access_control_request_headers];
+      res.set(http::field::access_control_allow_headers,
+              asked.empty() ? std::string("Authorization, Content-Type, X-Session-Id") : std::string(asked));
+      res.set(http::field::access_control_max_age, "600");
+    }
+    close = !co_await write(std::move(res));
+    co_return;
+  }
   if (path == "/health" && (method == http::verb::get || method == http::verb::head)) {
     const bool ok = !ctx_.draining();
     Response res = make(ok ? http::status::ok : http::status::service_unavailable,
@@ -462,7 +501,9 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
   auto send_head = [&]() -> asio::awaitable<bool> {
     head_sent = true;
     std::string head = "HTTP/1.1 200 OK\r\nServer: llamawire\r\nContent-Type: text/event-stream\r\n"
-                       "Cache-Control: no-cache\r\nConnection: close\r\n\r\n";
+                       "Cache-Control: no-cache\r\nConnection: close\r\n";
+    if (!cors_allow_.empty()) head += "Access-Control-Allow-Origin: " + cors_allow_ + "\r\nVary: Origin\r\n";
+    head += "\r\n";
     if (r.chat) {
       // The first chunk announces the role, as OpenAI's stream does.
       json::object delta{{"role", "assistant"}, {"content", ""}};

@@ -3,6 +3,9 @@
 // It shares the scheduler (and so the batches) with the binary protocol.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "common/asio.hpp"
 #include "server/net/server_context.hpp"
 
@@ -12,6 +15,8 @@ namespace llamawire {
 
 struct HttpOptions {
   std::size_t max_body_bytes = 1u << 20;
+  // Origins whose browser pages may call the API (--cors-origin; "*": any); empty: none.
+  std::vector<std::string> cors_origins;
 };
 
 // Serves one HTTP/1.1 connection (keep-alive, SSE streams) until it closes.

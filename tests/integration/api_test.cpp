@@ -2,6 +2,7 @@
 // samplers, and the rule that no field is silently ignored.
 #include "common/tokenizer.hpp"
 #include "tests/http_client.hpp"
+#include "tests/raw_socket.hpp"
 #include "tests/server_process.hpp"
 
 #include <catch2/catch.hpp>
@@ -254,5 +255,59 @@ TEST_CASE("http: the samplers: top_p 0, top_k 1 and min_p 1 are greedy; logit_bi
   CHECK(error_message(r).find("not a token id") != std::string::npos);
   CHECK(post(server, "/v1/completions", json::object{{"prompt", "x"}, {"top_k", -1}}).status == 400);
   CHECK(post(server, "/v1/completions", json::object{{"prompt", "x"}, {"min_p", 2}}).status == 400);
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE("http: Expect 100-continue, CORS, paths without /v1, a lower-case bearer, a 413 that arrives",
+          "[net][http]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0", "--api-key", "k", "--cors-origin",
+                           "http://app.example"});
+  const int hp = server.http_port();
+  // Expect: 100-continue is answered before the body is sent.
+  {
+    t::RawSocket s(hp, 3000);
+    const std::string body = R"({"prompt":"I dreamed","max_tokens":2})";
+    REQUIRE(s.send_text("POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: "
+                        "application/json\r\nExpect: 100-continue\r\nContent-Length: " +
+                        std::to_string(body.size()) + "\r\n\r\n"));
+    const std::string interim = s.read_some();
+    CHECK(interim.rfind("HTTP/1.1 100 Continue\r\n\r\n", 0) == 0);
+    REQUIRE(s.send_text(body));
+    const std::string reply = s.read_some();
+    CHECK(reply.find("HTTP/1.1 200 OK") != std::string::npos);
+  }
+  // Lower-case scheme, and llama.cpp's paths without /v1.
+  CHECK(t::http_request(hp, "GET", "/models", "", {{"Authorization", "bearer k"}}).status == 200);
+  CHECK(t::http_request(hp, "POST", "/completions", R"({"prompt":"I dreamed","max_tokens":2})",
+                        {{"Authorization", "BEARER k"}})
+            .status == 200);
+  CHECK(t::http_request(hp, "POST", "/chat/completions",
+                        R"({"messages":[{"role":"user","content":"hi"}],"max_tokens":2})", {{"Authorization", "Bearer k"}})
+            .status == 200);
+  // CORS: the preflight needs no key; an allowed origin gets the headers, another none.
+  const auto pre = t::http_request(hp, "OPTIONS", "/v1/chat/completions", "",
+                                   {{"Origin", "http://app.example"}, {"Access-Control-Request-Method", "POST"},
+                                    {"Access-Control-Request-Headers", "authorization,content-type"}});
+  CHECK(pre.status == 204);
+  CHECK(pre.headers.at("Access-Control-Allow-Origin") == "http://app.example");
+  CHECK(pre.headers.at("Access-Control-Allow-Headers") == "authorization,content-type");
+  CHECK(pre.headers.at("Access-Control-Allow-Methods").find("POST") != std::string::npos);
+  const auto ok = t::http_request(hp, "GET", "/v1/models", "", {{"Origin", "http://app.example"}, {"Authorization", "Bearer k"}});
+  CHECK(ok.headers.at("Access-Control-Allow-Origin") == "http://app.example");
+  const auto other = t::http_request(hp, "GET", "/v1/models", "", {{"Origin", "http://evil.example"}, {"Authorization", "Bearer k"}});
+  CHECK(other.headers.count("Access-Control-Allow-Origin") == 0);
+  // A 2 MiB body past the 1 MiB limit: the 413 reaches the client (the server reads the
+  // rest away instead of resetting the connection under it).
+  {
+    t::RawSocket s(hp, 10000);
+    const std::size_t n = 2u << 20;
+    std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: " +
+                      std::to_string(n) + "\r\n\r\n";
+    req += std::string(n, 'a');
+    CHECK(s.send_text(req));
+    const std::string reply = s.read_some();
+    CHECK(reply.rfind("HTTP/1.1 413", 0) == 0);
+  }
   CHECK(server.stop() == 0);
 }
