@@ -362,6 +362,23 @@ asio::awaitable<void> HttpConnection::handle(Request& req, bool& close) {
     json::object body{{"object", "list"}, {"data", json::array{model}}};
     Response res = make(http::status::ok, json::serialize(body), "application/json");
     close = !co_await write(std::move(res));
+  } else if (path == "/props" && method == http::verb::get) {
+    const auto& c = ctx_.weights().config();
+    json::object body{{"model", ctx_.options().model_name},        {"n_ctx", ctx_.context()},
+                      {"n_vocab", c.vocab_size},                    {"chat_template", ctx_.chat_template().name()},
+                      {"total_slots", ctx_.options().max_sessions}, {"bos_token", ctx_.special_tokens().bos},
+                      {"eos_token", ctx_.special_tokens().eos},     {"prefix_cache", ctx_.prefix_cache() != nullptr}};
+    Response res = make(http::status::ok, json::serialize(body), "application/json");
+    close = !co_await write(std::move(res));
+  } else if ((path == "/tokenize" || path == "/detokenize") && method == http::verb::post) {
+    const bool encode = path == "/tokenize";
+    auto answer = co_await ctx_.off_network([&] {
+      return encode ? tokenize_request(req.body(), ctx_.tokenizer()) : detokenize_request(req.body(), ctx_.tokenizer());
+    });
+    Response res = std::holds_alternative<HttpError>(answer)
+                       ? error(std::get<HttpError>(answer))
+                       : make(http::status::ok, std::move(std::get<std::string>(answer)), "application/json");
+    close = !co_await write(std::move(res));
   } else if ((path == "/v1/completions" || path == "/v1/chat/completions") && method == http::verb::post) {
     ctx_.counters().http_requests_total++;
     if (ctx_.draining()) {
@@ -382,8 +399,8 @@ asio::awaitable<void> HttpConnection::handle(Request& req, bool& close) {
       close = !co_await generate(std::get<GenRequest>(parsed));
     }
   } else {
-    const bool known =
-        path == "/metrics" || path == "/v1/models" || path == "/v1/completions" || path == "/v1/chat/completions";
+    const bool known = path == "/metrics" || path == "/v1/models" || path == "/v1/completions" ||
+                       path == "/v1/chat/completions" || path == "/props" || path == "/tokenize" || path == "/detokenize";
     Response res = error({known ? http::status::method_not_allowed : http::status::not_found,
                           known ? "method not allowed" : "no such endpoint: " + path});
     close = !co_await write(std::move(res));
@@ -639,7 +656,15 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
     if (text.size() > sent) tail += chunk(utf8::sanitize(std::string_view(text).substr(sent)), nullptr);
     auto last = chunk_object("", finish);
     last["usage"] = usage;  // the final chunk carries the usage counts too
-    tail += "data: " + json::serialize(last) + "\n\ndata: [DONE]\n\n";
+    tail += "data: " + json::serialize(last) + "\n\n";
+    if (r.include_usage) {
+      // stream_options.include_usage: one more chunk, with no choices, as OpenAI sends it.
+      auto u = chunk_object("", nullptr);
+      u["choices"] = json::array{};
+      u["usage"] = usage;
+      tail += "data: " + json::serialize(u) + "\n\n";
+    }
+    tail += "data: [DONE]\n\n";
     co_await write_raw(std::move(tail));
     co_return false;  // Connection: close ends the stream
   }

@@ -2,6 +2,7 @@
 
 #include "common/grammar.hpp"
 #include "common/json_schema.hpp"
+#include "common/utf8.hpp"
 
 #include <boost/json.hpp>
 
@@ -87,10 +88,11 @@ constexpr Field kFields[] = {
     {"min_p", kImpl, 0},          {"presence_penalty", kImpl, 0}, {"frequency_penalty", kImpl, 0},
     {"repeat_penalty", kImpl, 0}, {"repeat_last_n", kImpl, 0},    {"logit_bias", kImpl, 0},
     {"response_format", kImpl, 0}, {"grammar", kImpl, 0},        {"json_schema", kImpl, 0},
-    {"user", kNone, 0},           {"logprobs", kNo, 0},           {"top_logprobs", kNo, 2},
+    {"user", kNone, 0},           {"stream_options", kImpl, 0},   {"logprobs", kNo, 0},
+    {"top_logprobs", kNo, 2},
     {"echo", kNo, 1},             {"suffix", kNo, 1},             {"best_of", kNo, 1},
     {"tools", kNo, 2},            {"tool_choice", kNo, 2},        {"parallel_tool_calls", kNo, 2},
-    {"functions", kNo, 2},        {"function_call", kNo, 2},      {"stream_options", kNo, 0},
+    {"functions", kNo, 2},        {"function_call", kNo, 2},
     {"modalities", kNo, 2},       {"audio", kNo, 2},              {"prediction", kNo, 2},
     {"reasoning_effort", kNo, 2}, {"web_search_options", kNo, 2}, {"store", kNo, 2},
     {"metadata", kNo, 2},         {"service_tier", kNo, 2}};
@@ -228,6 +230,14 @@ std::optional<HttpError> parse_common(const json::object& o, GenRequest& r, cons
   if (const auto* m = o.if_contains("model"); m != nullptr && !m->is_null() && !m->is_string()) {
     return bad("'model' must be a string");
   }
+  if (const auto* so = o.if_contains("stream_options"); so != nullptr && !so->is_null()) {
+    if (!so->is_object()) return bad("'stream_options' must be an object");
+    for (const auto& [k, x] : so->as_object()) {
+      if (k != "include_usage") return unsupported("'stream_options." + std::string(k) + "'");
+      if (!x.is_bool()) return bad("'stream_options.include_usage' must be a boolean");
+      r.include_usage = x.as_bool();
+    }
+  }
   if (const auto* u = o.if_contains("user"); u != nullptr && !u->is_null() && !u->is_string()) {
     return bad("'user' must be a string");
   }
@@ -335,6 +345,56 @@ std::optional<HttpError> parse_chat(const json::object& o, const Tokenizer& tok,
   return std::nullopt;
 }
 }  // namespace
+
+std::variant<std::string, HttpError> tokenize_request(std::string_view body, const Tokenizer& tok) {
+  boost::system::error_code ec;
+  const auto parsed = json::parse(body, ec);
+  if (ec || !parsed.is_object()) return bad("request body must be a JSON object");
+  const auto& o = parsed.as_object();
+  const auto* c = o.if_contains("content");
+  if (c == nullptr || !c->is_string()) return bad("'content' must be a string");
+  bool add_special = false, with_pieces = false;
+  for (const auto& [key, flag] : {std::pair<const char*, bool*>{"add_special", &add_special}, {"with_pieces", &with_pieces}}) {
+    if (const auto* v = o.if_contains(key); v != nullptr && !v->is_null()) {
+      if (!v->is_bool()) return bad(std::string("'") + key + "' must be a boolean");
+      *flag = v->as_bool();
+    }
+  }
+  // As a completion's prompt is encoded: special-token text parsed for GGUF vocabularies.
+  const auto ids = tok.encode(std::string(c->as_string()), add_special && tok.add_bos(), false, tok.kind() != VocabKind::llama2c);
+  json::array out;
+  for (const int id : ids) {
+    if (with_pieces) {
+      out.push_back(json::object{{"id", id}, {"piece", utf8::sanitize(tok.decode(-1, id))}});
+    } else {
+      out.push_back(id);
+    }
+  }
+  return json::serialize(json::object{{"tokens", std::move(out)}});
+}
+
+std::variant<std::string, HttpError> detokenize_request(std::string_view body, const Tokenizer& tok) {
+  boost::system::error_code ec;
+  const auto parsed = json::parse(body, ec);
+  if (ec || !parsed.is_object()) return bad("request body must be a JSON object");
+  const auto* t = parsed.as_object().if_contains("tokens");
+  if (t == nullptr || !t->is_array()) return bad("'tokens' must be an array of token ids");
+  std::string text;
+  int prev = tok.bos_id();  // a leading space after BOS is dropped, as in a generation's text
+  for (const auto& v : t->as_array()) {
+    if (!v.is_int64() || v.as_int64() < 0 || v.as_int64() >= tok.vocab_size()) {
+      return bad("'tokens' must hold token ids in [0, " + std::to_string(tok.vocab_size() - 1) + "]");
+    }
+    const int id = static_cast<int>(v.as_int64());
+    if (id == tok.bos_id()) {  // not text (llama2.c's tokenizer.bin spells it "\n<s>\n")
+      prev = id;
+      continue;
+    }
+    text += tok.kind() != VocabKind::llama2c ? tok.decode(prev, id) : printable_piece(tok.decode(prev, id));
+    prev = id;
+  }
+  return json::serialize(json::object{{"content", utf8::sanitize(text)}});
+}
 
 const FieldStatus* field_status(bool chat, std::string_view field) {
   for (const Field& f : kFields) {

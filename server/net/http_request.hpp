@@ -9,6 +9,8 @@
 
 #include <boost/beast/http/status.hpp>
 
+#include <variant>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -40,7 +42,14 @@ struct GenRequest {
   // The output's language (GBNF): from "grammar", or response_format json_object /
   // json_schema; empty: none. Checked to parse.
   std::string grammar;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
 };
+
+// The tokenizer endpoints (llama.cpp's): POST /tokenize {"content", "add_special",
+// "with_pieces"} -> {"tokens": [id...]} (or [{"id", "piece"}...]); POST /detokenize
+// {"tokens": [id...]} -> {"content"}. JSON text in, JSON text out.
+std::variant<std::string, HttpError> tokenize_request(std::string_view body, const Tokenizer& tok);
+std::variant<std::string, HttpError> detokenize_request(std::string_view body, const Tokenizer& tok);
 
 // The request fields the API knows, and what becomes of each: the OpenAI API's fields and
 // llama.cpp's extensions are implemented or refused (400 unsupported_parameter, naming the
