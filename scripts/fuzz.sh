@@ -13,9 +13,9 @@ if ! command -v clang++ >/dev/null || [ ! -f /usr/lib/llvm-14/lib/clang/14.0.6/l
 fi
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLW_FUZZ=ON \
   -DLW_BUILD_TESTS=OFF -DLW_SANITIZE=address,undefined >/dev/null
-cmake --build "$build" --target fuzz_frame fuzz_tokenizer fuzz_checkpoint fuzz_http fuzz_gguf
+cmake --build "$build" --target fuzz_frame fuzz_tokenizer fuzz_checkpoint fuzz_http fuzz_gguf fuzz_grammar
 corpus="$build/corpus"
-mkdir -p "$corpus"/{frame,tokenizer,checkpoint,http,gguf} "$build/crashes"
+mkdir -p "$corpus"/{frame,tokenizer,checkpoint,http,gguf,grammar} "$build/crashes"
 # Seeds: every protocol vector as raw bytes.
 for hex in proto-spec/vectors/*.hex; do
   xxd -r -p "$hex" > "$corpus/frame/$(basename "$hex" .hex).bin" 2>/dev/null || \
@@ -34,8 +34,10 @@ fi
 printf 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 45\r\n\r\n{"prompt":"hi","max_tokens":5,"stop":["a"]}  ' > "$corpus/http/completion.txt"
 printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n{"messages":[{"role":"user","content":"hi"}],"stream":true}' > "$corpus/http/chat.txt"
 printf '{"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"},{"role":"assistant","content":"a"}]}' > "$corpus/http/body.json"
+printf 'root ::= "{" ws pair ("," ws pair)* "}"\npair ::= [a-z]+ ":" ws ("x" | [0-9]{1,3})\nws ::= [ \\t]?\n' > "$corpus/grammar/pairs.gbnf"
+printf '{"type":"object","properties":{"a":{"type":"array","items":{"anyOf":[{"type":"integer"},{"type":"string","maxLength":3}]}},"b":{"$ref":"#/$defs/n"}},"required":["a"],"$defs":{"n":{"type":["null","boolean"]}}}' > "$corpus/grammar/schema.json"
 status=0
-for t in frame tokenizer checkpoint http gguf; do
+for t in frame tokenizer checkpoint http gguf grammar; do
   echo "== fuzz_$t: ${seconds}s" >&2
   regress="tests/fuzz/regressions/$t"
   if [ -d "$regress" ] && [ -n "$(ls -A "$regress")" ]; then

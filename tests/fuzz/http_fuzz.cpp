@@ -44,6 +44,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // The body alone, against both endpoints.
   (void)llamawire::parse_generation_request(false, input, tokenizer(), chat(), 128);
   (void)llamawire::parse_generation_request(true, input, tokenizer(), chat(), 128);
+  (void)llamawire::tokenize_request(input, tokenizer());
+  (void)llamawire::detokenize_request(input, tokenizer());
   // A whole request through the parser, as the server configures it.
   http::request_parser<http::string_body> parser;
   parser.body_limit(1 << 16);
