@@ -3,6 +3,7 @@
 #include "common/grammar.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -176,6 +177,9 @@ Sampler::Sampler(Sampler&& o) noexcept
       drawn_(o.drawn_),
       finished_at_(o.finished_at_.load()),
       window_(std::move(o.window_)),
+      logprobs_top_(o.logprobs_top_),
+      adjusted_(std::move(o.adjusted_)),
+      records_(std::move(o.records_)),
       candidates_(std::move(o.candidates_)),
       scratch_(std::move(o.scratch_)) {}
 
@@ -190,6 +194,9 @@ Sampler& Sampler::operator=(Sampler&& o) noexcept {
   drawn_ = o.drawn_;
   finished_at_ = o.finished_at_.load();
   window_ = std::move(o.window_);
+  logprobs_top_ = o.logprobs_top_;
+  adjusted_ = std::move(o.adjusted_);
+  records_ = std::move(o.records_);
   return *this;
 }
 
@@ -197,6 +204,41 @@ void Sampler::set_grammar(std::shared_ptr<grammar::CompiledGrammar> g, std::vect
   grammar_ = g ? std::make_unique<grammar::Matcher>(std::move(g)) : nullptr;
   ends_ = std::move(ends);
   finished_at_ = -1;
+}
+
+std::optional<TokenLogprobs> Sampler::take_logprobs() {
+  std::lock_guard lock(records_mutex_);
+  if (records_.empty()) return std::nullopt;
+  TokenLogprobs r = std::move(records_.front());
+  records_.pop_front();
+  return r;
+}
+
+void Sampler::record(std::span<const float> logits, int token) {
+  // log-softmax: l - (m + log(sum exp(l - m))), the sum in double.
+  const float m = max_reference(logits);
+  double sum = 0.0;
+  for (const float l : logits) sum += l == -std::numeric_limits<float>::infinity() ? 0.0 : std::exp(static_cast<double>(l - m));
+  const double lse = static_cast<double>(m) + std::log(sum);
+  auto lp = [&](int i) { return static_cast<float>(static_cast<double>(logits[static_cast<std::size_t>(i)]) - lse); };
+  TokenLogprobs r;
+  r.token = token;
+  r.logprob = lp(token);
+  if (logprobs_top_ > 0) {
+    std::vector<int> idx(logits.size());
+    for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int>(i);
+    const auto k = std::min<std::size_t>(static_cast<std::size_t>(logprobs_top_), idx.size());
+    std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(k), idx.end(), [&](int a, int b) {
+      const float la = logits[static_cast<std::size_t>(a)], lb = logits[static_cast<std::size_t>(b)];
+      return la > lb || (la == lb && a < b);
+    });
+    for (std::size_t i = 0; i < k; ++i) {
+      if (logits[static_cast<std::size_t>(idx[i])] == -std::numeric_limits<float>::infinity()) break;  // masked out
+      r.top.emplace_back(idx[i], lp(idx[i]));
+    }
+  }
+  std::lock_guard lock(records_mutex_);
+  records_.push_back(std::move(r));
 }
 
 void Sampler::remember(std::span<const int> tokens) {
@@ -355,6 +397,7 @@ int Sampler::sample(std::span<float> logits) {
     if (!finished()) finished_at_.store(drawn_, std::memory_order_release);
     return token;
   }
+  if (logprobs_top_ >= 0) adjusted_.assign(logits.begin(), logits.end());
   int token = 0;
   if (params_.temperature == 0.0f) {
     token = sample_argmax(logits);
@@ -368,6 +411,7 @@ int Sampler::sample(std::span<float> logits) {
     const float coin = random_f32();
     token = params_.topp <= 0.0f || params_.topp >= 1.0f ? sample_mult(logits, coin) : sample_topp(logits, coin);
   }
+  if (logprobs_top_ >= 0) record(adjusted_, token);
   take(token);
   return token;
 }

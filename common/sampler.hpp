@@ -21,7 +21,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <span>
 #include <utility>
 #include <vector>
@@ -50,6 +53,14 @@ struct SamplingParams {
   }
 };
 
+// A drawn token's log-probability and the most likely alternatives, as log-softmax of the
+// logits after steps 1-3 (before the temperature): what an API's "logprobs" report.
+struct TokenLogprobs {
+  int token = 0;
+  float logprob = 0.0f;
+  std::vector<std::pair<int, float>> top;  // (token, logprob), most likely first
+};
+
 class Sampler {
  public:
   Sampler(int vocab_size, SamplingParams params);
@@ -60,6 +71,11 @@ class Sampler {
   // Constrains what is drawn to `g`'s language; `ends` (EOS, the end of turn ...) are
   // allowed only where the text may end.
   void set_grammar(std::shared_ptr<grammar::CompiledGrammar> g, std::vector<int> ends);
+  // Record each drawn token's log-probability and its `top` most likely alternatives (0-20);
+  // read them in order with take_logprobs().
+  void want_logprobs(int top) { logprobs_top_ = top; }
+  // The oldest record not yet taken (thread-safe: draws run ahead on the compute threads).
+  std::optional<TokenLogprobs> take_logprobs();
   // Tokens of the sequence before what is drawn (the prompt), for the penalties' window.
   void remember(std::span<const int> tokens);
   // Picks the next token. Modifies `logits` in place (biased, penalized, masked, divided,
@@ -80,6 +96,7 @@ class Sampler {
   bool adjust(std::span<float> logits);  // steps 1-3; false when the grammar allows nothing
   void truncate(std::span<float> probs);  // step 5
   void take(int token);
+  void record(std::span<const float> logits, int token);  // with logprobs wanted
 
   struct ProbIndex {
     float prob;
@@ -98,6 +115,10 @@ class Sampler {
   int drawn_ = 0;
   std::atomic<int> finished_at_{-1};
   std::vector<int> window_;  // the last repeat_last_n tokens (all, for -1)
+  int logprobs_top_ = -1;    // -1: no records
+  std::vector<float> adjusted_;  // the logits after steps 1-3, while records are wanted
+  std::mutex records_mutex_;
+  std::deque<TokenLogprobs> records_;
   std::vector<ProbIndex> candidates_;
   std::vector<ProbIndex> scratch_;  // the radix sort's second buffer
 };

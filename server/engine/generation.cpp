@@ -22,6 +22,7 @@ Generation::Generation(GenerationEnv env, Sequence& seq, Params params)
     : env_(env), seq_(seq), p_(std::move(params)) {
   if (p_.sampling) {
     sampler_.emplace(env_.vocab_size, *p_.sampling);
+    if (p_.logprobs >= 0) sampler_->want_logprobs(p_.logprobs);
     if (p_.grammar) {
       // The end tokens may close a complete text where the generation stops at them.
       std::vector<int> ends;
@@ -91,7 +92,11 @@ void Generation::cancel(Reason why) {
 
 bool Generation::emit(int token) {
   const auto now = clock::now();
-  push(Token{token, std::chrono::duration<double>(now - last_token_at_).count(), end_.generated == 0});
+  std::shared_ptr<const TokenLogprobs> lp;
+  if (sampler_ && p_.logprobs >= 0) {
+    if (auto r = sampler_->take_logprobs()) lp = std::make_shared<const TokenLogprobs>(std::move(*r));
+  }
+  push(Token{token, std::chrono::duration<double>(now - last_token_at_).count(), end_.generated == 0, std::move(lp)});
   last_token_at_ = now;
   ++end_.generated;
   // (The sampler may have drawn further on the compute threads: which token finished it.)

@@ -75,6 +75,8 @@ class Generation {
     std::optional<SamplingParams> sampling;
     // GENERATE: the output's language (nullptr: free).
     std::shared_ptr<grammar::CompiledGrammar> grammar;
+    // GENERATE: each token's log-probability and this many alternatives (-1: none).
+    int logprobs = -1;
     int limit_pos = 0;  // GENERATE: the last position run is limit_pos - 1
     bool limit_is_context = false;  // reaching limit_pos ends with context, not steps
     bool stop_on_eos = false;
@@ -91,6 +93,9 @@ class Generation {
     int id;
     double seconds;  // since the previous token, or since start() for the first
     bool first;
+    // With Params::logprobs. (A pointer: g++ 12 warns of an uninitialized vector when an
+    // optional one sits in the coroutine's event variant.)
+    std::shared_ptr<const TokenLogprobs> logprobs;
   };
   struct Logits {  // FORWARD's result; values valid until the next next()
     int position;

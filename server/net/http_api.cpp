@@ -46,6 +46,64 @@ std::string_view bearer_key(std::string_view header) {
   return header.substr(scheme.size());
 }
 
+// A generation's log-probabilities in the API's two formats: chat's
+// {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]} and completions'
+// {"tokens", "token_logprobs", "top_logprobs": [{text: logprob}], "text_offset"}. Entries
+// gather until take(), which a streamed chunk calls for the tokens since the last one.
+class LogprobsOut {
+ public:
+  LogprobsOut(bool chat, const Tokenizer& tok) : chat_(chat), tok_(tok) {}
+  // `prev`: the token before (text is decoded after it); `offset`: where its text begins.
+  void add(int prev, const TokenLogprobs& lp, std::size_t offset) {
+    if (chat_) {
+      json::object e = entry(prev, lp.token, lp.logprob);
+      json::array top;
+      for (const auto& [id, v] : lp.top) top.push_back(entry(prev, id, v));
+      e["top_logprobs"] = std::move(top);
+      content_.push_back(std::move(e));
+    } else {
+      tokens_.push_back(json::value(utf8::sanitize(piece(prev, lp.token))));
+      token_logprobs_.push_back(lp.logprob);
+      json::object top;
+      for (const auto& [id, v] : lp.top) top[utf8::sanitize(piece(prev, id))] = v;
+      top_.push_back(std::move(top));
+      offsets_.push_back(offset);
+    }
+    ++n_;
+  }
+  bool empty() const { return n_ == 0; }
+  json::value take() {
+    json::value out = chat_ ? json::value(json::object{{"content", std::move(content_)}})
+                            : json::value(json::object{{"tokens", std::move(tokens_)},
+                                                       {"token_logprobs", std::move(token_logprobs_)},
+                                                       {"top_logprobs", std::move(top_)},
+                                                       {"text_offset", std::move(offsets_)}});
+    content_ = {};
+    tokens_ = {};
+    token_logprobs_ = {};
+    top_ = {};
+    offsets_ = {};
+    n_ = 0;
+    return out;
+  }
+
+ private:
+  std::string piece(int prev, int id) const {
+    return std::string(tok_.kind() != VocabKind::llama2c ? tok_.decode(prev, id) : printable_piece(tok_.decode(prev, id)));
+  }
+  json::object entry(int prev, int id, float logprob) const {
+    const std::string p = piece(prev, id);
+    json::array bytes;
+    for (const char c : p) bytes.push_back(static_cast<unsigned char>(c));
+    return json::object{{"token", utf8::sanitize(p)}, {"logprob", logprob}, {"bytes", std::move(bytes)}};
+  }
+
+  bool chat_;
+  const Tokenizer& tok_;
+  json::array content_, tokens_, token_logprobs_, top_, offsets_;
+  int n_ = 0;
+};
+
 class HttpConnection {
  public:
   HttpConnection(tcp::socket socket, ServerContext& ctx, HttpOptions opts)
@@ -492,6 +550,10 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
     ~Guard() { c.http_active--; }
   } guard{ctx_.counters()};
 
+  std::optional<LogprobsOut> logprobs;
+  if (r.logprobs >= 0) logprobs.emplace(r.chat, tok);
+  // The log-probabilities gathered since the last call, or null.
+  auto logprobs_value = [&] { return logprobs && !logprobs->empty() ? logprobs->take() : json::value(nullptr); };
   auto chunk_object = [&](const std::string& piece, const char* finish) {
     json::object choice{{"index", 0}};
     if (r.chat) {
@@ -500,8 +562,8 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
       choice["delta"] = delta;
     } else {
       choice["text"] = piece;
-      choice["logprobs"] = nullptr;
     }
+    choice["logprobs"] = logprobs_value();
     choice["finish_reason"] = finish ? json::value(finish) : json::value(nullptr);
     return json::object{{"id", id},
                         {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
@@ -524,10 +586,12 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
     if (r.chat) {
       // The first chunk announces the role, as OpenAI's stream does.
       json::object delta{{"role", "assistant"}, {"content", ""}};
-      json::object choice{{"index", 0}, {"delta", delta}, {"finish_reason", nullptr}};
+      json::object choice{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
       json::object o{{"id", id}, {"object", "chat.completion.chunk"}, {"created", created},
                      {"model", ctx_.options().model_name}, {"choices", json::array{choice}}};
       head += "data: " + json::serialize(o) + "\n\n";
+    } else if (r.echo) {
+      head += "data: " + json::serialize(chunk_object(utf8::sanitize(r.prompt_text), nullptr)) + "\n\n";
     }
     co_return co_await write_raw(std::move(head));
   };
@@ -548,6 +612,7 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
   auto take_token = [&](const Generation::Token& t) -> asio::awaitable<void> {
     ++generated;
     ctx_.observe_latency(t);
+    if (logprobs && t.logprobs && !stopped) logprobs->add(prev, *t.logprobs, (r.echo ? r.prompt_text.size() : 0) + text.size());
     // llama2.c's models print as llama2.c does (lone unprintable bytes dropped); a GGUF
     // vocabulary's byte tokens build characters (the text is sanitized as it goes out).
     text += tok.kind() != VocabKind::llama2c ? tok.decode(prev, t.id) : printable_piece(tok.decode(prev, t.id));
@@ -593,6 +658,7 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
     p.sampling = r.sampling;
     p.sampling->seed = seed;
     if (!r.grammar.empty()) p.grammar = grammar;
+    p.logprobs = r.logprobs;
     p.limit_pos = n_prompt + max_new - 1;
     // Chat stops at the end of the turn; a completion too with a GGUF vocabulary (as
     // llama.cpp's server does), while a llama2.c model runs on past EOS as llama2.c does.
@@ -672,9 +738,9 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
   if (r.chat) {
     choice["message"] = json::object{{"role", "assistant"}, {"content", utf8::sanitize(text)}};
   } else {
-    choice["text"] = utf8::sanitize(text);
-    choice["logprobs"] = nullptr;
+    choice["text"] = utf8::sanitize(r.echo ? r.prompt_text + text : text);
   }
+  choice["logprobs"] = logprobs_value();
   json::object body{{"id", id},
                     {"object", r.chat ? "chat.completion" : "text_completion"},
                     {"created", created},

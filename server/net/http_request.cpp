@@ -88,9 +88,9 @@ constexpr Field kFields[] = {
     {"min_p", kImpl, 0},          {"presence_penalty", kImpl, 0}, {"frequency_penalty", kImpl, 0},
     {"repeat_penalty", kImpl, 0}, {"repeat_last_n", kImpl, 0},    {"logit_bias", kImpl, 0},
     {"response_format", kImpl, 0}, {"grammar", kImpl, 0},        {"json_schema", kImpl, 0},
-    {"user", kNone, 0},           {"stream_options", kImpl, 0},   {"logprobs", kNo, 0},
-    {"top_logprobs", kNo, 2},
-    {"echo", kNo, 1},             {"suffix", kNo, 1},             {"best_of", kNo, 1},
+    {"user", kNone, 0},           {"stream_options", kImpl, 0},   {"logprobs", kImpl, 0},
+    {"top_logprobs", kImpl, 2},
+    {"echo", kImpl, 1},           {"suffix", kNo, 1},             {"best_of", kNo, 1},
     {"tools", kNo, 2},            {"tool_choice", kNo, 2},        {"parallel_tool_calls", kNo, 2},
     {"functions", kNo, 2},        {"function_call", kNo, 2},
     {"modalities", kNo, 2},       {"audio", kNo, 2},              {"prediction", kNo, 2},
@@ -230,6 +230,27 @@ std::optional<HttpError> parse_common(const json::object& o, GenRequest& r, cons
   if (const auto* m = o.if_contains("model"); m != nullptr && !m->is_null() && !m->is_string()) {
     return bad("'model' must be a string");
   }
+  if (const auto* lp = o.if_contains("logprobs"); lp != nullptr && !lp->is_null()) {
+    if (chat) {
+      if (!lp->is_bool()) return bad("'logprobs' must be a boolean");
+      if (lp->as_bool()) r.logprobs = 0;
+    } else {
+      if (auto e = read_int(o, "logprobs", 0, 5, r.logprobs)) return e;
+    }
+  }
+  if (chat) {
+    int top = -1;
+    if (auto e = read_int(o, "top_logprobs", 0, 20, top)) return e;
+    if (top >= 0 && r.logprobs < 0 && top > 0) return bad("'top_logprobs' needs 'logprobs': true");
+    if (top >= 0 && r.logprobs >= 0) r.logprobs = top;
+  }
+  if (!chat) {
+    if (const auto* ec = o.if_contains("echo"); ec != nullptr && !ec->is_null()) {
+      if (!ec->is_bool()) return bad("'echo' must be a boolean");
+      r.echo = ec->as_bool();
+      if (r.echo && r.logprobs >= 0) return unsupported("'echo' together with 'logprobs' (the prompt's log-probabilities)");
+    }
+  }
   if (const auto* so = o.if_contains("stream_options"); so != nullptr && !so->is_null()) {
     if (!so->is_object()) return bad("'stream_options' must be an object");
     for (const auto& [k, x] : so->as_object()) {
@@ -277,6 +298,7 @@ std::optional<HttpError> parse_completion(const json::object& o, const Tokenizer
     return HttpError{http::status::bad_request, "'prompt' must be a string (or an array of one string)"};
   }
   if (auto e = parse_common(o, r, tok, false)) return e;
+  if (r.echo) r.prompt_text = text;
   return append_encoded(tok, text, tok.add_bos(), context, r.prompt);
 }
 

@@ -43,6 +43,11 @@ struct GenRequest {
   // json_schema; empty: none. Checked to parse.
   std::string grammar;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
+  // Each token's log-probability with this many alternatives (-1: none): completions'
+  // "logprobs": N, chat's "logprobs": true with "top_logprobs": N.
+  int logprobs = -1;
+  bool echo = false;  // completions: the prompt's text before the output
+  std::string prompt_text;  // completions: the prompt as sent (for echo)
 };
 
 // The tokenizer endpoints (llama.cpp's): POST /tokenize {"content", "add_special",

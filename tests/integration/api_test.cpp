@@ -48,6 +48,12 @@ std::string error_message(const Reply& r) {
   return e == nullptr ? std::string() : std::string(e->at("message").as_string());
 }
 
+// The greedy completion of "I dreamed", 4 tokens.
+std::string greedy_of(const t::ServerProcess& s) {
+  const auto r = t::http_request(s.http_port(), "POST", "/v1/completions", R"({"prompt":"I dreamed","max_tokens":4,"temperature":0})");
+  return std::string(json::parse(r.body).at("choices").at(0).at("text").as_string());
+}
+
 json::object chat(const char* content) {
   return json::object{{"messages", json::array{json::object{{"role", "user"}, {"content", content}}}}};
 }
@@ -146,11 +152,8 @@ TEST_CASE("http: every OpenAI field is implemented or refused as unsupported_par
   t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
   // Asked for and not implemented: a 400 naming the field.
   for (const auto& [path, field, value] : std::vector<std::tuple<const char*, const char*, json::value>>{
-           {"/v1/completions", "logprobs", 2},
-           {"/v1/completions", "echo", true},
            {"/v1/completions", "best_of", 3},
            {"/v1/completions", "suffix", "end"},
-           {"/v1/chat/completions", "logprobs", true},
            {"/v1/chat/completions", "tools", json::parse(R"([{"type":"function","function":{"name":"f"}}])")},
            {"/v1/chat/completions", "tool_choice", "required"},
            {"/v1/chat/completions", "stream_options", json::parse(R"({"include_obfuscation":true})")},
@@ -348,5 +351,71 @@ TEST_CASE("http: stream_options.include_usage, /tokenize, /detokenize and /props
   CHECK(props.at("n_ctx") == 128);
   CHECK(props.at("chat_template") == "llama2");
   CHECK(props.at("model") == "aidreams260K.bin");
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE("http: logprobs are the log-softmax of the logits the sampler saw, streamed or not; echo", "[net][http]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
+  const int hp = server.http_port();
+  const auto tok = llamawire::Tokenizer::load(tok512(), 512);
+  REQUIRE(tok.has_value());
+  // Greedy, 6 tokens, 3 alternatives each.
+  const auto r = post(server, "/v1/completions",
+                      json::object{{"prompt", "I dreamed"}, {"max_tokens", 6}, {"temperature", 0}, {"logprobs", 3}});
+  REQUIRE(r.status == 200);
+  const auto& lp = r.body.at("choices").at(0).at("logprobs").as_object();
+  const auto& tokens = lp.at("tokens").as_array();
+  REQUIRE(tokens.size() == 6);
+  // Against FORWARD's logits of the same positions (the binary protocol, same server).
+  std::vector<std::uint32_t> seq;
+  for (const int id : tok->encode("I dreamed", true, false)) seq.push_back(static_cast<std::uint32_t>(id));
+  std::string text;
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    t::RawSocket s(server.port());
+    REQUIRE(s.handshake());
+    const auto logits = t::forward_on(s, llamawire::msg::Forward{0, seq}, 1);
+    REQUIRE(logits);
+    const auto& v = logits->values;
+    const double m = *std::max_element(v.begin(), v.end());
+    double sum = 0;
+    for (const float x : v) sum += std::exp(static_cast<double>(x) - m);
+    const int best = static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
+    const double expect = static_cast<double>(v[static_cast<std::size_t>(best)]) - m - std::log(sum);
+    INFO("token " << i);
+    CHECK(std::abs(lp.at("token_logprobs").at(i).to_number<double>() - expect) < 1e-5);
+    const auto& top = lp.at("top_logprobs").at(i).as_object();
+    CHECK(top.size() == 3);
+    CHECK(std::abs(top.at(tokens[i].as_string()).to_number<double>() - expect) < 1e-5);  // greedy: the best
+    for (const auto& [k, x] : top) CHECK(x.to_number<double>() <= expect + 1e-6);
+    CHECK(lp.at("text_offset").at(i).to_number<std::size_t>() == text.size());
+    text += tokens[i].as_string();
+    seq.push_back(static_cast<std::uint32_t>(best));
+  }
+  CHECK(text == text_of(r));
+  // Streamed: the same entries, spread over the chunks.
+  const auto sse = t::http_request(hp, "POST", "/v1/chat/completions",
+                                   R"({"messages":[{"role":"user","content":"hi"}],"max_tokens":5,"temperature":0,)"
+                                   R"("logprobs":true,"top_logprobs":2,"stream":true})");
+  const auto plain = post(server, "/v1/chat/completions",
+                          json::parse(R"({"messages":[{"role":"user","content":"hi"}],"max_tokens":5,"temperature":0,)"
+                                      R"("logprobs":true,"top_logprobs":2})").as_object());
+  json::array streamed;
+  for (std::size_t p = 0; (p = sse.body.find("data: {", p)) != std::string::npos; ++p) {
+    const auto end = sse.body.find("\n\n", p);
+    const auto c = json::parse(sse.body.substr(p + 6, end - p - 6)).as_object();
+    const auto& ch = c.at("choices").as_array();
+    if (ch.empty() || !ch[0].as_object().contains("logprobs") || ch[0].at("logprobs").is_null()) continue;
+    for (const auto& e : ch[0].at("logprobs").at("content").as_array()) streamed.push_back(e);
+  }
+  const auto& whole = plain.body.at("choices").at(0).at("logprobs").at("content").as_array();
+  REQUIRE(whole.size() == 5);
+  CHECK(json::serialize(streamed) == json::serialize(whole));
+  CHECK(whole[0].at("top_logprobs").as_array().size() == 2);
+  CHECK(whole[0].at("bytes").as_array().size() == whole[0].at("token").as_string().size());
+  // top_logprobs needs logprobs; echo prepends the prompt.
+  CHECK(post(server, "/v1/chat/completions", json::parse(R"({"messages":[{"role":"user","content":"hi"}],"top_logprobs":2})").as_object()).status == 400);
+  const auto echo = post(server, "/v1/completions", json::object{{"prompt", "I dreamed"}, {"max_tokens", 4}, {"temperature", 0}, {"echo", true}});
+  CHECK(text_of(echo) == "I dreamed" + greedy_of(server));
   CHECK(server.stop() == 0);
 }
