@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace llamawire {
 
@@ -23,6 +24,14 @@ struct CliOptions {
   bool system_prompt_given = false;
   bool chat = false;
   bool client_sampling = false;
+  // The samplers past llama2.c's (common/sampler.hpp) and a grammar (GBNF text, from
+  // --grammar FILE or --json-schema FILE): applied by this client, which then samples
+  // itself (GENERATE does not carry them yet).
+  int top_k = 0;
+  float min_p = 0.0f;
+  float repeat_penalty = 1.0f;
+  int repeat_last_n = 64;
+  std::string grammar;
   std::string api_key;
   bool tls = false;
   std::string tls_ca;  // trust this CA (PEM) instead of the system's

@@ -4,6 +4,7 @@
 #include "client/connection.hpp"
 #include "client/exit_codes.hpp"
 #include "common/cli_support.hpp"
+#include "common/grammar.hpp"
 #include "common/sampler.hpp"
 #include "common/tokenizer.hpp"
 
@@ -133,6 +134,7 @@ asio::awaitable<Result<TurnResult>> run_turn(Connection& conn, const Tokenizer& 
   auto logits = co_await conn.forward(static_cast<std::uint32_t>(pos), std::move(feed_u32));
   if (!logits) co_return logits.error();
   pos += static_cast<int>(feed.size());
+  sampler.remember(feed);
   for (;;) {
     const int next = sampler.sample(logits->values);
     if (const auto stop = tok.special().stop_for(next, stop_on_eos); stop != SpecialTokens::Stop::none) {
@@ -141,6 +143,8 @@ asio::awaitable<Result<TurnResult>> run_turn(Connection& conn, const Tokenizer& 
     timing.tick();
     print_piece(tok, prev, next);
     prev = next;
+    // A grammar that is complete ends the turn, as an end token would.
+    if (sampler.finished()) co_return TurnResult{StopReason::eos, pos, next};
     if (pos >= limit) co_return TurnResult{StopReason::steps, pos, next};
     std::vector<std::uint32_t> one(1, static_cast<std::uint32_t>(next));
     logits = co_await conn.forward(static_cast<std::uint32_t>(pos), std::move(one));
@@ -203,7 +207,28 @@ asio::awaitable<int> run_cli(CliOptions o) {
 
   const int context = static_cast<int>(std::min(hello->seq_len, hello->context));
   const int steps = std::min(clamp_steps(o.steps, static_cast<int>(hello->seq_len)), context);
-  Sampler sampler(vocab, {o.temperature, o.topp, resolve_seed(o.seed)});
+  // The sampler of each turn: llama2.c's, with the samplers and grammar given (client-side).
+  std::shared_ptr<grammar::CompiledGrammar> gram;
+  if (!o.grammar.empty()) {
+    gram = std::make_shared<grammar::CompiledGrammar>(grammar::parse(o.grammar).value(),
+                                                      std::make_shared<const grammar::TokenTrie>(*tok));
+  }
+  auto make_sampler = [&](std::uint64_t seed, bool stop_on_eos) {
+    SamplingParams sp{o.temperature, o.topp, seed};
+    sp.top_k = o.top_k;
+    sp.min_p = o.min_p;
+    sp.repeat_penalty = o.repeat_penalty;
+    sp.repeat_last_n = o.repeat_last_n;
+    Sampler s(vocab, std::move(sp));
+    if (gram) {
+      std::vector<int> ends;
+      if (stop_on_eos) ends = {tok->eos_id()};
+      if (stop_on_eos && tok->special().eot >= 0) ends.push_back(tok->special().eot);
+      s.set_grammar(gram, std::move(ends));
+    }
+    return s;
+  };
+  Sampler sampler = make_sampler(resolve_seed(o.seed), o.chat || gguf_vocab);
   Timing timing;
   const Traffic setup = Traffic::of(conn);
 
@@ -284,7 +309,7 @@ asio::awaitable<int> run_cli(CliOptions o) {
       co_return kExitContextFull;
     }
     // Re-seed per turn so both sampling modes draw the same numbers turn after turn.
-    sampler = Sampler(vocab, {o.temperature, o.topp, resolve_seed(o.seed) + static_cast<std::uint64_t>(pos)});
+    sampler = make_sampler(resolve_seed(o.seed) + static_cast<std::uint64_t>(pos), true);
   }
   print_stats(conn, setup, timing);
   conn.close();

@@ -5,13 +5,18 @@
 #include "client/exit_codes.hpp"
 
 #include "common/cli_support.hpp"
+#include "common/grammar.hpp"
+#include "common/json_schema.hpp"
 
+#include <boost/json.hpp>
 #include <boost/program_options.hpp>
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <limits>
+#include <sstream>
 
 namespace po = boost::program_options;
 namespace lw = llamawire;
@@ -22,6 +27,7 @@ int main(int argc, char** argv) try {
   int port = 8080;
   long long seed = 0;
   std::string mode = "generate";
+  std::string grammar_file, schema_file;
   po::options_description opts(
       "Usage: llamawire [options]          generate or chat with a llamawire-server\n"
       "       llamawire bench [options]    load-test a server (llamawire bench --help)\n"
@@ -39,6 +45,12 @@ int main(int argc, char** argv) try {
       ("system_prompt,y", po::value(&o.system_prompt), "system prompt (implies chat mode)")
       ("mode,m", po::value(&mode)->default_value("generate"), "generate | chat")
       ("client-sampling", "receive logits and sample here (the original decoupled design)")
+      ("top-k", po::value(&o.top_k)->default_value(0), "keep the k most likely tokens (0: off; samples on this client)")
+      ("min-p", po::value(&o.min_p)->default_value(0.0f, "0"), "keep tokens at least this times the most likely one (0: off; samples here)")
+      ("repeat-penalty", po::value(&o.repeat_penalty)->default_value(1.0f, "1"), "penalize the last --repeat-last-n tokens (1: off; samples here)")
+      ("repeat-last-n", po::value(&o.repeat_last_n)->default_value(64), "the repeat penalty's window, tokens (-1: all)")
+      ("grammar", po::value(&grammar_file), "GBNF grammar file: the output stays in its language (samples here)")
+      ("json-schema", po::value(&schema_file), "JSON Schema file: the output is JSON that validates (samples here)")
       ("api-key", po::value(&o.api_key), "API key (default: $LLAMAWIRE_API_KEY)")
       ("tls", "connect with TLS (the server's certificate and name are verified)")
       ("tls-ca", po::value(&o.tls_ca), "trust this CA certificate (PEM) for TLS; implies --tls");
@@ -64,6 +76,10 @@ int main(int argc, char** argv) try {
   checks.real("--p_value", o.topp, -1e6, 1e6);
   checks.integer("--steps", o.steps, 0, std::numeric_limits<int>::max());
   checks.integer("--seed", seed, 0, std::numeric_limits<long long>::max());
+  checks.integer("--top-k", o.top_k, 0, 1 << 30);
+  checks.real("--min-p", o.min_p, 0, 1);
+  checks.real("--repeat-penalty", o.repeat_penalty, 0, 10);
+  checks.integer("--repeat-last-n", o.repeat_last_n, -1, 1 << 30);
   if (checks.error()) {
     std::cerr << "llamawire: " << *checks.error() << "\n" << opts;
     return lw::kExitUsage;
@@ -73,6 +89,39 @@ int main(int argc, char** argv) try {
   o.system_prompt_given = vm.count("system_prompt") > 0;
   o.chat = mode == "chat" || o.system_prompt_given;
   o.client_sampling = vm.count("client-sampling") > 0;
+  if (!grammar_file.empty() && !schema_file.empty()) {
+    std::cerr << "llamawire: --grammar and --json-schema go alone: give one\n";
+    return lw::kExitUsage;
+  }
+  for (const auto* file : {&grammar_file, &schema_file}) {
+    if (file->empty()) continue;
+    std::ifstream in(*file);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      std::cerr << "llamawire: " << *file << ": cannot be read\n";
+      return lw::kExitUsage;
+    }
+    if (file == &grammar_file) {
+      o.grammar = text.str();
+    } else {
+      boost::system::error_code jec;
+      const auto schema = boost::json::parse(text.str(), jec);
+      auto gbnf = jec ? lw::Result<std::string>(lw::make_error(lw::errc::bad_message, "not JSON: " + jec.message()))
+                      : lw::json_schema_to_gbnf(schema);
+      if (!gbnf) {
+        std::cerr << "llamawire: " << *file << ": " << gbnf.error().message << "\n";
+        return lw::kExitUsage;
+      }
+      o.grammar = std::move(*gbnf);
+    }
+    if (auto rules = lw::grammar::parse(o.grammar); !rules) {
+      std::cerr << "llamawire: " << *file << ": " << rules.error().message << "\n";
+      return lw::kExitUsage;
+    }
+  }
+  // These sample on this client (GENERATE does not carry them yet).
+  if (o.top_k != 0 || o.min_p != 0.0f || o.repeat_penalty != 1.0f || !o.grammar.empty()) o.client_sampling = true;
   o.tls = vm.count("tls") > 0 || !o.tls_ca.empty();
   if (o.api_key.empty()) {
     if (const char* k = std::getenv("LLAMAWIRE_API_KEY")) o.api_key = k;

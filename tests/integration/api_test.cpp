@@ -9,6 +9,9 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+#include <fstream>
+
 namespace t = llamawire::test;
 namespace json = boost::json;
 
@@ -417,5 +420,46 @@ TEST_CASE("http: logprobs are the log-softmax of the logits the sampler saw, str
   CHECK(post(server, "/v1/chat/completions", json::parse(R"({"messages":[{"role":"user","content":"hi"}],"top_logprobs":2})").as_object()).status == 400);
   const auto echo = post(server, "/v1/completions", json::object{{"prompt", "I dreamed"}, {"max_tokens", 4}, {"temperature", 0}, {"echo", true}});
   CHECK(text_of(echo) == "I dreamed" + greedy_of(server));
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE("cli: --grammar, --json-schema, --top-k, --min-p and --repeat-penalty sample on the client", "[net][client]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512()});
+  t::TempDir dir;
+  const auto gbnf = (dir / "g.gbnf").string();
+  std::ofstream(gbnf) << "root ::= (\" \" [a-z]+){4} \".\"\n";
+  const auto schema = (dir / "s.json").string();
+  std::ofstream(schema) << R"({"type":"object","properties":{"mood":{"enum":["calm","wild"]},"n":{"type":"integer"}},)"
+                           R"("required":["mood","n"],"additionalProperties":false})";
+  for (const char* seed : {"1", "2", "3"}) {
+    const auto g = t::run_client(server, {"-i", "I dreamed", "--grammar", gbnf, "-s", seed, "-n", "100"});
+    INFO(g.out << g.err);
+    CHECK(g.exit_code == 0);
+    REQUIRE(g.out.rfind("I dreamed ", 0) == 0);
+    const std::string rest = g.out.substr(9, g.out.size() - 10);  // without the prompt and the newline
+    CHECK(std::count(rest.begin(), rest.end(), ' ') == 4);
+    CHECK(rest.back() == '.');
+    const auto j = t::run_client(server, {"-i", "JSON:", "--json-schema", schema, "-s", seed, "-n", "120"});
+    INFO(j.out << j.err);
+    CHECK(j.exit_code == 0);
+    const auto v = json::parse(j.out.substr(5)).as_object();
+    CHECK((v.at("mood") == "calm" || v.at("mood") == "wild"));
+    CHECK(v.at("n").is_int64());
+  }
+  // top-k 1 and min-p 1 are greedy; a repeat penalty changes the text.
+  const auto greedy = t::run_client(server, {"-i", "I dreamed", "-t", "0", "-n", "40"});
+  CHECK(t::run_client(server, {"-i", "I dreamed", "--top-k", "1", "-s", "4", "-n", "40"}).out == greedy.out);
+  CHECK(t::run_client(server, {"-i", "I dreamed", "--min-p", "1", "-s", "4", "-n", "40"}).out == greedy.out);
+  CHECK(t::run_client(server, {"-i", "I dreamed", "-t", "0", "--repeat-penalty", "1.5", "-n", "40"}).out != greedy.out);
+  // Bad files and values: exit 2 with the reason.
+  const auto bad = t::run_client(server, {"--grammar", (dir / "missing").string()});
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.find("cannot be read") != std::string::npos);
+  std::ofstream(dir / "bad.gbnf") << "root ::= [a-";
+  const auto unparsable = t::run_client(server, {"--grammar", (dir / "bad.gbnf").string()});
+  CHECK(unparsable.exit_code == 2);
+  CHECK(unparsable.err.find("grammar") != std::string::npos);
+  CHECK(t::run_client(server, {"--top-k", "-1"}).exit_code == 2);
   CHECK(server.stop() == 0);
 }
