@@ -219,3 +219,76 @@ TEST_CASE("top-p over a flat vocabulary (the radix sort path) picks what the ful
     REQUIRE(got == reference_first_draw(logits, temp, topp, seed));
   }
 }
+
+TEST_CASE("sampler: logit_bias and the penalties change exactly the logits they name", "[sampler]") {
+  // Greedy over 6 tokens: the bias and the penalties decide which one wins.
+  std::vector<float> base{1.0f, 2.0f, 3.0f, -1.0f, 0.5f, 2.9f};
+  auto pick = [&](lw::SamplingParams p, std::vector<int> history) {
+    p.temperature = 0.0f;
+    lw::Sampler s(6, std::move(p));
+    s.remember(history);
+    auto l = base;
+    return s.sample(l);
+  };
+  lw::SamplingParams p;
+  CHECK(pick(p, {}) == 2);
+  p.logit_bias = {{2, -0.2f}};  // 3.0 - 0.2 = 2.8 < 2.9
+  CHECK(pick(p, {}) == 5);
+  // repeat_penalty 2 divides a positive logit of a token in the window: 3.0 / 2 = 1.5.
+  lw::SamplingParams r;
+  r.repeat_penalty = 2.0f;
+  CHECK(pick(r, {2}) == 5);
+  // A negative logit is multiplied: token 3's -1.0 would become -2.0 (never the best anyway);
+  // the window holds the last repeat_last_n tokens only.
+  r.repeat_last_n = 1;
+  CHECK(pick(r, {2, 4}) == 2);  // 2 fell out of the window
+  // frequency: minus 0.1 per occurrence; presence: minus once.
+  lw::SamplingParams f;
+  f.frequency_penalty = 0.1f;
+  CHECK(pick(f, {2}) == 2);        // 2.9 vs 3.0 - 0.1 = 2.9: a tie goes to the lower index
+  CHECK(pick(f, {2, 2}) == 5);     // 3.0 - 0.2 = 2.8
+  lw::SamplingParams pr;
+  pr.presence_penalty = 0.5f;
+  CHECK(pick(pr, {2, 2, 2}) == 5);  // 3.0 - 0.5 once
+  // Off by default: nothing is remembered or changed.
+  CHECK_FALSE(lw::SamplingParams{}.penalized());
+}
+
+TEST_CASE("sampler: top_k and min_p keep only what they say, renormalized; logprobs are log-softmax", "[sampler]") {
+  // Probabilities 0.5, 0.25, 0.125, 0.125 (logits log p). Coins from seed 42: 0.339, 0.782, 0.790.
+  const std::vector<float> logits{std::log(0.5f), std::log(0.25f), std::log(0.125f), std::log(0.125f)};
+  auto draws = [&](lw::SamplingParams p) {
+    p.seed = 42;
+    p.topp = 1.0f;
+    lw::Sampler s(4, std::move(p));
+    std::vector<int> out;
+    for (int i = 0; i < 3; ++i) {
+      auto l = logits;
+      out.push_back(s.sample(l));
+    }
+    return out;
+  };
+  CHECK(draws({}) == std::vector<int>{0, 2, 2});  // cdf 0.5, 0.75, 0.875, 1
+  lw::SamplingParams k;
+  k.top_k = 2;  // 2/3, 1/3: coin 0.339 -> 0, 0.782 -> 1, 0.790 -> 1
+  CHECK(draws(k) == std::vector<int>{0, 1, 1});
+  lw::SamplingParams m;
+  m.min_p = 0.3f;  // 0.125 < 0.15 cut: the same as top_k 2 here
+  CHECK(draws(m) == std::vector<int>{0, 1, 1});
+  m.min_p = 0.6f;  // only 0.5 stays
+  CHECK(draws(m) == std::vector<int>{0, 0, 0});
+  // Logprobs of the logits the draw saw, with the top alternatives in order.
+  lw::Sampler s(4, {1.0f, 1.0f, 42});
+  s.want_logprobs(2);
+  auto l = logits;
+  const int t = s.sample(l);
+  const auto rec = s.take_logprobs();
+  REQUIRE(rec.has_value());
+  CHECK(rec->token == t);
+  CHECK(rec->logprob == Approx(std::log(0.5)).margin(1e-6));
+  REQUIRE(rec->top.size() == 2);
+  CHECK(rec->top[0].first == 0);
+  CHECK(rec->top[1].first == 1);
+  CHECK(rec->top[1].second == Approx(std::log(0.25)).margin(1e-6));
+  CHECK_FALSE(s.take_logprobs().has_value());
+}
