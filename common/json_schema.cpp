@@ -55,12 +55,15 @@ const std::set<std::string, std::less<>> kRefused{
 
 class Converter {
  public:
-  explicit Converter(const json::value& root) : root_(root) {}
+  // `prefix`: the prefix of every rule made (empty: none), so that several schemas' rules
+  // can share one grammar.
+  Converter(const json::value& root, std::string prefix) : root_(root), prefix_(std::move(prefix)) {}
 
-  Result<std::string> run() {
+  // The rules, the first one named `start`, without the primitives.
+  Result<std::string> rules(const std::string& start) {
     const std::string r = rule_for(root_, "root-value", "");
     if (!error_.empty()) return Error{make_error_code(errc::bad_message), "json_schema: " + error_};
-    std::string out = "root ::= " + r + "\n" + kPrimitives;
+    std::string out = start + " ::= " + r + "\n";
     for (const auto& [name, body] : rules_) out += name + " ::= " + body + "\n";
     return out;
   }
@@ -74,7 +77,7 @@ class Converter {
     std::string base;
     for (const char c : hint) base += (std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-') ? c : '-';
     if (base.empty()) base = "v";
-    return base + "-" + std::to_string(++counter_);
+    return prefix_ + base + "-" + std::to_string(++counter_);
   }
   std::string add(const std::string& hint, const std::string& body) {
     const std::string name = fresh(hint);
@@ -312,6 +315,7 @@ class Converter {
   }
 
   const json::value& root_;
+  std::string prefix_;
   std::vector<std::pair<std::string, std::string>> rules_;
   std::map<std::string, std::string> refs_;
   int counter_ = 0;
@@ -320,7 +324,17 @@ class Converter {
 
 }  // namespace
 
-Result<std::string> json_schema_to_gbnf(const json::value& schema) { return Converter(schema).run(); }
+Result<std::string> json_schema_to_gbnf(const json::value& schema) {
+  auto rules = Converter(schema, "").rules("root");
+  if (!rules) return rules;
+  return *rules + kPrimitives;
+}
+
+Result<std::string> json_schema_rules(const json::value& schema, const std::string& name) {
+  return Converter(schema, name + "-").rules(name);
+}
+
+std::string json_primitives_gbnf() { return kPrimitives; }
 
 std::string json_object_gbnf() { return std::string("root ::= json-object\n") + kPrimitives; }
 

@@ -25,6 +25,12 @@ namespace llamawire {
 // supported and where ("properties.age: minimum is not supported").
 Result<std::string> json_schema_to_gbnf(const boost::json::value& schema);
 
+// The same schema's rules for a larger grammar: the value is rule `name`, the helper rules'
+// names begin with "name-", and they use the primitives (json-string, json-value, ws ...)
+// that json_primitives_gbnf() defines once for the whole grammar.
+Result<std::string> json_schema_rules(const boost::json::value& schema, const std::string& name);
+std::string json_primitives_gbnf();
+
 // The grammar of any JSON object (response_format json_object).
 std::string json_object_gbnf();
 

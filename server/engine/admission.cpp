@@ -49,10 +49,10 @@ bool Admission::try_take_slot() {
   return true;
 }
 
-void Admission::give_slot() {
+void Admission::give_slot(int count) {
   {
     std::lock_guard lock(mutex_);
-    --slots_;
+    slots_ -= count;
   }
   wake_all();
 }
@@ -126,10 +126,12 @@ asio::awaitable<Admission::Status> Admission::wait_in_line(Line& line, std::uint
   }
 }
 
-asio::awaitable<Admission::Status> Admission::take_slot(std::function<bool()> stop) {
-  auto take = [this] {
-    if (slots_ >= max_slots_) return false;
-    slots_peak_ = std::max(slots_peak_, ++slots_);
+asio::awaitable<Admission::Status> Admission::take_slot(std::function<bool()> stop, int count) {
+  if (count > max_slots_) co_return Status::never_fits;
+  auto take = [this, count] {
+    if (slots_ + count > max_slots_) return false;
+    slots_ += count;
+    slots_peak_ = std::max(slots_peak_, slots_);
     return true;
   };
   std::uint64_t ticket = 0;

@@ -54,8 +54,9 @@ class Admission {
   bool try_take_slot();  // a free slot and nobody waiting for one
   // Waits in line for a slot. `stop` (a closed peer, shutdown) is asked each time the
   // waiter wakes: whoever makes it true must call interrupt().
-  asio::awaitable<Status> take_slot(std::function<bool()> stop);
-  void give_slot();
+  // `count` slots at once (an HTTP request's choices): never_fits when more than there are.
+  asio::awaitable<Status> take_slot(std::function<bool()> stop, int count = 1);
+  void give_slot(int count = 1);
   int slots_in_use() const;
   int slots_peak() const;
   int max_slots() const { return max_slots_; }

@@ -1,5 +1,6 @@
 #include "server/net/http_api.hpp"
 
+#include "server/net/http_reply.hpp"
 #include "server/net/http_request.hpp"
 
 #include "common/log.hpp"
@@ -7,6 +8,7 @@
 #include "common/tokenizer.hpp"
 #include "common/frame.hpp"
 #include "common/utf8.hpp"
+#include "server/engine/strand_signal.hpp"
 #include "server/net/listener.hpp"
 
 #include <boost/beast/core.hpp>
@@ -19,6 +21,8 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <functional>
+#include <memory>
 #include <optional>
 
 // Note: every co_await below takes named locals, never temporaries built in the same
@@ -46,62 +50,16 @@ std::string_view bearer_key(std::string_view header) {
   return header.substr(scheme.size());
 }
 
-// A generation's log-probabilities in the API's two formats: chat's
-// {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]} and completions'
-// {"tokens", "token_logprobs", "top_logprobs": [{text: logprob}], "text_offset"}. Entries
-// gather until take(), which a streamed chunk calls for the tokens since the last one.
-class LogprobsOut {
- public:
-  LogprobsOut(bool chat, const Tokenizer& tok) : chat_(chat), tok_(tok) {}
-  // `prev`: the token before (text is decoded after it); `offset`: where its text begins.
-  void add(int prev, const TokenLogprobs& lp, std::size_t offset) {
-    if (chat_) {
-      json::object e = entry(prev, lp.token, lp.logprob);
-      json::array top;
-      for (const auto& [id, v] : lp.top) top.push_back(entry(prev, id, v));
-      e["top_logprobs"] = std::move(top);
-      content_.push_back(std::move(e));
-    } else {
-      tokens_.push_back(json::value(utf8::sanitize(piece(prev, lp.token))));
-      token_logprobs_.push_back(lp.logprob);
-      json::object top;
-      for (const auto& [id, v] : lp.top) top[utf8::sanitize(piece(prev, id))] = v;
-      top_.push_back(std::move(top));
-      offsets_.push_back(offset);
-    }
-    ++n_;
-  }
-  bool empty() const { return n_ == 0; }
-  json::value take() {
-    json::value out = chat_ ? json::value(json::object{{"content", std::move(content_)}})
-                            : json::value(json::object{{"tokens", std::move(tokens_)},
-                                                       {"token_logprobs", std::move(token_logprobs_)},
-                                                       {"top_logprobs", std::move(top_)},
-                                                       {"text_offset", std::move(offsets_)}});
-    content_ = {};
-    tokens_ = {};
-    token_logprobs_ = {};
-    top_ = {};
-    offsets_ = {};
-    n_ = 0;
-    return out;
-  }
-
- private:
-  std::string piece(int prev, int id) const {
-    return std::string(tok_.kind() != VocabKind::llama2c ? tok_.decode(prev, id) : printable_piece(tok_.decode(prev, id)));
-  }
-  json::object entry(int prev, int id, float logprob) const {
-    const std::string p = piece(prev, id);
-    json::array bytes;
-    for (const char c : p) bytes.push_back(static_cast<unsigned char>(c));
-    return json::object{{"token", utf8::sanitize(p)}, {"logprob", logprob}, {"bytes", std::move(bytes)}};
-  }
-
-  bool chat_;
-  const Tokenizer& tok_;
-  json::array content_, tokens_, token_logprobs_, top_, offsets_;
-  int n_ = 0;
+// One choice of a generation request while it runs.
+struct ChoiceRun {
+  explicit ChoiceRun(ChoiceOutput o) : out(std::move(o)) {}
+  ChoiceOutput out;
+  const char* finish = "length";
+  int generated = 0;      // tokens drawn (those after a stop string included)
+  int cached_tokens = 0;  // prompt positions the prefix cache supplied
+  bool cut = false;       // stopped by a forced shutdown
+  std::optional<HttpError> failure;
+  std::function<void()> on_first;  // called at its first event
 };
 
 class HttpConnection {
@@ -211,6 +169,13 @@ class HttpConnection {
   // must close.
   asio::awaitable<bool> generate(const GenRequest& r);
   asio::awaitable<bool> generate_admitted(const GenRequest& r, int max_new);
+  // One choice's generation, its tokens into c.out (and, streamed, out to the client).
+  asio::awaitable<void> run_choice(const GenRequest& r, ChoiceRun& c, Generation::Params p);
+  // Writes what is unwritten_ (the head first), unless another coroutine is writing.
+  asio::awaitable<void> flush_stream();
+  // The reply's end: the last events of a stream, or the whole reply, or the failure.
+  asio::awaitable<bool> finish_reply(const GenRequest& r, const std::vector<std::unique_ptr<ChoiceRun>>& choices,
+                                     clock::time_point t0);
   HttpError refusal(const Generation::Failure& f, int positions) const;
   // The client closed or reset: stop waiting and generating.
   void on_peer_gone();
@@ -231,7 +196,14 @@ class HttpConnection {
   bool busy_ = false;  // a request has begun (not waiting for the next one)
   bool peer_gone_ = false;
   std::uint32_t tenant_ = 0;  // the request's key's tenant (ServerContext::tenant_of)
-  Generation* gen_ = nullptr;  // the generation running, if any
+  std::vector<Generation*> gens_;  // the generations running (a request's choices)
+  // The reply being generated: its shared fields, and while it streams, the head (sent
+  // with the first chunk) and the chunks not yet written (one coroutine writes at a time).
+  ReplyMeta meta_;
+  std::string stream_head_;
+  bool head_sent_ = false;
+  std::string unwritten_;
+  bool writing_ = false;
   std::uint64_t body_charged_ = 0;  // of ctx_.frame_budget(), for the request's body
   // The request being answered.
   std::string cors_allow_;  // its Access-Control-Allow-Origin, when its origin may call
@@ -488,14 +460,21 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r) {
   // generate (as GENERATE and the CLI do).
   const int room = context - n_prompt + 1;
   const int max_new = r.max_tokens_given || !r.chat ? std::min(r.max_tokens, room) : room;
+  if (r.n > ctx_.options().max_sessions) {
+    Response res = error({http::status::bad_request,
+                          "'n' of " + std::to_string(r.n) + " is more than the server's " +
+                              std::to_string(ctx_.options().max_sessions) + " sessions (--max-sessions)"});
+    co_return co_await write(std::move(res));
+  }
   peer_gone_ = false;
-  // One admission rule for both protocols: a session slot while it runs, then (in the
-  // Generation) KV memory for all it may grow to. Both waits end early when the client goes
-  // away (watch_peer never finishes first: it only flags it and interrupts the waits).
+  // One admission rule for both protocols: a session slot per choice while it runs (all of
+  // a request's at once), then (in each Generation) KV memory for all it may grow to. Both
+  // waits end early when the client goes away (watch_peer never finishes first: it only
+  // flags it and interrupts the waits).
   Admission::Status slot = Admission::Status::stopped;
   {
     auto take = [&]() -> asio::awaitable<Admission::Status> {
-      co_return co_await ctx_.admission().take_slot([this] { return peer_gone_ || ctx_.draining(); });
+      co_return co_await ctx_.admission().take_slot([this] { return peer_gone_ || ctx_.draining(); }, r.n);
     };
     auto w = co_await (take() || watch_peer());
     if (w.index() == 0) slot = std::get<0>(w);
@@ -512,8 +491,9 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r) {
   }
   struct Slot {
     Admission& a;
-    ~Slot() { a.give_slot(); }
-  } slot_guard{ctx_.admission()};
+    int n;
+    ~Slot() { a.give_slot(n); }
+  } slot_guard{ctx_.admission(), r.n};
   auto done = co_await (generate_admitted(r, max_new) || watch_peer());
   co_return done.index() == 0 && std::get<0>(done);
 }
@@ -521,13 +501,78 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r) {
 void HttpConnection::on_peer_gone() {
   peer_gone_ = true;
   ctx_.admission().interrupt();
-  if (gen_ != nullptr) gen_->cancel(Generation::Reason::closed);
+  for (Generation* g : gens_) g->cancel(Generation::Reason::closed);
+}
+
+asio::awaitable<void> HttpConnection::flush_stream() {
+  if (writing_) co_return;  // the writer takes what is added meanwhile
+  writing_ = true;
+  while (!unwritten_.empty() && !peer_gone_) {
+    std::string out = std::move(unwritten_);
+    unwritten_.clear();
+    if (!head_sent_) {
+      head_sent_ = true;
+      out = std::move(stream_head_) + out;
+    }
+    if (!co_await write_raw(std::move(out))) on_peer_gone();  // the client went away: stop generating
+  }
+  writing_ = false;
+}
+
+asio::awaitable<void> HttpConnection::run_choice(const GenRequest& r, ChoiceRun& c, Generation::Params p) {
+  Sequence seq(ctx_.weights().config(), ctx_.context(), &ctx_.kv_budget());
+  const int positions = p.limit_pos;
+  Generation gen(ctx_.generation_env(), seq, std::move(p));
+  gens_.push_back(&gen);
+  struct Unlist {
+    std::vector<Generation*>& gens;
+    Generation* g;
+    ~Unlist() { std::erase(gens, g); }
+  } unlist{gens_, &gen};
+  gen.start(co_await asio::this_coro::executor);
+  if (peer_gone_) gen.cancel(Generation::Reason::closed);
+  for (bool first = true;; first = false) {
+    const Generation::Event e = co_await gen.next();
+    if (first && c.on_first) c.on_first();
+    if (const auto* t = std::get_if<Generation::Token>(&e)) {
+      if (peer_gone_ || c.out.stopped()) continue;  // drawn ahead, after the end: dropped
+      ctx_.observe_latency(*t);
+      ++c.generated;
+      if (c.out.add(t->id, t->logprobs.get())) {
+        c.finish = "stop";  // a stop string
+        gen.cancel(Generation::Reason::cancelled);
+      }
+      if (r.stream) {
+        unwritten_ += c.out.stream(meta_, false);
+        if (!gen.has_unread()) co_await flush_stream();  // one write for what is waiting
+      }
+      continue;
+    }
+    if (const auto* f = std::get_if<Generation::Failure>(&e)) {
+      c.failure = refusal(*f, positions);
+    } else if (const auto* end = std::get_if<Generation::End>(&e)) {
+      ctx_.count_prompt(*end);
+      c.cached_tokens = end->prompt_cached;
+      if (end->reason == Generation::Reason::bos || end->reason == Generation::Reason::eos ||
+          end->reason == Generation::Reason::grammar) {
+        c.finish = "stop";
+      }
+      c.cut = end->reason == Generation::Reason::shutdown;
+    }
+    break;
+  }
+  // One choice that cannot run fails the request: the others stop too.
+  if (c.failure) {
+    for (Generation* g : gens_) g->cancel(Generation::Reason::cancelled);
+  }
+  if (r.stream && !c.failure && !peer_gone_) unwritten_ += c.out.stream(meta_, true);
 }
 
 asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int max_new) {
   const auto t0 = clock::now();
   const Tokenizer& tok = ctx_.tokenizer();
   const int n_prompt = static_cast<int>(r.prompt.size());
+  // Choice i draws with seed + i (a random seed when none is given).
   const std::uint64_t seed =
       r.sampling.seed != 0 ? r.sampling.seed : resolve_seed(0) + g_request_counter.fetch_add(1);
   // The grammar, compiled (or found) on the preparation thread, which also takes its first
@@ -541,159 +586,96 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
       return g;
     });
   }
-  const std::string id = std::string(r.chat ? "chatcmpl-" : "cmpl-") + std::to_string(g_request_counter.fetch_add(1));
-  const auto created =
-      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const std::uint64_t number = g_request_counter.fetch_add(1);
+  meta_ = ReplyMeta{std::string(r.chat ? "chatcmpl-" : "cmpl-") + std::to_string(number),
+                    std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
+                    ctx_.options().model_name, r.chat};
   ctx_.counters().http_active++;
   struct Guard {
     ServerCounters& c;
     ~Guard() { c.http_active--; }
   } guard{ctx_.counters()};
 
-  std::optional<LogprobsOut> logprobs;
-  if (r.logprobs >= 0) logprobs.emplace(r.chat, tok);
-  // The log-probabilities gathered since the last call, or null.
-  auto logprobs_value = [&] { return logprobs && !logprobs->empty() ? logprobs->take() : json::value(nullptr); };
-  auto chunk_object = [&](const std::string& piece, const char* finish) {
-    json::object choice{{"index", 0}};
-    if (r.chat) {
-      json::object delta;
-      if (!piece.empty()) delta["content"] = piece;
-      choice["delta"] = delta;
-    } else {
-      choice["text"] = piece;
-    }
-    choice["logprobs"] = logprobs_value();
-    choice["finish_reason"] = finish ? json::value(finish) : json::value(nullptr);
-    return json::object{{"id", id},
-                        {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
-                        {"created", created},
-                        {"model", ctx_.options().model_name},
-                        {"choices", json::array{choice}}};
-  };
-  auto chunk = [&](const std::string& piece, const char* finish) {
-    return "data: " + json::serialize(chunk_object(piece, finish)) + "\n\n";
-  };
-  // The stream's head goes out once the request is admitted (its first event is not a
-  // refusal).
-  bool head_sent = false;
-  auto send_head = [&]() -> asio::awaitable<bool> {
-    head_sent = true;
-    std::string head = "HTTP/1.1 200 OK\r\nServer: llamawire\r\nContent-Type: text/event-stream\r\n"
-                       "Cache-Control: no-cache\r\nConnection: close\r\n";
-    if (!cors_allow_.empty()) head += "Access-Control-Allow-Origin: " + cors_allow_ + "\r\nVary: Origin\r\n";
-    head += "\r\n";
-    if (r.chat) {
-      // The first chunk announces the role, as OpenAI's stream does.
-      json::object delta{{"role", "assistant"}, {"content", ""}};
-      json::object choice{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
-      json::object o{{"id", id}, {"object", "chat.completion.chunk"}, {"created", created},
-                     {"model", ctx_.options().model_name}, {"choices", json::array{choice}}};
-      head += "data: " + json::serialize(o) + "\n\n";
-    } else if (r.echo) {
-      head += "data: " + json::serialize(chunk_object(utf8::sanitize(r.prompt_text), nullptr)) + "\n\n";
-    }
-    co_return co_await write_raw(std::move(head));
-  };
+  const int prev = r.prompt.empty() ? ctx_.special_tokens().bos : r.prompt.back();
+  std::vector<std::unique_ptr<ChoiceRun>> choices;
+  for (int i = 0; i < r.n; ++i) {
+    choices.push_back(std::make_unique<ChoiceRun>(ChoiceOutput(i, r, tok, prev, "call_" + std::to_string(number) + "_" + std::to_string(i))));
+  }
+  // The stream's head goes out with its first chunk (so a refusal can still be a plain
+  // error reply).
+  unwritten_.clear();
+  head_sent_ = false;
+  stream_head_ = "HTTP/1.1 200 OK\r\nServer: llamawire\r\nContent-Type: text/event-stream\r\n"
+                 "Cache-Control: no-cache\r\nConnection: close\r\n";
+  if (!cors_allow_.empty()) stream_head_ += "Access-Control-Allow-Origin: " + cors_allow_ + "\r\nVary: Origin\r\n";
+  stream_head_ += "\r\n";
+  for (const auto& c : choices) stream_head_ += c->out.head(meta_);
 
-  std::string text;      // everything generated so far (after stop handling), raw bytes
-  std::size_t sent = 0;  // bytes of `text` already streamed
-  std::size_t holdback = 0;
-  for (const auto& s : r.stop) holdback = std::max(holdback, s.size() - 1);
-  const char* finish = "length";
-  int generated = 0;
-  int cached_tokens = 0;  // prompt positions the prefix cache supplied
-  bool stopped = false;  // by a stop string, or the client gone: later tokens are dropped
-  std::optional<HttpError> failure;
-  int prev = r.prompt.empty() ? ctx_.special_tokens().bos : r.prompt.back();
-
-  std::string unwritten;  // streamed chunks not yet written
-  // One drawn token into the text, and (streamed) out as far as it is safe to.
-  auto take_token = [&](const Generation::Token& t) -> asio::awaitable<void> {
-    ++generated;
-    ctx_.observe_latency(t);
-    if (logprobs && t.logprobs && !stopped) logprobs->add(prev, *t.logprobs, (r.echo ? r.prompt_text.size() : 0) + text.size());
-    // llama2.c's models print as llama2.c does (lone unprintable bytes dropped); a GGUF
-    // vocabulary's byte tokens build characters (the text is sanitized as it goes out).
-    text += tok.kind() != VocabKind::llama2c ? tok.decode(prev, t.id) : printable_piece(tok.decode(prev, t.id));
-    prev = t.id;
-    for (const auto& s : r.stop) {
-      const auto at = text.find(s, sent > s.size() ? sent - s.size() : 0);
-      if (at != std::string::npos) {
-        text.resize(at);
-        stopped = true;
-      }
-    }
-    if (stopped) {
-      finish = "stop";
-      gen_->cancel(Generation::Reason::cancelled);
-    }
-    if (!r.stream) co_return;
-    if (!head_sent && !co_await send_head()) {
-      on_peer_gone();
-      co_return;
-    }
-    // Held back: what may still become a stop string, and a character not yet complete
-    // (a chunk never ends inside a UTF-8 sequence).
-    const std::size_t safe =
-        utf8::boundary_at_or_before(text, stopped ? text.size() : (text.size() > holdback ? text.size() - holdback : 0));
-    if (safe > sent) {
-      unwritten += chunk(utf8::sanitize(std::string_view(text).substr(sent, safe - sent)), nullptr);
-      sent = safe;
-    }
-    // Chunks go out together while more tokens are already waiting (one write, not one
-    // per token, when the client is behind).
-    if (!unwritten.empty() && !gen_->has_unread()) {
-      std::string out = std::move(unwritten);
-      unwritten.clear();
-      if (!co_await write_raw(std::move(out))) on_peer_gone();  // the client went away: stop generating
-    }
-  };
-
-  bool cut = false;  // stopped by a forced shutdown
   if (max_new > 0) {
-    Sequence seq(ctx_.weights().config(), ctx_.context(), &ctx_.kv_budget());
-    Generation::Params p;
-    p.prompt = r.prompt;
-    p.sampling = r.sampling;
-    p.sampling->seed = seed;
-    if (!r.grammar.empty()) p.grammar = grammar;
-    p.logprobs = r.logprobs;
-    p.limit_pos = n_prompt + max_new - 1;
-    // Chat stops at the end of the turn; a completion too with a GGUF vocabulary (as
-    // llama.cpp's server does), while a llama2.c model runs on past EOS as llama2.c does.
-    p.stop_on_eos = r.chat || tok.kind() != VocabKind::llama2c;
-    p.received = t0;
-    p.tenant = tenant_;
-    Generation gen(ctx_.generation_env(), seq, std::move(p));
-    gen_ = &gen;
-    gen.start(co_await asio::this_coro::executor);
-    if (peer_gone_) gen.cancel(Generation::Reason::closed);
-    for (;;) {
-      const Generation::Event e = co_await gen.next();
-      if (const auto* t = std::get_if<Generation::Token>(&e)) {
-        if (!stopped && !peer_gone_) co_await take_token(*t);
-        continue;
-      }
-      if (const auto* f = std::get_if<Generation::Failure>(&e)) {
-        failure = refusal(*f, n_prompt + max_new - 1);
-      } else if (const auto* end = std::get_if<Generation::End>(&e)) {
-        ctx_.count_prompt(*end);
-        cached_tokens = end->prompt_cached;
-        if (end->reason == Generation::Reason::bos || end->reason == Generation::Reason::eos ||
-            end->reason == Generation::Reason::grammar) {
-          finish = "stop";
-        }
-        cut = end->reason == Generation::Reason::shutdown;
-      }
-      break;
-    }
-    gen_ = nullptr;
+    auto params = [&](int i) {
+      Generation::Params p;
+      p.prompt = r.prompt;
+      p.sampling = r.sampling;
+      p.sampling->seed = seed + static_cast<std::uint64_t>(i);
+      if (!r.grammar.empty()) p.grammar = grammar;
+      p.logprobs = r.logprobs;
+      p.limit_pos = n_prompt + max_new - 1;
+      // Chat stops at the end of the turn; a completion too with a GGUF vocabulary (as
+      // llama.cpp's server does), while a llama2.c model runs on past EOS as llama2.c does.
+      p.stop_on_eos = r.chat || tok.kind() != VocabKind::llama2c;
+      p.received = t0;
+      p.tenant = tenant_;
+      return p;
+    };
+    // The choices run as separate generations, batched together. The first runs the prompt
+    // alone: with the prefix cache the others then attach its blocks instead of computing
+    // them again.
+    const auto ex = co_await asio::this_coro::executor;
+    StrandSignal ended(ex);
+    int running = 0;
+    auto spawn = [&](int i) {
+      ++running;
+      asio::co_spawn(ex, run_choice(r, *choices[static_cast<std::size_t>(i)], params(i)),
+                     [&, i](std::exception_ptr e) {
+                       if (e) {
+                         try {
+                           std::rethrow_exception(e);
+                         } catch (const std::exception& x) {
+                           log::error("http: a choice failed: ", x.what());
+                         }
+                         choices[static_cast<std::size_t>(i)]->failure = HttpError{http::status::internal_server_error, "internal error",
+                                                         "server_error"};
+                       }
+                       --running;
+                       ended.notify();
+                     });
+    };
+    choices[0]->on_first = [&] {
+      for (int i = 1; i < r.n; ++i) spawn(i);
+    };
+    spawn(0);
+    while (running > 0) co_await ended.wait();
+  }
+  co_return co_await finish_reply(r, choices, t0);
+}
+
+asio::awaitable<bool> HttpConnection::finish_reply(const GenRequest& r,
+                                                   const std::vector<std::unique_ptr<ChoiceRun>>& choices,
+                                                   clock::time_point t0) {
+  const int n_prompt = static_cast<int>(r.prompt.size());
+  int generated = 0;
+  bool cut = false;
+  std::optional<HttpError> failure;
+  for (const auto& c : choices) {
+    generated += c->generated;
+    cut = cut || c->cut;
+    if (c->failure && !failure) failure = c->failure;
   }
   ctx_.counters().http_prompt_tokens_total += static_cast<std::uint64_t>(n_prompt);
   ctx_.counters().http_generated_tokens_total += static_cast<std::uint64_t>(generated);
-  log::info("http ", r.chat ? "chat" : "completion", " prompt_tokens=", n_prompt, " generated_tokens=", generated,
-            " finish=", peer_gone_ ? "client_gone" : failure ? "refused" : cut ? "shutdown" : finish,
+  log::info("http ", r.chat ? "chat" : "completion", " prompt_tokens=", n_prompt, " choices=", r.n,
+            " generated_tokens=", generated,
+            " finish=", peer_gone_ ? "client_gone" : failure ? "refused" : cut ? "shutdown" : choices[0]->finish,
             " seconds=", std::chrono::duration<double>(clock::now() - t0).count());
   if (peer_gone_) co_return false;  // nobody to answer
   if (cut && !failure) {
@@ -702,9 +684,9 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
                         "server_error", "shutting_down"};
   }
   if (failure) {
-    if (head_sent) {
+    if (head_sent_) {
       ctx_.counters().http_errors_total++;
-      std::string last = std::move(unwritten) + "data: " + error_body(*failure) + "\n\n";
+      std::string last = std::move(unwritten_) + "data: " + error_body(*failure) + "\n\n";
       co_await write_raw(std::move(last));
       co_return false;
     }
@@ -712,41 +694,30 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
     Response res = error(*failure);
     co_return co_await write(std::move(res)) && keep_alive_;
   }
-  json::object usage{{"prompt_tokens", n_prompt},
-                     {"completion_tokens", generated},
-                     {"total_tokens", n_prompt + generated},
-                     {"prompt_tokens_details", json::object{{"cached_tokens", cached_tokens}}}};
+  // The prompt counts once, its cached part as the first choice found it.
+  const json::value usage = json::object{{"prompt_tokens", n_prompt},
+                                         {"completion_tokens", generated},
+                                         {"total_tokens", n_prompt + generated},
+                                         {"prompt_tokens_details", json::object{{"cached_tokens", choices[0]->cached_tokens}}}};
   if (r.stream) {
-    if (!head_sent && !co_await send_head()) co_return false;
-    std::string tail = std::move(unwritten);
-    if (text.size() > sent) tail += chunk(utf8::sanitize(std::string_view(text).substr(sent)), nullptr);
-    auto last = chunk_object("", finish);
-    last["usage"] = usage;  // the final chunk carries the usage counts too
-    tail += "data: " + json::serialize(last) + "\n\n";
+    // Each choice's last event, in order; the last one carries the usage too.
+    for (std::size_t i = 0; i < choices.size(); ++i) {
+      unwritten_ += choices[i]->out.finish_event(meta_, choices[i]->finish, i + 1 == choices.size() ? &usage : nullptr);
+    }
     if (r.include_usage) {
       // stream_options.include_usage: one more chunk, with no choices, as OpenAI sends it.
-      auto u = chunk_object("", nullptr);
-      u["choices"] = json::array{};
+      auto u = meta_.envelope(json::array{}, true);
       u["usage"] = usage;
-      tail += "data: " + json::serialize(u) + "\n\n";
+      unwritten_ += sse_event(u);
     }
-    tail += "data: [DONE]\n\n";
-    co_await write_raw(std::move(tail));
+    unwritten_ += "data: [DONE]\n\n";
+    co_await flush_stream();
     co_return false;  // Connection: close ends the stream
   }
-  json::object choice{{"index", 0}, {"finish_reason", finish}};
-  if (r.chat) {
-    choice["message"] = json::object{{"role", "assistant"}, {"content", utf8::sanitize(text)}};
-  } else {
-    choice["text"] = utf8::sanitize(r.echo ? r.prompt_text + text : text);
-  }
-  choice["logprobs"] = logprobs_value();
-  json::object body{{"id", id},
-                    {"object", r.chat ? "chat.completion" : "text_completion"},
-                    {"created", created},
-                    {"model", ctx_.options().model_name},
-                    {"choices", json::array{choice}},
-                    {"usage", usage}};
+  json::array out;
+  for (const auto& c : choices) out.push_back(c->out.whole(c->finish));
+  json::object body = meta_.envelope(std::move(out), false);
+  body["usage"] = usage;
   Response res = make(http::status::ok, json::serialize(body), "application/json");
   co_return co_await write(std::move(res));
 }

@@ -6,6 +6,8 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -91,7 +93,7 @@ constexpr Field kFields[] = {
     {"user", kNone, 0},           {"stream_options", kImpl, 0},   {"logprobs", kImpl, 0},
     {"top_logprobs", kImpl, 2},
     {"echo", kImpl, 1},           {"suffix", kNo, 1},             {"best_of", kNo, 1},
-    {"tools", kNo, 2},            {"tool_choice", kNo, 2},        {"parallel_tool_calls", kNo, 2},
+    {"tools", kImpl, 2},          {"tool_choice", kImpl, 2},      {"parallel_tool_calls", kImpl, 2},
     {"functions", kNo, 2},        {"function_call", kNo, 2},
     {"modalities", kNo, 2},       {"audio", kNo, 2},              {"prediction", kNo, 2},
     {"reasoning_effort", kNo, 2}, {"web_search_options", kNo, 2}, {"store", kNo, 2},
@@ -204,10 +206,7 @@ std::optional<HttpError> parse_common(const json::object& o, GenRequest& r, cons
       s.logit_bias.emplace_back(static_cast<int>(id), static_cast<float>(x.to_number<double>()));
     }
   }
-  if (const auto* n = o.if_contains("n"); n != nullptr && !n->is_null()) {
-    if (!n->is_number()) return bad("'n' must be a number");
-    if (n->to_number<double>() != 1) return unsupported("'n' other than 1");
-  }
+  if (auto e = read_int(o, "n", 1, 128, r.n)) return e;
   if (const auto* st = o.if_contains("stream"); st != nullptr && !st->is_null()) {
     if (!st->is_bool()) return bad("'stream' must be a boolean");
     r.stream = st->as_bool();
@@ -302,6 +301,107 @@ std::optional<HttpError> parse_completion(const json::object& o, const Tokenizer
   return append_encoded(tok, text, tok.add_bos(), context, r.prompt);
 }
 
+// An assistant message's tool_calls: [{"id", "type": "function", "function": {"name",
+// "arguments"}}], rendered into `out` as the model writes calls.
+std::optional<HttpError> read_tool_calls(const json::value& calls, const std::string& at, std::string& out) {
+  if (!calls.is_array()) return bad(at + " must be an array");
+  std::size_t i = 0;
+  for (const auto& c : calls.as_array()) {
+    const std::string ci = at + "[" + std::to_string(i++) + "]";
+    const auto* f = c.is_object() ? c.as_object().if_contains("function") : nullptr;
+    if (f == nullptr || !f->is_object()) return bad(ci + ".function must be an object");
+    const auto* name = f->as_object().if_contains("name");
+    const auto* args = f->as_object().if_contains("arguments");
+    if (name == nullptr || !name->is_string()) return bad(ci + ".function.name must be a string");
+    std::string a = "{}";
+    if (args != nullptr && args->is_string()) {
+      a = std::string(args->as_string());
+    } else if (args != nullptr && args->is_object()) {
+      a = json::serialize(*args);
+    } else if (args != nullptr && !args->is_null()) {
+      return bad(ci + ".function.arguments must be a string of JSON");
+    }
+    if (!out.empty()) out += '\n';
+    out += tool_call_text(name->as_string(), a);
+  }
+  return std::nullopt;
+}
+
+// tools, tool_choice and parallel_tool_calls, into r.tools; with tools in play the output's
+// grammar is the calls' (tool_calls.hpp).
+std::optional<HttpError> parse_tools(const json::object& o, GenRequest& r) {
+  ToolSpec& t = r.tools;
+  if (const auto* tools = o.if_contains("tools"); tools != nullptr && !tools->is_null()) {
+    if (!tools->is_array()) return bad("'tools' must be an array");
+    std::size_t i = 0;
+    for (const auto& tv : tools->as_array()) {
+      const std::string at = "tools[" + std::to_string(i++) + "]";
+      if (!tv.is_object()) return bad(at + " must be an object");
+      const auto* type = tv.as_object().if_contains("type");
+      if (type == nullptr || !type->is_string()) return bad(at + ".type must be a string");
+      if (type->as_string() != "function") return unsupported(at + " of type '" + std::string(type->as_string()) + "'");
+      const auto* f = tv.as_object().if_contains("function");
+      if (f == nullptr || !f->is_object()) return bad(at + ".function must be an object");
+      const auto& fo = f->as_object();
+      const auto* name = fo.if_contains("name");
+      if (name == nullptr || !name->is_string() || name->as_string().empty() || name->as_string().size() > 64) {
+        return bad(at + ".function.name must be a string of 1 to 64 characters");
+      }
+      for (const char c : name->as_string()) {
+        if (std::isalnum(static_cast<unsigned char>(c)) == 0 && c != '_' && c != '-') {
+          return bad(at + ".function.name may hold only letters, digits, '_' and '-'");
+        }
+      }
+      ToolFunction fn;
+      fn.name = std::string(name->as_string());
+      if (const auto* d = fo.if_contains("description"); d != nullptr && !d->is_null()) {
+        if (!d->is_string()) return bad(at + ".function.description must be a string");
+        fn.description = std::string(d->as_string());
+      }
+      fn.parameters = json::object{{"type", "object"}, {"properties", json::object{}}};
+      if (const auto* p = fo.if_contains("parameters"); p != nullptr && !p->is_null()) {
+        if (!p->is_object()) return bad(at + ".function.parameters must be a JSON Schema object");
+        fn.parameters = *p;
+      }
+      for (const auto& other : t.functions) {
+        if (other.name == fn.name) return bad(at + ": two functions are named '" + fn.name + "'");
+      }
+      t.functions.push_back(std::move(fn));
+    }
+  }
+  t.choice = t.functions.empty() ? ToolSpec::Choice::none : ToolSpec::Choice::automatic;
+  if (const auto* c = o.if_contains("tool_choice"); c != nullptr && !c->is_null()) {
+    if (c->is_string() && (c->as_string() == "none" || c->as_string() == "auto" || c->as_string() == "required")) {
+      const auto& s = c->as_string();
+      t.choice = s == "none" ? ToolSpec::Choice::none : s == "auto" ? ToolSpec::Choice::automatic : ToolSpec::Choice::required;
+    } else if (c->is_object() && c->as_object().contains("function") && c->as_object().at("function").is_object() &&
+               c->as_object().at("function").as_object().contains("name") &&
+               c->as_object().at("function").as_object().at("name").is_string()) {
+      t.choice = ToolSpec::Choice::named;
+      t.named = std::string(c->as_object().at("function").as_object().at("name").as_string());
+      bool found = false;
+      for (const auto& f : t.functions) found = found || f.name == t.named;
+      if (!found) return bad("'tool_choice' names the function '" + t.named + "', which is not in 'tools'");
+    } else {
+      return bad("'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}");
+    }
+    if (t.choice != ToolSpec::Choice::none && t.functions.empty()) return bad("'tool_choice' needs 'tools'");
+  }
+  if (const auto* p = o.if_contains("parallel_tool_calls"); p != nullptr && !p->is_null()) {
+    if (!p->is_bool()) return bad("'parallel_tool_calls' must be a boolean");
+    t.parallel = p->as_bool();
+  }
+  if (!t.active()) return std::nullopt;
+  if (!r.grammar.empty()) {
+    return unsupported("'tools' together with 'response_format', 'grammar' or 'json_schema'");
+  }
+  auto g = tools_grammar(t);
+  if (!g) return bad(g.error().message);
+  r.grammar = std::move(*g);
+  if (auto rules = grammar::parse(r.grammar); !rules) return bad("tools: " + rules.error().message);
+  return std::nullopt;
+}
+
 // The conversation rendered with the server's chat template (common/chat_template).
 std::optional<HttpError> parse_chat(const json::object& o, const Tokenizer& tok, const ChatTemplate& tmpl, GenRequest& r,
                                     int context) {
@@ -312,6 +412,7 @@ std::optional<HttpError> parse_chat(const json::object& o, const Tokenizer& tok,
   }
   std::vector<ChatMessage> messages;
   bool any_user = false;
+  bool last_tool = false;  // the message before was a tool result
   std::size_t text_bytes = 0;
   std::size_t index = 0;
   for (const auto& mv : m->as_array()) {
@@ -322,12 +423,14 @@ std::optional<HttpError> parse_chat(const json::object& o, const Tokenizer& tok,
     if (role == nullptr || !role->is_string()) return bad(at + ".role must be a string");
     std::string rs(role->as_string());
     if (rs == "developer") rs = "system";  // the newer name of the system role
-    if (rs == "tool" || rs == "function") return unsupported(at + " with role '" + rs + "'");
-    if (rs != "system" && rs != "user" && rs != "assistant") {
-      return bad(at + ".role must be system, developer, user or assistant");
+    if (rs == "function") return unsupported(at + " with role 'function' (use 'tool')");
+    if (rs != "system" && rs != "user" && rs != "assistant" && rs != "tool") {
+      return bad(at + ".role must be system, developer, user, assistant or tool");
     }
+    std::string calls_text;  // an assistant's tool calls, rendered as the model writes them
     if (const auto* calls = msg.if_contains("tool_calls"); calls != nullptr && asks_for(*calls)) {
-      return unsupported(at + ".tool_calls");
+      if (rs != "assistant") return bad(at + ".tool_calls is for assistant messages");
+      if (auto e = read_tool_calls(*calls, at + ".tool_calls", calls_text)) return e;
     }
     if (const auto* name = msg.if_contains("name"); name != nullptr && !name->is_null() && !name->is_string()) {
       return bad(at + ".name must be a string");
@@ -354,12 +457,38 @@ std::optional<HttpError> parse_chat(const json::object& o, const Tokenizer& tok,
     } else if (!((content == nullptr || content->is_null()) && rs == "assistant")) {
       return bad(at + ".content must be a string or an array of text parts");
     }
+    if (!calls_text.empty()) {
+      if (!text.empty()) text += '\n';
+      text += calls_text;
+    }
+    text_bytes += text.size();
+    if (rs == "tool") {
+      // A run of tool results is one user turn (every template has those).
+      text = tool_response_text(text);
+      if (last_tool) {
+        messages.back().content += "\n" + text;
+        continue;
+      }
+      rs = "user";
+    }
+    last_tool = std::string_view(role->as_string()) == "tool";
     any_user = any_user || rs == "user";
     messages.push_back({rs, std::move(text)});
-    text_bytes += messages.back().content.size();
   }
   if (!any_user) return HttpError{http::status::bad_request, "'messages' needs at least one user message"};
   if (auto e = parse_common(o, r, tok, true)) return e;
+  if (auto e = parse_tools(o, r)) return e;
+  if (r.tools.active()) {
+    // The tools are offered in the system prompt: the first system message's, or a new one.
+    const std::string offer = tools_prompt(r.tools);
+    text_bytes += offer.size();
+    auto sys = std::find_if(messages.begin(), messages.end(), [](const ChatMessage& x) { return x.role == "system"; });
+    if (sys != messages.end()) {
+      sys->content += "\n\n" + offer;
+    } else {
+      messages.insert(messages.begin(), ChatMessage{"system", offer});
+    }
+  }
   // Certainly too long (from the text's length alone): refused before it is encoded.
   const std::size_t at_least = tok.min_encoded_tokens(text_bytes, false, false);
   if (at_least >= static_cast<std::size_t>(context)) return too_long(at_least, context, true);

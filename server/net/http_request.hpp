@@ -6,6 +6,7 @@
 #include "common/chat_template.hpp"
 #include "common/sampler.hpp"
 #include "common/tokenizer.hpp"
+#include "server/net/tool_calls.hpp"
 
 #include <boost/beast/http/status.hpp>
 
@@ -48,6 +49,8 @@ struct GenRequest {
   int logprobs = -1;
   bool echo = false;  // completions: the prompt's text before the output
   std::string prompt_text;  // completions: the prompt as sent (for echo)
+  int n = 1;  // choices: generations of the same prompt (each its own sampler seed)
+  ToolSpec tools;  // chat: the functions offered and tool_choice (active(): in play)
 };
 
 // The tokenizer endpoints (llama.cpp's): POST /tokenize {"content", "add_special",

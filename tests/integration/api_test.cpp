@@ -157,10 +157,9 @@ TEST_CASE("http: every OpenAI field is implemented or refused as unsupported_par
   for (const auto& [path, field, value] : std::vector<std::tuple<const char*, const char*, json::value>>{
            {"/v1/completions", "best_of", 3},
            {"/v1/completions", "suffix", "end"},
-           {"/v1/chat/completions", "tools", json::parse(R"([{"type":"function","function":{"name":"f"}}])")},
-           {"/v1/chat/completions", "tool_choice", "required"},
+           {"/v1/chat/completions", "functions", json::parse(R"([{"name":"f"}])")},
+           {"/v1/chat/completions", "tools", json::parse(R"([{"type":"custom","custom":{"name":"f"}}])")},
            {"/v1/chat/completions", "stream_options", json::parse(R"({"include_obfuscation":true})")},
-           {"/v1/chat/completions", "n", 2},
            {"/v1/chat/completions", "audio", json::parse(R"({"voice":"x"})")}}) {
     INFO(path << " " << field);
     auto body = std::string(path).find("chat") != std::string::npos ? chat("hi") : json::object{{"prompt", "hi"}};
