@@ -1,5 +1,7 @@
 #include "server/engine/generation.hpp"
 
+#include <cmath>
+
 #include <algorithm>
 
 namespace llamawire {
@@ -157,7 +159,7 @@ asio::awaitable<std::optional<Generation::Event>> Generation::admit() {
 }
 
 void Generation::attach_prefix() {
-  if (env_.prefix == nullptr) return;
+  if (env_.prefix == nullptr || p_.embed) return;
   constexpr int kBlk = KvCache::kBlockPositions;
   const int end = p_.start + static_cast<int>(p_.prompt.size());
   // The last position is always computed: its logits are the request's result.
@@ -194,8 +196,9 @@ asio::awaitable<std::optional<Generation::Failure>> Generation::step(std::span<c
     end_.prompt_cached = std::max(0, seq_.position() - held_before_ - end_.prompt_computed);
   }
   // Built before the co_await (g++ 12 and temporaries in co_await expressions).
-  const Scheduler::Output out = sampler_ ? Scheduler::Output{Scheduler::TokenOut{&*sampler_, &sampled_, &carry_}}
-                                         : Scheduler::Output{Scheduler::LogitsOut{&logits_}};
+  const Scheduler::Output out = sampler_  ? Scheduler::Output{Scheduler::TokenOut{&*sampler_, &sampled_, &carry_}}
+                                 : p_.embed ? Scheduler::Output{Scheduler::HiddenOut{&logits_}}
+                                            : Scheduler::Output{Scheduler::LogitsOut{&logits_}};
   hold_ = cancel_.has_value();
   boost::system::error_code ec;
   co_await env_.scheduler.async_step(seq_.kv, run, from, out, more, asio::redirect_error(asio::use_awaitable, ec));
@@ -205,7 +208,19 @@ asio::awaitable<std::optional<Generation::Failure>> Generation::step(std::span<c
 }
 
 asio::awaitable<Generation::Event> Generation::run_forward() {
+  if (p_.embed) {
+    LW_ASSERT(p_.start == 0 && seq_.cached == 0 && !p_.prompt.empty());
+    logits_.assign(static_cast<std::size_t>(env_.scheduler.weights().config().dim), 0.0f);
+  }
   if (auto f = co_await step(p_.prompt, p_.start, false)) co_return *f;
+  if (p_.embed) {
+    // Mean-pooled, then L2-normalized (the mean's scale then drops out: only the norm is
+    // taken, in double).
+    double norm = 0;
+    for (const float v : logits_) norm += static_cast<double>(v) * v;
+    norm = std::sqrt(norm);
+    for (float& v : logits_) v = norm > 0 ? static_cast<float>(v / norm) : 0.0f;
+  }
   push(Logits{seq_.position() - 1, logits_});
   end_.prompt_tokens = static_cast<int>(p_.prompt.size());
   end_.position = seq_.position();

@@ -73,6 +73,10 @@ class Generation {
     int start = 0;
     // GENERATE: tokens drawn with these; FORWARD (none): the last position's logits only.
     std::optional<SamplingParams> sampling;
+    // With no sampling: an embedding instead of logits. The Logits event then carries the
+    // mean of the final hidden states (after the final norm) over every position of a new
+    // sequence, L2-normalized. The prefix cache is not attached: every position is computed.
+    bool embed = false;
     // GENERATE: the output's language (nullptr: free).
     std::shared_ptr<grammar::CompiledGrammar> grammar;
     // GENERATE: each token's log-probability and this many alternatives (-1: none).
@@ -97,7 +101,7 @@ class Generation {
     // optional one sits in the coroutine's event variant.)
     std::shared_ptr<const TokenLogprobs> logprobs;
   };
-  struct Logits {  // FORWARD's result; values valid until the next next()
+  struct Logits {  // FORWARD's result (or the embedding); values valid until the next next()
     int position;
     std::span<const float> values;
   };
@@ -160,7 +164,7 @@ class Generation {
   Sequence& seq_;
   Params p_;
   std::optional<Sampler> sampler_;
-  std::vector<float> logits_;
+  std::vector<float> logits_;  // FORWARD's logits, or (embed) the hidden states' sum
   std::vector<int> input_;  // the positions a step runs (they stay alive while it runs)
   int held_before_ = 0;     // positions the sequence held when the request began
   bool ran_prompt_ = false;

@@ -57,8 +57,11 @@ void Scheduler::submit(KvCache& kv, std::span<const int> tokens, int start_pos, 
                        std::function<void(boost::system::error_code)> complete_fn) {
   if (const auto* to = std::get_if<TokenOut>(&out)) {
     LW_ASSERT(to->sampler != nullptr && to->token != nullptr && (to->carry == nullptr || to->carry->hold != nullptr));
+  } else if (const auto* lo = std::get_if<LogitsOut>(&out)) {
+    LW_ASSERT(lo->logits != nullptr);
   } else {
-    LW_ASSERT(std::get<LogitsOut>(out).logits != nullptr);
+    LW_ASSERT(std::get<HiddenOut>(out).sum != nullptr &&
+              std::get<HiddenOut>(out).sum->size() == static_cast<std::size_t>(weights_->config().dim));
   }
   auto job = std::make_unique<PendingStep>(PendingStep{&kv, tokens, start_pos, 0, out, expect_more, std::move(complete_fn)});
   {
@@ -170,20 +173,27 @@ void Scheduler::loop() {
       const PendingStep& j = *active[static_cast<std::size_t>(s.step)];
       planned[static_cast<std::size_t>(s.step)] = 1;
       if (static_cast<int>(j.tokens.size()) - j.done == 1) ++decode_rows;
+      const auto* hidden = std::get_if<HiddenOut>(&j.out);
       for (int i = 0; i < s.rows; ++i) {
         rows.push_back(BatchRow{j.tokens[static_cast<std::size_t>(j.done + i)], j.start_pos + j.done + i, j.kv,
-                                s.last && i == s.rows - 1});
+                                hidden == nullptr && s.last && i == s.rows - 1,
+                                hidden != nullptr ? hidden->sum->data() : nullptr});
       }
     }
     const auto t0 = std::chrono::steady_clock::now();
     const auto logits = forward_.run(rows, parallel_);
 
     int logit_index = 0;
+    int hidden_steps = 0;
     draws.clear();
     for (const PlannedSlice& s : slices) {
       PendingStep& j = *active[static_cast<std::size_t>(s.step)];
       j.done += s.rows;
       if (!s.last) continue;
+      if (std::holds_alternative<HiddenOut>(j.out)) {
+        ++hidden_steps;
+        continue;
+      }
       const auto row = logits.subspan(static_cast<std::size_t>(logit_index++) * static_cast<std::size_t>(V),
                                       static_cast<std::size_t>(V));
       if (std::holds_alternative<TokenOut>(j.out)) {
@@ -203,7 +213,7 @@ void Scheduler::loop() {
       stats_.max_rows_in_batch = std::max(stats_.max_rows_in_batch, static_cast<int>(rows.size()));
       stats_.max_steps_in_batch = std::max(stats_.max_steps_in_batch, static_cast<int>(slices.size()));
       ++stats_.steps_histogram[static_cast<std::size_t>(histogram_bucket(static_cast<int>(slices.size())))];
-      stats_.steps_completed += static_cast<std::uint64_t>(logit_index);
+      stats_.steps_completed += static_cast<std::uint64_t>(logit_index + hidden_steps);
       stats_.busy_seconds += secs;
     }
     // Finished jobs resume their sessions; the rest stay for the next batch, counting the

@@ -85,7 +85,8 @@ class Scheduler {
 
   // Where a step's result goes: the last position's logits copied into `*logits`, or the
   // token `sampler` draws from them (on the compute threads, in parallel across the batch,
-  // with no copy) in `*token`, optionally carried on by `carry` (which must outlive the step).
+  // with no copy) in `*token`, optionally carried on by `carry` (which must outlive the
+  // step), or the sum of the hidden states (HiddenOut).
   struct LogitsOut {
     std::vector<float>* logits;
   };
@@ -94,7 +95,12 @@ class Scheduler {
     int* token;
     const Continuation* carry = nullptr;
   };
-  using Output = std::variant<LogitsOut, TokenOut>;
+  // Every position's final hidden state (after the final norm) added into `*sum` (dim
+  // floats, zeroed by the caller); no logits.
+  struct HiddenOut {
+    std::vector<float>* sum;
+  };
+  using Output = std::variant<LogitsOut, TokenOut, HiddenOut>;
 
   // Runs `tokens` at positions [start_pos, start_pos + n) of `kv` (reserved by the caller)
   // and delivers the last position's result to `out`. Completes on the handler's executor

@@ -331,7 +331,14 @@ std::span<float> ForwardPass::run(std::span<const BatchRow> rows, Parallel& par,
     });
   }
 
-  // Final norm and classifier, only for the rows that want logits.
+  // The final hidden states some rows add up (embeddings), then the final norm and
+  // classifier, only for the rows that want logits.
+  for (int b = 0; b < B; ++b) {
+    float* sum = rows[sz(b)].hidden_sum;
+    if (sum == nullptr) continue;
+    k.rmsnorm(xb_.data(), x_.data() + sz(b) * sz(D), w_.rms_final(), D, c.rms_eps);
+    for (int i = 0; i < D; ++i) sum[i] += xb_[sz(i)];
+  }
   int n_want = 0;
   for (int b = 0; b < B; ++b) {
     if (!rows[sz(b)].want_logits) continue;

@@ -19,6 +19,9 @@ struct BatchRow {
   int pos = 0;
   KvCache* kv = nullptr;     // reserved past `pos` by the caller
   bool want_logits = false;  // compute the classifier for this row
+  // When set, the row's final hidden state (after the final RMSNorm: what the classifier
+  // reads) is added into these dim floats (an embedding's pooling).
+  float* hidden_sum = nullptr;
 };
 
 class ForwardPass {

@@ -169,6 +169,11 @@ class HttpConnection {
   // must close.
   asio::awaitable<bool> generate(const GenRequest& r);
   asio::awaitable<bool> generate_admitted(const GenRequest& r, int max_new);
+  // Waits for n session slots (false: not admitted, or the client went away).
+  asio::awaitable<bool> take_slots(int n);
+  Response not_admitted();  // the reply when take_slots fails with the client still there
+  // /v1/embeddings, admitted or refused.
+  asio::awaitable<bool> embed(const EmbedRequest& r);
   // One choice's generation, its tokens into c.out (and, streamed, out to the client).
   asio::awaitable<void> run_choice(const GenRequest& r, ChoiceRun& c, Generation::Params p);
   // Writes what is unwritten_ (the head first), unless another coroutine is writing.
@@ -359,7 +364,7 @@ asio::awaitable<void> HttpConnection::handle(Request& req, bool& close) {
   const std::string target(req.target());
   std::string path = target.substr(0, target.find('?'));
   // llama.cpp's paths without /v1 are the same endpoints.
-  for (const char* p : {"/completions", "/chat/completions", "/models"}) {
+  for (const char* p : {"/completions", "/chat/completions", "/models", "/embeddings"}) {
     if (path == p) path = "/v1" + path;
   }
   const auto method = req.method();
@@ -409,6 +414,19 @@ asio::awaitable<void> HttpConnection::handle(Request& req, bool& close) {
                        ? error(std::get<HttpError>(answer))
                        : make(http::status::ok, std::move(std::get<std::string>(answer)), "application/json");
     close = !co_await write(std::move(res));
+  } else if (path == "/v1/embeddings" && method == http::verb::post) {
+    ctx_.counters().http_requests_total++;
+    auto parsed = co_await ctx_.off_network(
+        [&] { return parse_embedding_request(req.body(), ctx_.tokenizer(), ctx_.context()); });
+    if (ctx_.draining()) {
+      Response res = error({http::status::service_unavailable, "server shutting down", "server_error", "shutting_down"});
+      close = !co_await write(std::move(res));
+    } else if (auto* e = std::get_if<HttpError>(&parsed)) {
+      Response res = error(*e);
+      close = !co_await write(std::move(res));
+    } else {
+      close = !co_await embed(std::get<EmbedRequest>(parsed));
+    }
   } else if ((path == "/v1/completions" || path == "/v1/chat/completions") && method == http::verb::post) {
     ctx_.counters().http_requests_total++;
     if (ctx_.draining()) {
@@ -429,7 +447,7 @@ asio::awaitable<void> HttpConnection::handle(Request& req, bool& close) {
       close = !co_await generate(std::get<GenRequest>(parsed));
     }
   } else {
-    const bool known = path == "/metrics" || path == "/v1/models" || path == "/v1/completions" ||
+    const bool known = path == "/metrics" || path == "/v1/models" || path == "/v1/completions" || path == "/v1/embeddings" ||
                        path == "/v1/chat/completions" || path == "/props" || path == "/tokenize" || path == "/detokenize";
     Response res = error({known ? http::status::method_not_allowed : http::status::not_found,
                           known ? "method not allowed" : "no such endpoint: " + path});
@@ -466,27 +484,11 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r) {
                               std::to_string(ctx_.options().max_sessions) + " sessions (--max-sessions)"});
     co_return co_await write(std::move(res));
   }
-  peer_gone_ = false;
   // One admission rule for both protocols: a session slot per choice while it runs (all of
-  // a request's at once), then (in each Generation) KV memory for all it may grow to. Both
-  // waits end early when the client goes away (watch_peer never finishes first: it only
-  // flags it and interrupts the waits).
-  Admission::Status slot = Admission::Status::stopped;
-  {
-    auto take = [&]() -> asio::awaitable<Admission::Status> {
-      co_return co_await ctx_.admission().take_slot([this] { return peer_gone_ || ctx_.draining(); }, r.n);
-    };
-    auto w = co_await (take() || watch_peer());
-    if (w.index() == 0) slot = std::get<0>(w);
-  }
-  if (slot != Admission::Status::admitted) {
+  // a request's at once), then (in each Generation) KV memory for all it may grow to.
+  if (!co_await take_slots(r.n)) {
     if (peer_gone_) co_return false;
-    Response res = error(ctx_.draining() ? HttpError{http::status::service_unavailable, "server shutting down",
-                                                     "server_error", "shutting_down"}
-                                         : HttpError{http::status::service_unavailable,
-                                                     "server busy: all " + std::to_string(ctx_.options().max_sessions) +
-                                                         " sessions in use (binary sessions and HTTP generations)",
-                                                     "server_error", "server_busy"});
+    Response res = not_admitted();
     co_return co_await write(std::move(res));
   }
   struct Slot {
@@ -495,6 +497,101 @@ asio::awaitable<bool> HttpConnection::generate(const GenRequest& r) {
     ~Slot() { a.give_slot(n); }
   } slot_guard{ctx_.admission(), r.n};
   auto done = co_await (generate_admitted(r, max_new) || watch_peer());
+  co_return done.index() == 0 && std::get<0>(done);
+}
+
+asio::awaitable<bool> HttpConnection::take_slots(int n) {
+  peer_gone_ = false;
+  // The wait ends early when the client goes away (watch_peer never finishes first: it
+  // only flags it and interrupts the wait).
+  auto take = [&]() -> asio::awaitable<Admission::Status> {
+    co_return co_await ctx_.admission().take_slot([this] { return peer_gone_ || ctx_.draining(); }, n);
+  };
+  auto w = co_await (take() || watch_peer());
+  co_return w.index() == 0 && std::get<0>(w) == Admission::Status::admitted;
+}
+
+HttpConnection::Response HttpConnection::not_admitted() {
+  return error(ctx_.draining() ? HttpError{http::status::service_unavailable, "server shutting down", "server_error",
+                                           "shutting_down"}
+                               : HttpError{http::status::service_unavailable,
+                                           "server busy: all " + std::to_string(ctx_.options().max_sessions) +
+                                               " sessions in use (binary sessions and HTTP generations)",
+                                           "server_error", "server_busy"});
+}
+
+asio::awaitable<bool> HttpConnection::embed(const EmbedRequest& r) {
+  const auto t0 = clock::now();
+  if (!co_await take_slots(1)) {
+    if (peer_gone_) co_return false;
+    Response res = not_admitted();
+    co_return co_await write(std::move(res));
+  }
+  struct Slot {
+    Admission& a;
+    ~Slot() { a.give_slot(); }
+  } slot_guard{ctx_.admission()};
+  auto run = [&]() -> asio::awaitable<bool> {
+    json::array data;
+    int tokens = 0;
+    std::optional<HttpError> failure;
+    // One input after another (each one batched with whatever else the server runs).
+    for (std::size_t i = 0; i < r.inputs.size() && !failure && !peer_gone_; ++i) {
+      Sequence seq(ctx_.weights().config(), ctx_.context(), &ctx_.kv_budget());
+      Generation::Params p;
+      p.prompt = r.inputs[i];
+      p.embed = true;
+      p.received = t0;
+      p.tenant = tenant_;
+      const int positions = static_cast<int>(p.prompt.size());
+      Generation gen(ctx_.generation_env(), seq, std::move(p));
+      gens_.push_back(&gen);
+      gen.start(co_await asio::this_coro::executor);
+      if (peer_gone_) gen.cancel(Generation::Reason::closed);
+      for (;;) {
+        const Generation::Event e = co_await gen.next();
+        if (const auto* l = std::get_if<Generation::Logits>(&e)) {
+          json::object item{{"object", "embedding"}, {"index", i}};
+          if (r.base64) {
+            // The floats' little-endian bytes, as the OpenAI API sends them.
+            item["embedding"] = base64_encode(std::as_bytes(l->values));
+          } else {
+            json::array v;
+            v.reserve(l->values.size());
+            for (const float x : l->values) v.push_back(x);
+            item["embedding"] = std::move(v);
+          }
+          data.push_back(std::move(item));
+          continue;
+        }
+        if (const auto* f = std::get_if<Generation::Failure>(&e)) failure = refusal(*f, positions);
+        if (const auto* end = std::get_if<Generation::End>(&e)) {
+          ctx_.count_prompt(*end);
+          tokens += end->prompt_tokens;
+          if (end->reason == Generation::Reason::shutdown) {
+            failure = HttpError{http::status::service_unavailable, "server shutting down", "server_error", "shutting_down"};
+          }
+        }
+        break;
+      }
+      std::erase(gens_, &gen);
+    }
+    ctx_.counters().http_prompt_tokens_total += static_cast<std::uint64_t>(tokens);
+    log::info("http embeddings inputs=", r.inputs.size(), " tokens=", tokens,
+              " seconds=", std::chrono::duration<double>(clock::now() - t0).count());
+    if (peer_gone_) co_return false;
+    if (failure) {
+      Response res = error(*failure);
+      co_return co_await write(std::move(res)) && keep_alive_;
+    }
+    json::object body{{"object", "list"},
+                      {"data", std::move(data)},
+                      {"model", ctx_.options().model_name},
+                      {"usage", json::object{{"prompt_tokens", tokens}, {"total_tokens", tokens}}}};
+    Response res = make(http::status::ok, json::serialize(body), "application/json");
+    co_return co_await write(std::move(res));
+  };
+  auto done = co_await (run() || watch_peer());
   co_return done.index() == 0 && std::get<0>(done);
 }
 

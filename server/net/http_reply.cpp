@@ -16,6 +16,22 @@ json::object ReplyMeta::envelope(json::array choices, bool chunk) const {
 
 std::string sse_event(const json::value& v) { return "data: " + json::serialize(v) + "\n\n"; }
 
+std::string base64_encode(std::span<const std::byte> bytes) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (std::size_t i = 0; i < bytes.size(); i += 3) {
+    std::uint32_t v = std::to_integer<std::uint32_t>(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) v |= std::to_integer<std::uint32_t>(bytes[i + 1]) << 8;
+    if (i + 2 < bytes.size()) v |= std::to_integer<std::uint32_t>(bytes[i + 2]);
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += i + 1 < bytes.size() ? kAlphabet[(v >> 6) & 63] : '=';
+    out += i + 2 < bytes.size() ? kAlphabet[v & 63] : '=';
+  }
+  return out;
+}
+
 std::string LogprobsOut::piece(int prev, int id) const {
   return std::string(tok_.kind() != VocabKind::llama2c ? tok_.decode(prev, id) : printable_piece(tok_.decode(prev, id)));
 }

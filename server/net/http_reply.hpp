@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 
 namespace llamawire {
@@ -30,6 +31,10 @@ struct ReplyMeta {
 
 // "data: JSON\n\n"
 std::string sse_event(const boost::json::value& v);
+
+// Standard base64 (RFC 4648, with padding): an embedding's floats when encoding_format is
+// "base64".
+std::string base64_encode(std::span<const std::byte> bytes);
 
 // A generation's log-probabilities in the API's two formats: chat's
 // {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]} and completions'

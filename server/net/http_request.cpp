@@ -339,7 +339,7 @@ std::optional<HttpError> parse_tools(const json::object& o, GenRequest& r) {
       if (!tv.is_object()) return bad(at + " must be an object");
       const auto* type = tv.as_object().if_contains("type");
       if (type == nullptr || !type->is_string()) return bad(at + ".type must be a string");
-      if (type->as_string() != "function") return unsupported(at + " of type '" + std::string(type->as_string()) + "'");
+      if (type->as_string() != "function") return unsupported("'" + at + "' of type '" + std::string(type->as_string()) + "'");
       const auto* f = tv.as_object().if_contains("function");
       if (f == nullptr || !f->is_object()) return bad(at + ".function must be an object");
       const auto& fo = f->as_object();
@@ -391,6 +391,7 @@ std::optional<HttpError> parse_tools(const json::object& o, GenRequest& r) {
     if (!p->is_bool()) return bad("'parallel_tool_calls' must be a boolean");
     t.parallel = p->as_bool();
   }
+  if (t.choice == ToolSpec::Choice::named) t.parallel = false;  // that function, called once
   if (!t.active()) return std::nullopt;
   if (!r.grammar.empty()) {
     return unsupported("'tools' together with 'response_format', 'grammar' or 'json_schema'");
@@ -545,6 +546,76 @@ std::variant<std::string, HttpError> detokenize_request(std::string_view body, c
     prev = id;
   }
   return json::serialize(json::object{{"content", utf8::sanitize(text)}});
+}
+
+std::variant<EmbedRequest, HttpError> parse_embedding_request(std::string_view body, const Tokenizer& tok, int context) {
+  boost::system::error_code ec;
+  const auto parsed = json::parse(body, ec);
+  if (ec || !parsed.is_object()) return bad("request body must be a JSON object");
+  const auto& o = parsed.as_object();
+  EmbedRequest r;
+  for (const auto& [k, v] : o) {
+    if (k == "input" || k == "model" || k == "user" || k == "encoding_format" || v.is_null()) continue;
+    if (k == "dimensions") return unsupported("'dimensions' (the embedding has the model's width)");
+  }
+  if (const auto* m = o.if_contains("model"); m != nullptr && !m->is_null() && !m->is_string()) {
+    return bad("'model' must be a string");
+  }
+  if (const auto* f = o.if_contains("encoding_format"); f != nullptr && !f->is_null()) {
+    if (!f->is_string() || (f->as_string() != "float" && f->as_string() != "base64")) {
+      return bad("'encoding_format' must be \"float\" or \"base64\"");
+    }
+    r.base64 = f->as_string() == "base64";
+  }
+  const auto* in = o.if_contains("input");
+  if (in == nullptr || in->is_null()) return bad("'input' is required");
+  auto add_text = [&](std::string_view text) -> std::optional<HttpError> {
+    if (text.empty()) return bad("'input' strings must not be empty");
+    std::vector<int> ids;
+    if (auto e = append_encoded(tok, text, tok.add_bos(), context + 1, ids)) return e;
+    if (ids.empty()) return bad("'input' must not be empty");
+    if (static_cast<int>(ids.size()) > context) return too_long(ids.size(), context, false);
+    r.inputs.push_back(std::move(ids));
+    return std::nullopt;
+  };
+  auto add_ids = [&](const json::array& a) -> std::optional<HttpError> {
+    std::vector<int> ids;
+    for (const auto& v : a) {
+      if (!v.is_int64() || v.as_int64() < 0 || v.as_int64() >= tok.vocab_size()) {
+        return bad("'input' token ids must be integers in [0, " + std::to_string(tok.vocab_size() - 1) + "]");
+      }
+      ids.push_back(static_cast<int>(v.as_int64()));
+    }
+    if (ids.empty()) return bad("'input' must not be empty");
+    if (static_cast<int>(ids.size()) > context) return too_long(ids.size(), context, false);
+    r.inputs.push_back(std::move(ids));
+    return std::nullopt;
+  };
+  constexpr std::size_t kMaxInputs = 2048;  // as the OpenAI API allows
+  if (in->is_string()) {
+    if (auto e = add_text(in->as_string())) return *e;
+  } else if (in->is_array() && !in->as_array().empty()) {
+    const auto& a = in->as_array();
+    if (a.size() > kMaxInputs) return bad("'input' holds more than 2048 entries");
+    if (a[0].is_number()) {
+      if (auto e = add_ids(a)) return *e;
+    } else {
+      for (const auto& x : a) {
+        std::optional<HttpError> e;
+        if (x.is_string()) {
+          e = add_text(x.as_string());
+        } else if (x.is_array()) {
+          e = add_ids(x.as_array());
+        } else {
+          e = bad("'input' must be a string, an array of strings, or arrays of token ids");
+        }
+        if (e) return *e;
+      }
+    }
+  } else {
+    return bad("'input' must be a string, an array of strings, or arrays of token ids");
+  }
+  return r;
 }
 
 const FieldStatus* field_status(bool chat, std::string_view field) {

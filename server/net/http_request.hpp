@@ -59,6 +59,16 @@ struct GenRequest {
 std::variant<std::string, HttpError> tokenize_request(std::string_view body, const Tokenizer& tok);
 std::variant<std::string, HttpError> detokenize_request(std::string_view body, const Tokenizer& tok);
 
+// POST /v1/embeddings: {"input": a string, an array of strings, an array of token ids or
+// an array of such arrays, "model", "encoding_format": "float" | "base64", "user"}; each
+// input is encoded as a completion's prompt (with BOS when the vocabulary adds it) and must
+// fit the context.
+struct EmbedRequest {
+  std::vector<std::vector<int>> inputs;
+  bool base64 = false;
+};
+std::variant<EmbedRequest, HttpError> parse_embedding_request(std::string_view body, const Tokenizer& tok, int context);
+
 // The request fields the API knows, and what becomes of each: the OpenAI API's fields and
 // llama.cpp's extensions are implemented or refused (400 unsupported_parameter, naming the
 // field); any other field is ignored, as the OpenAI API ignores fields it does not define.

@@ -10,7 +10,11 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
+#include <thread>
+#include <map>
+#include <set>
 
 namespace t = llamawire::test;
 namespace json = boost::json;
@@ -460,5 +464,294 @@ TEST_CASE("cli: --grammar, --json-schema, --top-k, --min-p and --repeat-penalty 
   CHECK(unparsable.exit_code == 2);
   CHECK(unparsable.err.find("grammar") != std::string::npos);
   CHECK(t::run_client(server, {"--top-k", "-1"}).exit_code == 2);
+  CHECK(server.stop() == 0);
+}
+
+namespace {
+
+// A streamed reply's JSON chunks.
+std::vector<json::object> sse_chunks(const std::string& body) {
+  std::vector<json::object> chunks;
+  for (std::size_t p = 0; (p = body.find("data: {", p)) != std::string::npos; ++p) {
+    const auto end = body.find("\n\n", p);
+    chunks.push_back(json::parse(body.substr(p + 6, end - p - 6)).as_object());
+  }
+  return chunks;
+}
+
+const char* kWeatherTools = R"([
+  {"type":"function","function":{"name":"get_weather","description":"The weather in a city",
+   "parameters":{"type":"object","properties":{"city":{"type":"string","maxLength":20},"days":{"type":"integer"},
+                 "unit":{"enum":["C","F"]}},"required":["city","unit"],"additionalProperties":false}}},
+  {"type":"function","function":{"name":"get_time","parameters":{"type":"object","properties":{},
+   "additionalProperties":false}}}])";
+
+// The arguments follow get_weather's schema.
+void check_weather_args(const std::string& arguments) {
+  INFO(arguments);
+  boost::system::error_code ec;
+  const auto a = json::parse(arguments, ec);
+  REQUIRE_FALSE(ec);
+  REQUIRE(a.is_object());
+  CHECK(a.at("city").is_string());
+  const auto city = a.at("city").as_string();
+  CHECK(std::count_if(city.begin(), city.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }) <= 20);
+  CHECK((a.at("unit") == "C" || a.at("unit") == "F"));
+  for (const auto& [k, v] : a.as_object()) CHECK((k == "city" || k == "unit" || (k == "days" && v.is_int64())));
+}
+
+}  // namespace
+
+TEST_CASE("http: tools: required and named tool_choice give tool_calls that validate, streamed as the SDKs read them",
+          "[net][http][tools]") {
+  LW_REQUIRE_SHARED();
+  t::TempDir dir;
+  // The 32000-token vocabulary and a context that holds the tools' description.
+  const auto model = t::make_model(dir, "m.bin", {64, 192, 2, 4, 4, 32000, 1024});
+  t::ServerProcess server({"-c", model, "-z", (t::models_dir() / "tokenizer.bin").string(), "--http-port", "0"});
+  auto request = [](std::uint64_t seed) {
+    auto body = chat("What is the weather in Oslo?");
+    body["tools"] = json::parse(kWeatherTools);
+    body["tool_choice"] = json::parse(R"({"type":"function","function":{"name":"get_weather"}})");
+    body["seed"] = seed;
+    body["max_tokens"] = 120;
+    return body;
+  };
+  for (std::uint64_t seed = 1; seed <= 4; ++seed) {
+    INFO("seed " << seed);
+    const auto r = post(server, "/v1/chat/completions", request(seed));
+    REQUIRE(r.status == 200);
+    const auto& choice = r.body.at("choices").at(0).as_object();
+    const auto& msg = choice.at("message").as_object();
+    // The schemas bound every string and number: a call always ends within max_tokens.
+    CHECK(choice.at("finish_reason") == "tool_calls");
+    CHECK(msg.at("content").is_null());
+    const auto& calls = msg.at("tool_calls").as_array();
+    REQUIRE(calls.size() >= 1);
+    for (const auto& c : calls) {
+      CHECK(c.at("type") == "function");
+      CHECK(c.at("id").as_string().starts_with("call_"));
+      CHECK(c.at("function").at("name") == "get_weather");
+      check_weather_args(std::string(c.at("function").at("arguments").as_string()));
+    }
+    // Streamed: the same call, in a tool_calls delta with its index, id, name and arguments.
+    auto streamed = request(seed);
+    streamed["stream"] = true;
+    const auto s = t::http_request(server.http_port(), "POST", "/v1/chat/completions", json::serialize(streamed));
+    REQUIRE(s.status == 200);
+    std::vector<json::object> got;
+    std::string finish;
+    for (const auto& ch : sse_chunks(s.body)) {
+      for (const auto& c : ch.at("choices").as_array()) {
+        const auto& d = c.at("delta").as_object();
+        if (const auto* tc = d.if_contains("tool_calls")) {
+          for (const auto& x : tc->as_array()) got.push_back(x.as_object());
+        }
+        if (const auto* content = d.if_contains("content"); content != nullptr && content->is_string()) {
+          CHECK(content->as_string().empty());  // only the role chunk's
+        }
+        if (!c.at("finish_reason").is_null()) finish = std::string(c.at("finish_reason").as_string());
+      }
+    }
+    CHECK(finish == "tool_calls");
+    REQUIRE(got.size() == calls.size());
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      CHECK(got[i].at("index") == static_cast<std::int64_t>(i));
+      CHECK(got[i].at("id").as_string().starts_with("call_"));
+      CHECK(got[i].at("function") == calls[i].at("function"));
+    }
+  }
+  // required without parallel calls: exactly one call, and the reply ends with it.
+  for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+    auto body = request(seed);
+    body["tool_choice"] = "required";
+    body["parallel_tool_calls"] = false;
+    const auto r = post(server, "/v1/chat/completions", body);
+    REQUIRE(r.status == 200);
+    const auto& choice = r.body.at("choices").at(0).as_object();
+    CHECK(choice.at("finish_reason") == "tool_calls");
+    REQUIRE(choice.at("message").at("tool_calls").as_array().size() == 1);
+    const auto& f = choice.at("message").at("tool_calls").at(0).at("function");
+    if (f.at("name") == "get_weather") check_weather_args(std::string(f.at("arguments").as_string()));
+    else CHECK(json::parse(f.at("arguments").as_string()) == json::object{});
+  }
+  // auto: a reply in plain text or calls; none: plain text, as without tools.
+  auto body = request(5);
+  body["tool_choice"] = "auto";
+  CHECK(post(server, "/v1/chat/completions", body).status == 200);
+  body["tool_choice"] = "none";
+  body["temperature"] = 0;
+  body["max_tokens"] = 12;
+  auto without = body;
+  without.erase("tools");
+  without.erase("tool_choice");
+  const auto a = post(server, "/v1/chat/completions", body);
+  const auto b = post(server, "/v1/chat/completions", without);
+  REQUIRE(a.status == 200);
+  CHECK(text_of(a) == text_of(b));
+  // The conversation goes on: the call and its result in the history.
+  auto first = post(server, "/v1/chat/completions", request(1));
+  REQUIRE(first.status == 200);
+  auto turn = request(1);
+  turn.erase("tool_choice");
+  auto& msgs = turn["messages"].as_array();
+  msgs.push_back(first.body.at("choices").at(0).at("message"));
+  msgs.push_back(json::object{{"role", "tool"}, {"tool_call_id", "x"}, {"content", "12 C and windy"}});
+  const auto second = post(server, "/v1/chat/completions", turn);
+  CHECK(second.status == 200);
+  CHECK(second.body.at("usage").at("prompt_tokens").to_number<int>() >
+        first.body.at("usage").at("prompt_tokens").to_number<int>());
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE("http: n choices: each is the single request with seed + i, batched, streamed by index", "[net][http]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0", "--max-sessions", "4"});
+  json::object body{{"prompt", "I dreamed"}, {"max_tokens", 24}, {"temperature", 0.9}, {"seed", 40}, {"n", 3}};
+  const auto r = post(server, "/v1/completions", body);
+  REQUIRE(r.status == 200);
+  const auto& choices = r.body.at("choices").as_array();
+  REQUIRE(choices.size() == 3);
+  int completion_tokens = 0;
+  std::set<std::string> distinct;
+  for (int i = 0; i < 3; ++i) {
+    json::object one{{"prompt", "I dreamed"}, {"max_tokens", 24}, {"temperature", 0.9}, {"seed", 40 + i}};
+    const auto single = post(server, "/v1/completions", one);
+    REQUIRE(single.status == 200);
+    CHECK(choices[static_cast<std::size_t>(i)].at("index") == i);
+    CHECK(choices[static_cast<std::size_t>(i)].at("text") == single.body.at("choices").at(0).at("text"));
+    completion_tokens += single.body.at("usage").at("completion_tokens").to_number<int>();
+    distinct.insert(std::string(choices[static_cast<std::size_t>(i)].at("text").as_string()));
+  }
+  CHECK(distinct.size() > 1);
+  CHECK(r.body.at("usage").at("completion_tokens").to_number<int>() == completion_tokens);
+  // Streamed: chunks of every index, each index's text the same as the whole reply's.
+  body["stream"] = true;
+  const auto s = t::http_request(server.http_port(), "POST", "/v1/completions", json::serialize(body));
+  REQUIRE(s.status == 200);
+  std::map<std::int64_t, std::string> texts;
+  std::map<std::int64_t, int> finishes;
+  for (const auto& ch : sse_chunks(s.body)) {
+    for (const auto& c : ch.at("choices").as_array()) {
+      texts[c.at("index").as_int64()] += c.at("text").as_string();
+      if (!c.at("finish_reason").is_null()) ++finishes[c.at("index").as_int64()];
+    }
+  }
+  REQUIRE(texts.size() == 3);
+  for (std::int64_t i = 0; i < 3; ++i) {
+    CHECK(texts[i] == choices[static_cast<std::size_t>(i)].at("text").as_string());
+    CHECK(finishes[i] == 1);
+  }
+  // Chat too; more choices than --max-sessions is refused.
+  auto c = chat("Tell me a dream");
+  c["n"] = 2;
+  c["max_tokens"] = 8;
+  const auto cr = post(server, "/v1/chat/completions", c);
+  REQUIRE(cr.status == 200);
+  CHECK(cr.body.at("choices").as_array().size() == 2);
+  c["n"] = 5;
+  const auto refused = post(server, "/v1/chat/completions", c);
+  CHECK(refused.status == 400);
+  CHECK(error_message(refused).find("--max-sessions") != std::string::npos);
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE("http: embeddings are the normalized mean of the final hidden states, exact under load", "[net][http]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
+  const auto tok = llamawire::Tokenizer::load(tok512(), 512);
+  REQUIRE(tok.has_value());
+  // aidreams260K's classifier is its token embedding table E (dim 64, vocab 512), right
+  // after the 7-int header: logits = E h for the final (normed) hidden state h.
+  std::ifstream f(aidreams(), std::ios::binary);
+  std::int32_t header[7];
+  f.read(reinterpret_cast<char*>(header), sizeof header);
+  const int dim = header[0], vocab = header[5];
+  REQUIRE((dim == 64 && vocab == 512));
+  std::vector<float> table(static_cast<std::size_t>(dim * vocab));
+  f.read(reinterpret_cast<char*>(table.data()), static_cast<std::streamsize>(table.size() * sizeof(float)));
+  REQUIRE(f);
+  const std::string text = "I dreamed of hills and the wind";
+  const auto r = post(server, "/v1/embeddings", json::object{{"input", text}, {"model", "x"}});
+  REQUIRE(r.status == 200);
+  CHECK(r.body.at("object") == "list");
+  const auto& item = r.body.at("data").at(0).as_object();
+  CHECK(item.at("object") == "embedding");
+  CHECK(item.at("index") == 0);
+  std::vector<double> e;
+  for (const auto& x : item.at("embedding").as_array()) e.push_back(x.to_number<double>());
+  REQUIRE(e.size() == 64u);
+  double norm = 0;
+  for (const double x : e) norm += x * x;
+  CHECK(std::abs(norm - 1) < 1e-5);
+  // The hidden states' sum, seen through the classifier: FORWARD's logits of every prefix
+  // (causal: each prefix's last hidden state is the full input's at that position), summed,
+  // point the same way as E e.
+  std::vector<std::uint32_t> ids;
+  for (const int id : tok->encode(text, true, false)) ids.push_back(static_cast<std::uint32_t>(id));
+  CHECK(r.body.at("usage").at("prompt_tokens") == static_cast<std::int64_t>(ids.size()));
+  std::vector<double> summed(512, 0.0);
+  for (std::size_t k = 1; k <= ids.size(); ++k) {
+    t::RawSocket s(server.port());
+    REQUIRE(s.handshake());
+    const auto logits = t::forward_on(s, llamawire::msg::Forward{0, std::vector<std::uint32_t>(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k))}, 1);
+    REQUIRE(logits);
+    for (std::size_t v = 0; v < 512; ++v) summed[v] += logits->values[v];
+  }
+  double dot = 0, n1 = 0, n2 = 0;
+  for (std::size_t v = 0; v < 512; ++v) {
+    double ee = 0;
+    for (std::size_t i = 0; i < 64; ++i) ee += table[v * 64 + i] * e[i];
+    dot += ee * summed[v];
+    n1 += ee * ee;
+    n2 += summed[v] * summed[v];
+  }
+  CHECK(dot / std::sqrt(n1 * n2) > 0.99999);
+  // The same input among others, as token ids, in base64, and while generations run
+  // beside it: the same floats, bit for bit.
+  json::array many{"another input", text, json::array(ids.begin(), ids.end())};
+  std::thread load([&] {
+    for (int i = 0; i < 3; ++i) post(server, "/v1/completions", json::object{{"prompt", "I dreamed"}, {"max_tokens", 60}});
+  });
+  for (int round = 0; round < 3; ++round) {
+    const auto b = post(server, "/v1/embeddings", json::object{{"input", many}});
+    REQUIRE(b.status == 200);
+    REQUIRE(b.body.at("data").as_array().size() == 3);
+    CHECK(b.body.at("data").at(1).at("embedding") == item.at("embedding"));
+    CHECK(b.body.at("data").at(2).at("embedding") == item.at("embedding"));
+    CHECK(b.body.at("data").at(0).at("embedding") != item.at("embedding"));
+  }
+  load.join();
+  const auto b64 = post(server, "/v1/embeddings", json::object{{"input", text}, {"encoding_format", "base64"}});
+  REQUIRE(b64.status == 200);
+  const std::string enc(b64.body.at("data").at(0).at("embedding").as_string());
+  std::string bytes;
+  const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (std::size_t i = 0; i + 3 < enc.size() + 0 && i < enc.size(); i += 4) {
+    std::uint32_t v = 0;
+    int pad = 0;
+    for (int j = 0; j < 4; ++j) {
+      const char c = enc[i + static_cast<std::size_t>(j)];
+      v = v << 6 | (c == '=' ? (++pad, 0u) : static_cast<std::uint32_t>(alphabet.find(c)));
+    }
+    bytes += static_cast<char>(v >> 16);
+    if (pad < 2) bytes += static_cast<char>(v >> 8 & 255);
+    if (pad < 1) bytes += static_cast<char>(v & 255);
+  }
+  REQUIRE(bytes.size() == 64 * sizeof(float));
+  for (std::size_t i = 0; i < 64; ++i) {
+    float x;
+    std::memcpy(&x, bytes.data() + i * sizeof(float), sizeof x);
+    CHECK(x == item.at("embedding").at(i).to_number<float>());
+  }
+  // Refused, saying why.
+  for (const auto& bad : {json::object{{"input", ""}}, json::object{{"input", json::array{}}},
+                          json::object{{"input", std::string(4000, 'a')}}, json::object{{"input", json::array{1, 9999}}},
+                          json::object{{"input", "x"}, {"dimensions", 8}}, json::object{{"input", "x"}, {"encoding_format", "hex"}}}) {
+    INFO(json::serialize(bad));
+    const auto x = post(server, "/v1/embeddings", bad);
+    CHECK(x.status == 400);
+    CHECK_FALSE(error_message(x).empty());
+  }
   CHECK(server.stop() == 0);
 }

@@ -160,7 +160,7 @@ TEST_CASE("HTTP errors are 4xx with an OpenAI error object", "[net][http]") {
       {"POST", "/v1/completions", R"({"prompt":"x","top_p":2})", 400},
       {"POST", "/v1/completions", R"({"prompt":"x","stream":"yes"})", 400},
       {"POST", "/v1/completions", R"({"prompt":"x","stop":[1]})", 400},
-      {"POST", "/v1/completions", R"({"prompt":"x","n":3})", 400},
+      {"POST", "/v1/completions", R"({"prompt":"x","n":0})", 400},
       {"POST", "/v1/completions", R"({"prompt":{"a":1}})", 400},
       {"POST", "/v1/chat/completions", R"({"messages":[]})", 400},
       {"POST", "/v1/chat/completions", R"({"messages":[{"role":"wizard","content":"x"}]})", 400},
