@@ -25,8 +25,8 @@ struct CliOptions {
   bool chat = false;
   bool client_sampling = false;
   // The samplers past llama2.c's (common/sampler.hpp) and a grammar (GBNF text, from
-  // --grammar FILE or --json-schema FILE): applied by this client, which then samples
-  // itself (GENERATE does not carry them yet).
+  // --grammar FILE or --json-schema FILE): sent with GENERATE to a 1.5 server; with an older
+  // server (or --client-sampling) applied here, by the same code.
   int top_k = 0;
   float min_p = 0.0f;
   float repeat_penalty = 1.0f;

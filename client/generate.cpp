@@ -118,6 +118,14 @@ asio::awaitable<Result<TurnResult>> run_turn(Connection& conn, const Tokenizer& 
     g.seed = sampler.rng_state();
     g.flags = stop_on_eos ? kGenerateStopOnEos : 0;
     g.tokens = to_u32(feed);
+    if (o.top_k != 0 || o.min_p != 0.0f || o.repeat_penalty != 1.0f || !o.grammar.empty()) {
+      g.flags |= kGenerateSampling;  // 1.5 (run_cli samples here with an older server)
+      g.ext.top_k = static_cast<std::uint32_t>(o.top_k);
+      g.ext.min_p = o.min_p;
+      g.ext.repeat_penalty = o.repeat_penalty;
+      g.ext.repeat_last_n = o.repeat_last_n;
+      g.ext.grammar = o.grammar;
+    }
     // Named, not a temporary in the co_await expression (g++ 12 coroutine temporaries).
     const std::function<bool(std::uint32_t)> on_token = [&](std::uint32_t t) {
       timing.tick();
@@ -144,7 +152,7 @@ asio::awaitable<Result<TurnResult>> run_turn(Connection& conn, const Tokenizer& 
     print_piece(tok, prev, next);
     prev = next;
     // A grammar that is complete ends the turn, as an end token would.
-    if (sampler.finished()) co_return TurnResult{StopReason::eos, pos, next};
+    if (sampler.finished()) co_return TurnResult{StopReason::grammar, pos, next};
     if (pos >= limit) co_return TurnResult{StopReason::steps, pos, next};
     std::vector<std::uint32_t> one(1, static_cast<std::uint32_t>(next));
     logits = co_await conn.forward(static_cast<std::uint32_t>(pos), std::move(one));
@@ -197,6 +205,11 @@ asio::awaitable<int> run_cli(CliOptions o) {
   auto hello = co_await conn.hello(o.api_key, "llamawire-cli");
   if (!hello) co_return fail("server refused the connection", hello.error());
   const int vocab = static_cast<int>(hello->vocab_size);
+  // GENERATE carries the samplers past llama2.c's and a grammar since 1.5: with an older
+  // server this client samples them itself.
+  if (hello->minor < 5 && (o.top_k != 0 || o.min_p != 0.0f || o.repeat_penalty != 1.0f || !o.grammar.empty())) {
+    o.client_sampling = true;
+  }
   auto model = co_await fetch_vocab(conn, *hello, o.tokenizer_path);
   if (!model) co_return fail("cannot get the tokenizer", model.error());
   if (!model->warning.empty()) std::fprintf(stderr, "llamawire: %s\n", model->warning.c_str());

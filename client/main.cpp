@@ -45,11 +45,11 @@ int main(int argc, char** argv) try {
       ("system_prompt,y", po::value(&o.system_prompt), "system prompt (implies chat mode)")
       ("mode,m", po::value(&mode)->default_value("generate"), "generate | chat")
       ("client-sampling", "receive logits and sample here (the original decoupled design)")
-      ("top-k", po::value(&o.top_k)->default_value(0), "keep the k most likely tokens (0: off; samples on this client)")
-      ("min-p", po::value(&o.min_p)->default_value(0.0f, "0"), "keep tokens at least this times the most likely one (0: off; samples here)")
-      ("repeat-penalty", po::value(&o.repeat_penalty)->default_value(1.0f, "1"), "penalize the last --repeat-last-n tokens (1: off; samples here)")
+      ("top-k", po::value(&o.top_k)->default_value(0), "keep the k most likely tokens (0: off)")
+      ("min-p", po::value(&o.min_p)->default_value(0.0f, "0"), "keep tokens at least this times the most likely one (0: off)")
+      ("repeat-penalty", po::value(&o.repeat_penalty)->default_value(1.0f, "1"), "penalize the last --repeat-last-n tokens (1: off)")
       ("repeat-last-n", po::value(&o.repeat_last_n)->default_value(64), "the repeat penalty's window, tokens (-1: all)")
-      ("grammar", po::value(&grammar_file), "GBNF grammar file: the output stays in its language (samples here)")
+      ("grammar", po::value(&grammar_file), "GBNF grammar file: the output stays in its language")
       ("json-schema", po::value(&schema_file), "JSON Schema file: the output is JSON that validates (samples here)")
       ("api-key", po::value(&o.api_key), "API key (default: $LLAMAWIRE_API_KEY)")
       ("tls", "connect with TLS (the server's certificate and name are verified)")
@@ -120,8 +120,6 @@ int main(int argc, char** argv) try {
       return lw::kExitUsage;
     }
   }
-  // These sample on this client (GENERATE does not carry them yet).
-  if (o.top_k != 0 || o.min_p != 0.0f || o.repeat_penalty != 1.0f || !o.grammar.empty()) o.client_sampling = true;
   o.tls = vm.count("tls") > 0 || !o.tls_ca.empty();
   if (o.api_key.empty()) {
     if (const char* k = std::getenv("LLAMAWIRE_API_KEY")) o.api_key = k;

@@ -13,7 +13,7 @@ namespace llamawire {
 
 inline constexpr std::uint16_t kFrameMagic = 0x574C;  // bytes "LW"
 inline constexpr std::uint8_t kProtocolMajor = 1;
-inline constexpr std::uint16_t kProtocolMinor = 4;
+inline constexpr std::uint16_t kProtocolMinor = 5;
 inline constexpr std::size_t kFrameHeaderBytes = 12;
 inline constexpr std::uint32_t kDefaultMaxFrameBytes = 1u << 20;       // server receive limit
 inline constexpr std::uint32_t kClientMaxFrameBytes = 64u << 20;       // client receive limit

@@ -17,6 +17,14 @@ void put_string(ByteWriter& w, std::string_view s) {
   w.bytes(s.substr(0, n));
 }
 
+void put_pairs(ByteWriter& w, const std::vector<std::pair<std::uint32_t, float>>& pairs) {
+  w.write(static_cast<std::uint32_t>(pairs.size()));
+  for (const auto& [t, v] : pairs) {
+    w.write(t);
+    w.write(v);
+  }
+}
+
 void put_tokens(ByteWriter& w, const std::vector<std::uint32_t>& tokens) {
   w.write(static_cast<std::uint32_t>(tokens.size()));
   for (auto t : tokens) w.write(t);
@@ -46,16 +54,40 @@ class Parser {
     out.assign(reinterpret_cast<const char*>(b->data()), b->size());
     return true;
   }
-  bool get_tokens(std::vector<std::uint32_t>& out) {
+  // `last`: the tokens end the payload (else more fields follow them).
+  bool get_tokens(std::vector<std::uint32_t>& out, bool last = true) {
     std::uint32_t n = 0;
     if (!get(n)) return false;
     // Checked against the bytes present before anything is allocated.
-    if (static_cast<std::uint64_t>(n) * 4 != r_.remaining()) {
+    if (last ? static_cast<std::uint64_t>(n) * 4 != r_.remaining() : static_cast<std::uint64_t>(n) * 4 > r_.remaining()) {
       return fail("n_tokens " + std::to_string(n) + " does not match the " + std::to_string(r_.remaining()) +
                   " bytes that follow");
     }
     out.resize(n);
     for (auto& t : out) get(t);
+    return true;
+  }
+  // A u32 length and that many bytes.
+  bool get_text(std::string& out) {
+    std::uint32_t n = 0;
+    if (!get(n)) return false;
+    const auto b = r_.bytes(n);
+    if (!b) return fail("text length " + std::to_string(n) + " runs past the payload");
+    out.assign(reinterpret_cast<const char*>(b->data()), b->size());
+    return true;
+  }
+  // A u32 count and that many (u32 token, f32 value) pairs.
+  bool get_pairs(std::vector<std::pair<std::uint32_t, float>>& out, const char* what) {
+    std::uint32_t n = 0;
+    if (!get(n)) return false;
+    if (static_cast<std::uint64_t>(n) * 8 > r_.remaining()) {
+      return fail(std::string(what) + " count " + std::to_string(n) + " runs past the payload");
+    }
+    out.resize(n);
+    for (auto& [t, v] : out) {
+      get(t);
+      get(v);
+    }
     return true;
   }
   bool done() {
@@ -85,6 +117,7 @@ std::string_view stop_reason_name(StopReason r) {
     case StopReason::context: return "context";
     case StopReason::cancelled: return "cancelled";
     case StopReason::shutdown: return "shutdown";
+    case StopReason::grammar: return "grammar";
   }
   return "unknown";
 }
@@ -110,6 +143,7 @@ MsgType message_type(const Message& m) {
                         [](const msg::Error&) { return MsgType::error; },
                         [](const msg::GetVocab&) { return MsgType::get_vocab; },
                         [](const msg::Vocab&) { return MsgType::vocab; },
+                        [](const msg::TokenLogprobs&) { return MsgType::token_logprobs; },
                     },
                     m);
 }
@@ -130,6 +164,7 @@ std::string_view message_name(MsgType t) {
     case MsgType::tokenizer: return "TOKENIZER";
     case MsgType::logits: return "LOGITS";
     case MsgType::token: return "TOKEN";
+    case MsgType::token_logprobs: return "TOKEN_LOGPROBS";
     case MsgType::end: return "END";
     case MsgType::ok: return "OK";
     case MsgType::pong: return "PONG";
@@ -145,6 +180,27 @@ bool is_known_type(std::uint8_t type) { return message_name(static_cast<MsgType>
 // (bit 0 add_bos, 1 add_eos, 2 add_space_prefix), string chat_template, then per token
 // f32 score, u8 type, string piece; 1.3 trailer: u32 n_end, i32 ids, string pre, u32
 // n_merges, strings.
+// GENERATE's sampling extension (1.5), with its range checks. Token ids are checked by the
+// server against its vocabulary, the grammar against the GBNF parser.
+bool get_sampling_ext(Parser& p, msg::SamplingExt& x) {
+  if (!(p.get(x.top_k) && p.get(x.min_p) && p.get(x.repeat_penalty) && p.get(x.repeat_last_n) &&
+        p.get(x.presence_penalty) && p.get(x.frequency_penalty) && p.get_pairs(x.logit_bias, "n_bias") &&
+        p.get_text(x.grammar) && p.get(x.logprobs))) {
+    return false;
+  }
+  const auto in = [](float v, float lo, float hi) { return std::isfinite(v) && v >= lo && v <= hi; };
+  if (!in(x.min_p, 0, 1)) return p.fail("min_p must be in [0, 1]");
+  if (!in(x.repeat_penalty, 0, 10) || x.repeat_penalty == 0) return p.fail("repeat_penalty must be in (0, 10]");
+  if (x.repeat_last_n < -1) return p.fail("repeat_last_n must be -1 or more");
+  if (!in(x.presence_penalty, -2, 2)) return p.fail("presence_penalty must be in [-2, 2]");
+  if (!in(x.frequency_penalty, -2, 2)) return p.fail("frequency_penalty must be in [-2, 2]");
+  for (const auto& [t, b] : x.logit_bias) {
+    if (!in(b, -100, 100)) return p.fail("logit_bias values must be in [-100, 100]");
+  }
+  if (x.logprobs > 21) return p.fail("logprobs must be at most 21 (20 alternatives)");
+  return true;
+}
+
 void put_vocab(ByteWriter& w, const msg::Vocab& m) {
   const Vocab& v = m.vocab;
   w.write(static_cast<std::uint8_t>(v.kind));
@@ -253,6 +309,18 @@ std::vector<std::uint8_t> encode_payload(const Message& m) {
                    w.write(g.seed);
                    w.write(g.flags);
                    put_tokens(w, g.tokens);
+                   if ((g.flags & kGenerateSampling) == 0) return;
+                   const auto& x = g.ext;
+                   w.write(x.top_k);
+                   w.write(x.min_p);
+                   w.write(x.repeat_penalty);
+                   w.write(x.repeat_last_n);
+                   w.write(x.presence_penalty);
+                   w.write(x.frequency_penalty);
+                   put_pairs(w, x.logit_bias);
+                   w.write(static_cast<std::uint32_t>(x.grammar.size()));
+                   w.bytes(x.grammar);
+                   w.write(x.logprobs);
                  },
                  [&](const msg::Reset& r) { w.write(r.position); },
                  [&](const msg::Cancel&) {},
@@ -278,6 +346,15 @@ std::vector<std::uint8_t> encode_payload(const Message& m) {
                    if (!l.values.empty()) std::memcpy(buf.data() + at, l.values.data(), l.values.size() * 4);
                  },
                  [&](const msg::Token& t) { w.write(t.token); },
+                 [&](const msg::TokenLogprobs& t) {
+                   w.write(t.token);
+                   w.write(t.logprob);
+                   w.write(static_cast<std::uint8_t>(t.top.size()));
+                   for (const auto& [id, v] : t.top) {
+                     w.write(id);
+                     w.write(v);
+                   }
+                 },
                  [&](const msg::End& e) {
                    w.write(static_cast<std::uint8_t>(e.reason));
                    w.write(e.prompt_tokens);
@@ -345,12 +422,15 @@ Result<Message> decode_payload(std::uint8_t type_byte, std::span<const std::uint
     case MsgType::generate: {
       msg::Generate g;
       ok = p.get(g.start_pos) && p.get(g.limit_pos) && p.get(g.temperature) && p.get(g.topp) && p.get(g.seed) &&
-           p.get(g.flags) && p.get_tokens(g.tokens);
+           p.get(g.flags);
+      const bool ext = ok && (g.flags & kGenerateSampling) != 0;
+      ok = ok && p.get_tokens(g.tokens, !ext);
+      if (ok && ext) ok = get_sampling_ext(p, g.ext);
       if (ok && g.tokens.empty()) ok = p.fail("n_tokens must be at least 1");
       if (ok && (!std::isfinite(g.temperature) || g.temperature < 0.0f)) ok = p.fail("temperature must be >= 0");
       if (ok && !std::isfinite(g.topp)) ok = p.fail("topp must be finite");
       if (ok && g.seed == 0) ok = p.fail("seed must not be 0");
-      if (ok && (g.flags & ~kGenerateStopOnEos) != 0) ok = p.fail("unknown flag bits");
+      if (ok && (g.flags & ~(kGenerateStopOnEos | kGenerateSampling)) != 0) ok = p.fail("unknown flag bits");
       out = std::move(g);
       break;
     }
@@ -408,12 +488,28 @@ Result<Message> decode_payload(std::uint8_t type_byte, std::span<const std::uint
       out = t;
       break;
     }
+    case MsgType::token_logprobs: {
+      msg::TokenLogprobs t;
+      std::uint8_t n = 0;
+      ok = p.get(t.token) && p.get(t.logprob) && p.get(n);
+      if (ok && static_cast<std::size_t>(n) * 8 != p.reader().remaining()) {
+        ok = p.fail("n " + std::to_string(n) + " does not match the bytes that follow");
+      }
+      for (int i = 0; ok && i < n; ++i) {
+        std::pair<std::uint32_t, float> e;
+        p.get(e.first);
+        p.get(e.second);
+        t.top.push_back(e);
+      }
+      out = std::move(t);
+      break;
+    }
     case MsgType::end: {
       msg::End e;
       std::uint8_t reason = 0;
       ok = p.get(reason) && p.get(e.prompt_tokens) && p.get(e.generated_tokens) && p.get(e.position) &&
            p.get(e.last_token);
-      if (ok && reason > static_cast<std::uint8_t>(StopReason::shutdown)) ok = p.fail("unknown stop reason");
+      if (ok && reason > static_cast<std::uint8_t>(StopReason::grammar)) ok = p.fail("unknown stop reason");
       e.reason = static_cast<StopReason>(reason);
       out = e;
       break;

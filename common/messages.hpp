@@ -1,4 +1,4 @@
-// Typed protocol messages <-> payload bytes (proto-spec/PROTOCOL.md, version 1.2).
+// Typed protocol messages <-> payload bytes (proto-spec/PROTOCOL.md, version 1.5).
 #pragma once
 
 #include "common/error.hpp"
@@ -33,13 +33,18 @@ enum class MsgType : std::uint8_t {
   pong = 0x87,
   stats_reply = 0x88,
   vocab = 0x89,  // 1.2
+  token_logprobs = 0x8A,  // 1.5
   error = 0xFF,
 };
 
-enum class StopReason : std::uint8_t { steps = 0, bos = 1, eos = 2, context = 3, cancelled = 4, shutdown = 5 };
+enum class StopReason : std::uint8_t {
+  steps = 0, bos = 1, eos = 2, context = 3, cancelled = 4, shutdown = 5,
+  grammar = 6,  // 1.5: the output is complete in the request's grammar
+};
 std::string_view stop_reason_name(StopReason r);
 
 inline constexpr std::uint32_t kGenerateStopOnEos = 1u << 0;
+inline constexpr std::uint32_t kGenerateSampling = 1u << 1;  // 1.5: the sampling extension follows the tokens
 
 namespace msg {
 
@@ -54,6 +59,19 @@ struct Forward {
   std::uint32_t start_pos = 0;
   std::vector<std::uint32_t> tokens;
 };
+// GENERATE's sampling extension (1.5, flags bit 1): the samplers beyond llama2.c's, a
+// grammar and log-probabilities. The defaults change nothing.
+struct SamplingExt {
+  std::uint32_t top_k = 0;           // 0: off
+  float min_p = 0.0f;                // [0, 1]; 0: off
+  float repeat_penalty = 1.0f;       // (0, 10]; 1: off
+  std::int32_t repeat_last_n = 64;   // the penalties' window; -1: all, 0: none
+  float presence_penalty = 0.0f;     // [-2, 2]
+  float frequency_penalty = 0.0f;    // [-2, 2]
+  std::vector<std::pair<std::uint32_t, float>> logit_bias;  // (token, bias in [-100, 100])
+  std::string grammar;               // GBNF; empty: none
+  std::uint8_t logprobs = 0;         // 0: none; n >= 1: TOKEN_LOGPROBS with n - 1 alternatives (n <= 21)
+};
 struct Generate {
   std::uint32_t start_pos = 0;
   std::uint32_t limit_pos = 0;
@@ -62,6 +80,7 @@ struct Generate {
   std::uint64_t seed = 0;
   std::uint32_t flags = 0;
   std::vector<std::uint32_t> tokens;
+  SamplingExt ext;  // on the wire only with flags & kGenerateSampling
 };
 struct Reset {
   std::uint32_t position = 0;
@@ -92,6 +111,12 @@ struct Logits {
 };
 struct Token {
   std::uint32_t token = 0;
+};
+// TOKEN with its log-probability and the most likely alternatives (1.5).
+struct TokenLogprobs {
+  std::uint32_t token = 0;
+  float logprob = 0.0f;
+  std::vector<std::pair<std::uint32_t, float>> top;
 };
 struct End {
   StopReason reason = StopReason::steps;
@@ -127,7 +152,8 @@ struct Error {
 
 using Message = std::variant<msg::Hello, msg::GetTokenizer, msg::Forward, msg::Generate, msg::Reset, msg::Cancel,
                              msg::Ping, msg::Stats, msg::HelloOk, msg::Tokenizer, msg::Logits, msg::Token, msg::End,
-                             msg::Ok, msg::Pong, msg::StatsReply, msg::Error, msg::GetVocab, msg::Vocab>;
+                             msg::Ok, msg::Pong, msg::StatsReply, msg::Error, msg::GetVocab, msg::Vocab,
+                             msg::TokenLogprobs>;
 
 MsgType message_type(const Message& m);
 std::string_view message_name(MsgType t);

@@ -109,6 +109,10 @@ GenerateResult generate_on(RawSocket& s, const msg::Generate& g, std::uint32_t r
     const auto r = s.receive();
     if (!r) return out;
     if (const auto* tk = std::get_if<msg::Token>(&r->second)) out.tokens.push_back(tk->token);
+    if (const auto* tl = std::get_if<msg::TokenLogprobs>(&r->second)) {
+      out.tokens.push_back(tl->token);
+      out.logprobs.push_back(*tl);
+    }
     if (const auto* e = std::get_if<msg::End>(&r->second)) {
       out.end = *e;
       out.ok = true;

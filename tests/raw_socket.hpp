@@ -48,6 +48,7 @@ class RawSocket {
 // ended it.
 struct GenerateResult {
   std::vector<std::uint32_t> tokens;
+  std::vector<msg::TokenLogprobs> logprobs;  // the TOKEN_LOGPROBS frames (1.5), in order
   msg::End end;
   bool ok = false;
   std::string error;

@@ -133,4 +133,33 @@ bad('916-vocab-bpe-without-trailer', frame(0x89, 9, vocab_payload(2, [-1, 3, -1,
     'bad_message')
 bad('917-vocab-end-id-out-of-range', frame(0x89, 9, vocab_payload(2, [-1, 3, -1, -1, -1], 1, 'llama3', BPE_TOKENS) +
                                            vocab_trailer([4], 'llama-bpe', ['a b'])), 'bad_message')
+
+
+def f32(x):
+    return struct.unpack('<f', struct.pack('<f', x))[0]
+
+
+# 1.5: GENERATE with the sampling extension (flags bit 1) after its tokens.
+def sampling_ext(top_k, min_p, rep, last_n, pres, freq, bias, grammar, logprobs):
+    g = grammar.encode()
+    return (struct.pack('<Iffiff', top_k, min_p, rep, last_n, pres, freq) + struct.pack('<I', len(bias)) +
+            b''.join(struct.pack('<If', t, b) for t, b in bias) + struct.pack('<I', len(g)) + g + struct.pack('<B', logprobs))
+
+
+ok('010-generate-sampling', 'GENERATE', 0x04, 10,
+   struct.pack('<IIffQI', 0, 64, 0.8, 0.95, 7, 3) + toks([1, 303]) +
+   sampling_ext(40, 0.05, 1.1, 64, 0.5, 0.25, [(2, -100.0)], 'root ::= "a"+', 3),
+   {"start_pos": 0, "limit_pos": 64, "temperature": f32(0.8), "topp": f32(0.95), "seed": 7, "flags": 3, "tokens": [1, 303],
+    "sampling": {"top_k": 40, "min_p": f32(0.05), "repeat_penalty": f32(1.1), "repeat_last_n": 64,
+                 "presence_penalty": 0.5, "frequency_penalty": 0.25, "logit_bias": [[2, -100.0]],
+                 "grammar": 'root ::= "a"+', "logprobs": 3}})
+ok('112-token-logprobs', 'TOKEN_LOGPROBS', 0x8A, 10,
+   struct.pack('<IfB', 447, -0.5, 2) + struct.pack('<IfIf', 447, -0.5, 12, -1.25),
+   {"token": 447, "logprob": -0.5, "top": [[447, -0.5], [12, -1.25]]})
+ok('113-end-grammar', 'END', 0x85, 10, struct.pack('<BIIII', 6, 2, 9, 10, 97),
+   {"reason": "grammar", "prompt_tokens": 2, "generated_tokens": 9, "position": 10, "last_token": 97})
+bad('918-generate-sampling-truncated', frame(0x04, 1, struct.pack('<IIffQI', 0, 10, 1.0, 0.9, 1, 2) + toks([1]) +
+                                              sampling_ext(0, 0.0, 1.0, 64, 0.0, 0.0, [], '', 0)[:-3]), 'bad_message')
+bad('919-generate-sampling-min-p-above-1', frame(0x04, 1, struct.pack('<IIffQI', 0, 10, 1.0, 0.9, 1, 2) + toks([1]) +
+                                                  sampling_ext(0, 2.0, 1.0, 64, 0.0, 0.0, [], '', 0)), 'bad_message')
 bad('912-generate-unknown-flags', frame(0x04, 1, struct.pack('<IIffQI', 0, 10, 1.0, 0.9, 1, 6) + toks([1])), 'bad_message')

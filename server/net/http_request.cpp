@@ -190,6 +190,7 @@ std::optional<HttpError> parse_common(const json::object& o, GenRequest& r, cons
   if (auto e = read_float(o, "presence_penalty", -2, 2, s.presence_penalty)) return e;
   if (auto e = read_float(o, "frequency_penalty", -2, 2, s.frequency_penalty)) return e;
   if (auto e = read_float(o, "repeat_penalty", 0, 10, s.repeat_penalty)) return e;
+  if (s.repeat_penalty == 0) return bad("'repeat_penalty' must be in (0, 10] (got 0)");
   if (auto e = read_int(o, "repeat_last_n", -1, 1e9, s.repeat_last_n)) return e;
   if (const auto* b = o.if_contains("logit_bias"); b != nullptr && !b->is_null()) {
     if (!b->is_object()) return bad("'logit_bias' must be an object of token ids to numbers");

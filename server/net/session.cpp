@@ -29,7 +29,7 @@ StopReason to_stop_reason(Generation::Reason r) {
     case Generation::Reason::bos: return StopReason::bos;
     case Generation::Reason::eos: return StopReason::eos;
     case Generation::Reason::cancelled: return StopReason::cancelled;
-    case Generation::Reason::grammar: return StopReason::eos;  // (GENERATE has no grammar yet)
+    case Generation::Reason::grammar: return StopReason::grammar;  // (only 1.5 clients send grammars)
     case Generation::Reason::shutdown:
     case Generation::Reason::closed: break;
   }
@@ -251,6 +251,25 @@ asio::awaitable<void> Session::reader() {
   outbox_event_.notify();
 }
 
+bool Session::validate_sampling(const msg::SamplingExt& x, std::uint32_t rid) {
+  if (client_minor_ < 5) {
+    send_error(errc::bad_message,
+               "GENERATE's sampling extension (flags bit 1) is protocol 1.5; this client's HELLO said 1." +
+                   std::to_string(client_minor_),
+               false, rid);
+    return false;
+  }
+  const auto vocab = static_cast<std::uint32_t>(ctx_.weights().config().vocab_size);
+  for (const auto& [t, b] : x.logit_bias) {
+    if (t >= vocab) {
+      send_error(errc::token_out_of_range,
+                 "logit_bias token " + std::to_string(t) + " is outside [0, " + std::to_string(vocab) + ")", false, rid);
+      return false;
+    }
+  }
+  return true;
+}
+
 bool Session::validate_tokens(const std::vector<std::uint32_t>& tokens, std::uint32_t start_pos, std::uint32_t rid) {
   const auto vocab = static_cast<std::uint32_t>(ctx_.weights().config().vocab_size);
   for (std::size_t i = 0; i < tokens.size(); ++i) {
@@ -385,6 +404,7 @@ bool Session::handle(const FrameHeader& h, Message m) {
       if (job.generate) {
         job.gen = std::move(std::get<msg::Generate>(m));
         if (!validate_tokens(job.gen.tokens, job.gen.start_pos, rid)) return true;
+        if ((job.gen.flags & kGenerateSampling) != 0 && !validate_sampling(job.gen.ext, rid)) return true;
       } else {
         job.forward = std::move(std::get<msg::Forward>(m));
         if (!validate_tokens(job.forward.tokens, job.forward.start_pos, rid)) return true;
@@ -462,7 +482,7 @@ asio::awaitable<void> Session::generator() {
   outbox_event_.notify();
 }
 
-Generation::Params Session::params_for(const Request& job) const {
+Generation::Params Session::params_for(const Request& job, std::shared_ptr<grammar::CompiledGrammar> grammar) const {
   Generation::Params p;
   const auto& tokens = job.generate ? job.gen.tokens : job.forward.tokens;
   p.prompt.assign(tokens.begin(), tokens.end());
@@ -477,12 +497,42 @@ Generation::Params Session::params_for(const Request& job) const {
     p.limit_pos = p.limit_is_context ? context : static_cast<int>(g.limit_pos);
     p.stop_on_eos = (g.flags & kGenerateStopOnEos) != 0;
     p.sampling = SamplingParams{g.temperature, g.topp, g.seed};
+    if ((g.flags & kGenerateSampling) != 0) {
+      const auto& x = g.ext;
+      SamplingParams& s = *p.sampling;
+      s.top_k = static_cast<int>(std::min<std::uint32_t>(x.top_k, 0x7FFFFFFF));
+      s.min_p = x.min_p;
+      s.repeat_penalty = x.repeat_penalty;
+      s.repeat_last_n = x.repeat_last_n;
+      s.presence_penalty = x.presence_penalty;
+      s.frequency_penalty = x.frequency_penalty;
+      for (const auto& [t, b] : x.logit_bias) s.logit_bias.emplace_back(static_cast<int>(t), b);
+      p.logprobs = x.logprobs > 0 ? x.logprobs - 1 : -1;
+      p.grammar = std::move(grammar);
+    }
   }
   return p;
 }
 
 asio::awaitable<void> Session::run_request(const Request& job) {
-  Generation gen(ctx_.generation_env(), seq_, params_for(job));
+  // A grammar is compiled (or found among the server's) off the network thread, with its
+  // first mask; one that does not parse is refused, saying where.
+  std::shared_ptr<grammar::CompiledGrammar> grammar;
+  if (job.generate && (job.gen.flags & kGenerateSampling) != 0 && !job.gen.ext.grammar.empty()) {
+    const std::string& text = job.gen.ext.grammar;
+    grammar = co_await ctx_.off_network([&] {
+      auto g = ctx_.grammar_for(text);
+      if (g) g->mask(g->start());
+      return g;
+    });
+    if (!grammar) {
+      auto rules = grammar::parse(text);
+      send_error(errc::bad_message, "grammar: " + (rules ? std::string("refused") : rules.error().message), false,
+                 job.request_id);
+      co_return;
+    }
+  }
+  Generation gen(ctx_.generation_env(), seq_, params_for(job, std::move(grammar)));
   gen_ = &gen;
   gen.start(ex_);
   if (closing_) {
@@ -502,7 +552,13 @@ asio::awaitable<void> Session::run_request(const Request& job) {
 bool Session::translate(const Request& job, const Generation::Event& e) {
   const auto rid = job.request_id;
   if (const auto* t = std::get_if<Generation::Token>(&e)) {
-    send(msg::Token{static_cast<std::uint32_t>(t->id)}, rid);
+    if (t->logprobs) {
+      msg::TokenLogprobs m{static_cast<std::uint32_t>(t->id), t->logprobs->logprob, {}};
+      for (const auto& [id, v] : t->logprobs->top) m.top.emplace_back(static_cast<std::uint32_t>(id), v);
+      send(std::move(m), rid);
+    } else {
+      send(msg::Token{static_cast<std::uint32_t>(t->id)}, rid);
+    }
     ctx_.observe_latency(*t);
     ++tokens_generated_;
     ctx_.counters().generated_tokens_total++;

@@ -60,10 +60,12 @@ class Session {
 
   // Handles one decoded request; returns false when the connection must close.
   bool handle(const FrameHeader& h, Message m);
+  // GENERATE's sampling extension: only from 1.5 clients, bias tokens in the vocabulary.
+  bool validate_sampling(const msg::SamplingExt& x, std::uint32_t rid);
   bool validate_tokens(const std::vector<std::uint32_t>& tokens, std::uint32_t start_pos, std::uint32_t rid);
   // Runs a FORWARD or GENERATE as a Generation and translates its events to frames.
   asio::awaitable<void> run_request(const Request& job);
-  Generation::Params params_for(const Request& job) const;
+  Generation::Params params_for(const Request& job, std::shared_ptr<grammar::CompiledGrammar> grammar) const;
   // One event out as frames; true for the last one.
   bool translate(const Request& job, const Generation::Event& e);
   void send_failure(const Generation::Failure& f, std::uint32_t rid);

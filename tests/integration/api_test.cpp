@@ -426,7 +426,8 @@ TEST_CASE("http: logprobs are the log-softmax of the logits the sampler saw, str
   CHECK(server.stop() == 0);
 }
 
-TEST_CASE("cli: --grammar, --json-schema, --top-k, --min-p and --repeat-penalty sample on the client", "[net][client]") {
+TEST_CASE("cli: --grammar, --json-schema, --top-k, --min-p and --repeat-penalty: sampled by the server (1.5), the same on the client",
+          "[net][client]") {
   LW_REQUIRE_SHARED();
   t::ServerProcess server({"-c", aidreams(), "-z", tok512()});
   t::TempDir dir;
@@ -449,6 +450,14 @@ TEST_CASE("cli: --grammar, --json-schema, --top-k, --min-p and --repeat-penalty 
     const auto v = json::parse(j.out.substr(5)).as_object();
     CHECK((v.at("mood") == "calm" || v.at("mood") == "wild"));
     CHECK(v.at("n").is_int64());
+    // The server's sampler (GENERATE's 1.5 extension) and the client's draw the same.
+    CHECK(t::run_client(server, {"-i", "I dreamed", "--grammar", gbnf, "-s", seed, "-n", "100", "--client-sampling"}).out == g.out);
+    CHECK(t::run_client(server, {"-i", "JSON:", "--json-schema", schema, "-s", seed, "-n", "120", "--client-sampling"}).out == j.out);
+    const std::vector<std::string> samplers{"-i", "I dreamed", "--top-k", "5", "--min-p", "0.05", "--repeat-penalty", "1.3",
+                                            "-s", seed, "-n", "60"};
+    auto client_side = samplers;
+    client_side.push_back("--client-sampling");
+    CHECK(t::run_client(server, samplers).out == t::run_client(server, client_side).out);
   }
   // top-k 1 and min-p 1 are greedy; a repeat penalty changes the text.
   const auto greedy = t::run_client(server, {"-i", "I dreamed", "-t", "0", "-n", "40"});
@@ -752,6 +761,130 @@ TEST_CASE("http: embeddings are the normalized mean of the final hidden states, 
     const auto x = post(server, "/v1/embeddings", bad);
     CHECK(x.status == 400);
     CHECK_FALSE(error_message(x).empty());
+  }
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE("protocol 1.5: GENERATE's sampling extension: the HTTP samplers, a grammar, logprobs, refusals",
+          "[net][protocol]") {
+  LW_REQUIRE_SHARED();
+  t::ServerProcess server({"-c", aidreams(), "-z", tok512(), "--http-port", "0"});
+  const auto tok = llamawire::Tokenizer::load(tok512(), 512);
+  REQUIRE(tok.has_value());
+  std::vector<std::uint32_t> prompt;
+  for (const int id : tok->encode("I dreamed", true, false)) prompt.push_back(static_cast<std::uint32_t>(id));
+  auto text_of_tokens = [&](const std::vector<std::uint32_t>& ids) {
+    std::string out;
+    int prev = static_cast<int>(prompt.back());
+    for (const auto id : ids) {
+      out += llamawire::printable_piece(tok->decode(prev, static_cast<int>(id)));
+      prev = static_cast<int>(id);
+    }
+    return out;
+  };
+  // The samplers: the same tokens as the HTTP API's with the same values and seed.
+  for (const std::uint64_t seed : {5u, 6u}) {
+    t::RawSocket s(server.port());
+    REQUIRE(s.handshake());
+    auto g = t::gen_request(0, prompt, 40, seed, 0.8f);
+    g.flags = llamawire::kGenerateSampling;
+    g.ext.top_k = 8;
+    g.ext.min_p = 0.05f;
+    g.ext.repeat_penalty = 1.2f;
+    g.ext.repeat_last_n = 16;
+    g.ext.presence_penalty = 0.5f;
+    g.ext.frequency_penalty = 0.25f;
+    g.ext.logit_bias = {{prompt.back(), -100.0f}};
+    const auto bin = t::generate_on(s, g, 1);
+    REQUIRE(bin.ok);
+    const auto http = post(server, "/v1/completions",
+                           json::object{{"prompt", "I dreamed"}, {"max_tokens", 40 - static_cast<int>(prompt.size()) + 1},
+                                        {"temperature", 0.8}, {"top_p", 0.9}, {"seed", seed}, {"top_k", 8}, {"min_p", 0.05},
+                                        {"repeat_penalty", 1.2}, {"repeat_last_n", 16}, {"presence_penalty", 0.5},
+                                        {"frequency_penalty", 0.25},
+                                        {"logit_bias", json::object{{std::to_string(prompt.back()), -100}}}});
+    REQUIRE(http.status == 200);
+    CHECK(text_of_tokens(bin.tokens) == text_of(http));
+    CHECK(std::find(bin.tokens.begin(), bin.tokens.end(), prompt.back()) == bin.tokens.end());
+  }
+  // A grammar: the output stays in it, and END says it is complete.
+  {
+    t::RawSocket s(server.port());
+    REQUIRE(s.handshake());
+    auto g = t::gen_request(0, prompt, 100, 3);
+    g.flags = llamawire::kGenerateSampling;
+    g.ext.grammar = "root ::= (\" \" [a-z]+){3} \".\"";
+    const auto bin = t::generate_on(s, g, 2);
+    REQUIRE(bin.ok);
+    CHECK(bin.end.reason == llamawire::StopReason::grammar);
+    const auto text = text_of_tokens(bin.tokens);
+    INFO(text);
+    CHECK(std::count(text.begin(), text.end(), ' ') == 3);
+    CHECK(text.back() == '.');
+  }
+  // Logprobs: TOKEN_LOGPROBS with the drawn token's log-softmax (greedy: the best) and the
+  // alternatives, against FORWARD's logits.
+  {
+    t::RawSocket s(server.port());
+    REQUIRE(s.handshake());
+    auto g = t::gen_request(0, prompt, static_cast<std::uint32_t>(prompt.size()) + 3, 1, 0.0f);
+    g.flags = llamawire::kGenerateSampling;
+    g.ext.logprobs = 4;  // 3 alternatives
+    const auto bin = t::generate_on(s, g, 3);
+    REQUIRE(bin.ok);
+    REQUIRE(bin.logprobs.size() == bin.tokens.size());
+    REQUIRE(bin.tokens.size() == 4);
+    std::vector<std::uint32_t> seq = prompt;
+    for (const auto& lp : bin.logprobs) {
+      t::RawSocket f(server.port());
+      REQUIRE(f.handshake());
+      const auto logits = t::forward_on(f, llamawire::msg::Forward{0, seq}, 1);
+      REQUIRE(logits);
+      const auto& v = logits->values;
+      const double m = *std::max_element(v.begin(), v.end());
+      double sum = 0;
+      for (const float x : v) sum += std::exp(static_cast<double>(x) - m);
+      CHECK(lp.token == static_cast<std::uint32_t>(std::max_element(v.begin(), v.end()) - v.begin()));
+      CHECK(std::abs(lp.logprob - (static_cast<double>(v[lp.token]) - m - std::log(sum))) < 1e-5);
+      REQUIRE(lp.top.size() == 3);
+      CHECK(lp.top[0].first == lp.token);
+      CHECK(lp.top[1].second <= lp.top[0].second);
+      seq.push_back(lp.token);
+    }
+  }
+  // Refused, the session kept: a grammar that does not parse, a bias token outside the
+  // vocabulary, and the extension from a client that said 1.4.
+  {
+    t::RawSocket s(server.port());
+    REQUIRE(s.handshake());
+    auto g = t::gen_request(0, prompt, 20, 1);
+    g.flags = llamawire::kGenerateSampling;
+    g.ext.grammar = "root ::= [a-";
+    auto r = t::generate_on(s, g, 4);
+    CHECK_FALSE(r.ok);
+    CHECK(r.error.find("grammar") != std::string::npos);
+    g.ext.grammar.clear();
+    g.ext.logit_bias = {{600, 1.0f}};
+    r = t::generate_on(s, g, 5);
+    CHECK_FALSE(r.ok);
+    CHECK(r.error.find("logit_bias token 600") != std::string::npos);
+    g.ext.logit_bias.clear();
+    CHECK(t::generate_on(s, g, 6).ok);
+  }
+  {
+    t::RawSocket s(server.port());
+    REQUIRE(s.send(llamawire::msg::Hello{1, 4, "", "old-client"}, 1));
+    const auto hello = s.receive();
+    REQUIRE(hello);
+    REQUIRE(std::holds_alternative<llamawire::msg::HelloOk>(hello->second));
+    CHECK(std::get<llamawire::msg::HelloOk>(hello->second).minor == 5);
+    auto g = t::gen_request(0, prompt, 20, 1);
+    g.flags = llamawire::kGenerateSampling;
+    const auto r = t::generate_on(s, g, 2);
+    CHECK_FALSE(r.ok);
+    CHECK(r.error.find("1.5") != std::string::npos);
+    g.flags = 0;
+    CHECK(t::generate_on(s, g, 3).ok);  // the session goes on
   }
   CHECK(server.stop() == 0);
 }

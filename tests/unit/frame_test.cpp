@@ -50,8 +50,23 @@ json::object fields_of(const lw::Message& m) {
           [](const lw::msg::GetTokenizer&) { return json::object{}; },
           [](const lw::msg::Forward& f) { return json::object{{"start_pos", f.start_pos}, {"tokens", to_array(f.tokens)}}; },
           [](const lw::msg::Generate& g) {
-            return json::object{{"start_pos", g.start_pos}, {"limit_pos", g.limit_pos}, {"temperature", g.temperature},
-                                {"topp", g.topp}, {"seed", g.seed}, {"flags", g.flags}, {"tokens", to_array(g.tokens)}};
+            json::object o{{"start_pos", g.start_pos}, {"limit_pos", g.limit_pos}, {"temperature", g.temperature},
+                           {"topp", g.topp}, {"seed", g.seed}, {"flags", g.flags}, {"tokens", to_array(g.tokens)}};
+            if ((g.flags & lw::kGenerateSampling) != 0) {
+              const auto& x = g.ext;
+              json::array bias;
+              for (const auto& [t, b] : x.logit_bias) bias.push_back(json::array{t, b});
+              o["sampling"] = json::object{{"top_k", x.top_k},
+                                           {"min_p", x.min_p},
+                                           {"repeat_penalty", x.repeat_penalty},
+                                           {"repeat_last_n", x.repeat_last_n},
+                                           {"presence_penalty", x.presence_penalty},
+                                           {"frequency_penalty", x.frequency_penalty},
+                                           {"logit_bias", bias},
+                                           {"grammar", x.grammar},
+                                           {"logprobs", x.logprobs}};
+            }
+            return o;
           },
           [](const lw::msg::Reset& r) { return json::object{{"position", r.position}}; },
           [](const lw::msg::Cancel&) { return json::object{}; },
@@ -73,6 +88,11 @@ json::object fields_of(const lw::Message& m) {
             return json::object{{"pos", l.pos}, {"values", a}};
           },
           [](const lw::msg::Token& t) { return json::object{{"token", t.token}}; },
+          [](const lw::msg::TokenLogprobs& t) {
+            json::array top;
+            for (const auto& [id, v] : t.top) top.push_back(json::array{id, v});
+            return json::object{{"token", t.token}, {"logprob", t.logprob}, {"top", top}};
+          },
           [](const lw::msg::End& e) {
             return json::object{{"reason", lw::stop_reason_name(e.reason)}, {"prompt_tokens", e.prompt_tokens},
                                 {"generated_tokens", e.generated_tokens}, {"position", e.position},
@@ -196,7 +216,7 @@ TEST_CASE("every protocol vector round-trips through the codec", "[proto]") {
     CHECK(std::equal(again.begin() + lw::kFrameHeaderBytes, again.end(), bytes.begin() + lw::kFrameHeaderBytes));
     if (ignored == 0) CHECK(again == bytes);
   }
-  CHECK(types_seen.size() == 19);  // every message type has a vector
+  CHECK(types_seen.size() == 20);  // every message type has a vector
 }
 
 TEST_CASE("frame header limits are checked before allocation", "[proto]") {
