@@ -34,6 +34,9 @@ fi
 printf 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 45\r\n\r\n{"prompt":"hi","max_tokens":5,"stop":["a"]}  ' > "$corpus/http/completion.txt"
 printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n{"messages":[{"role":"user","content":"hi"}],"stream":true}' > "$corpus/http/chat.txt"
 printf '{"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"},{"role":"assistant","content":"a"}]}' > "$corpus/http/body.json"
+printf '{"messages":[{"role":"user","content":"u"},{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"r"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"integer"}}}}}],"tool_choice":"required","n":2}' > "$corpus/http/tools.json"
+printf '{"input":["a b",[1,2,3]],"encoding_format":"base64"}' > "$corpus/http/embeddings.json"
+printf 'Hi <tool_call>\n{"name": "f", "arguments": {"a": "x"}}\n</tool_call>\n<tool_call>{"name":"g"}</tool_call>' > "$corpus/http/reply.txt"
 printf 'root ::= "{" ws pair ("," ws pair)* "}"\npair ::= [a-z]+ ":" ws ("x" | [0-9]{1,3})\nws ::= [ \\t]?\n' > "$corpus/grammar/pairs.gbnf"
 printf '{"type":"object","properties":{"a":{"type":"array","items":{"anyOf":[{"type":"integer"},{"type":"string","maxLength":3}]}},"b":{"$ref":"#/$defs/n"}},"required":["a"],"$defs":{"n":{"type":["null","boolean"]}}}' > "$corpus/grammar/schema.json"
 status=0

@@ -165,6 +165,12 @@ class HttpConnection {
   // An error reply, after which the connection closes (the request's body is unread).
   asio::awaitable<Read> reply_and_close(const HttpError& e);
   asio::awaitable<void> handle(Request& req, bool& close);
+  Response preflight(const Request& req);  // OPTIONS (CORS)
+  // /health, /metrics, /v1/models, /props; nullopt for any other path or method.
+  std::optional<Response> info(const std::string& path, http::verb method);
+  // POST /v1/completions, /v1/chat/completions, /v1/embeddings: parsed off the network
+  // thread, then run. False when the connection must close.
+  asio::awaitable<bool> model_endpoint(const Request& req, const std::string& path);
   // Runs one generation; streams SSE chunks when asked. Returns false when the connection
   // must close.
   asio::awaitable<bool> generate(const GenRequest& r);
@@ -174,6 +180,11 @@ class HttpConnection {
   Response not_admitted();  // the reply when take_slots fails with the client still there
   // /v1/embeddings, admitted or refused.
   asio::awaitable<bool> embed(const EmbedRequest& r);
+  // The reply's shared fields (meta_) and stream head, and its choices' state.
+  std::vector<std::unique_ptr<ChoiceRun>> begin_reply(const GenRequest& r);
+  // Runs every choice's generation (params(i): choice i's) to its end.
+  asio::awaitable<void> run_choices(const GenRequest& r, std::vector<std::unique_ptr<ChoiceRun>>& choices,
+                                    const std::function<Generation::Params(int)>& params);
   // One choice's generation, its tokens into c.out (and, streamed, out to the client).
   asio::awaitable<void> run_choice(const GenRequest& r, ChoiceRun& c, Generation::Params p);
   // Writes what is unwritten_ (the head first), unless another coroutine is writing.
@@ -368,91 +379,95 @@ asio::awaitable<void> HttpConnection::handle(Request& req, bool& close) {
     if (path == p) path = "/v1" + path;
   }
   const auto method = req.method();
+  std::optional<Response> res;
   if (method == http::verb::options) {
-    // A browser's preflight: the methods and headers a page from an allowed origin may use.
-    Response res = make(http::status::no_content, "", "text/plain");
-    res.set(http::field::allow, "GET, HEAD, POST, OPTIONS");
-    if (!cors_allow_.empty()) {
-      res.set(http::field::access_control_allow_methods, "GET, HEAD, POST, OPTIONS");
-      const auto asked = req[http::field::access_control_request_headers];
-      res.set(http::field::access_control_allow_headers,
-              asked.empty() ? std::string("Authorization, Content-Type, X-Session-Id") : std::string(asked));
-      res.set(http::field::access_control_max_age, "600");
-    }
-    close = !co_await write(std::move(res));
+    res = preflight(req);
+  } else if (auto got = info(path, method)) {
+    res = std::move(got);
+  } else if (method == http::verb::post && (path == "/tokenize" || path == "/detokenize")) {
+    const bool encode = path == "/tokenize";
+    auto answer = co_await ctx_.off_network([&] {
+      return encode ? tokenize_request(req.body(), ctx_.tokenizer()) : detokenize_request(req.body(), ctx_.tokenizer());
+    });
+    res = std::holds_alternative<HttpError>(answer)
+              ? error(std::get<HttpError>(answer))
+              : make(http::status::ok, std::move(std::get<std::string>(answer)), "application/json");
+  } else if (method == http::verb::post &&
+             (path == "/v1/embeddings" || path == "/v1/completions" || path == "/v1/chat/completions")) {
+    close = !co_await model_endpoint(req, path);
     co_return;
+  } else {
+    const bool known = path == "/health" || path == "/metrics" || path == "/v1/models" || path == "/v1/completions" ||
+                       path == "/v1/embeddings" || path == "/v1/chat/completions" || path == "/props" ||
+                       path == "/tokenize" || path == "/detokenize";
+    res = error({known ? http::status::method_not_allowed : http::status::not_found,
+                 known ? "method not allowed" : "no such endpoint: " + path});
   }
+  close = !co_await write(std::move(*res));
+}
+
+HttpConnection::Response HttpConnection::preflight(const Request& req) {
+  // A browser's preflight: the methods and headers a page from an allowed origin may use.
+  Response res = make(http::status::no_content, "", "text/plain");
+  res.set(http::field::allow, "GET, HEAD, POST, OPTIONS");
+  if (!cors_allow_.empty()) {
+    res.set(http::field::access_control_allow_methods, "GET, HEAD, POST, OPTIONS");
+    const auto asked = req[http::field::access_control_request_headers];
+    res.set(http::field::access_control_allow_headers,
+            asked.empty() ? std::string("Authorization, Content-Type, X-Session-Id") : std::string(asked));
+    res.set(http::field::access_control_max_age, "600");
+  }
+  return res;
+}
+
+std::optional<HttpConnection::Response> HttpConnection::info(const std::string& path, http::verb method) {
   if (path == "/health" && (method == http::verb::get || method == http::verb::head)) {
     const bool ok = !ctx_.draining();
-    Response res = make(ok ? http::status::ok : http::status::service_unavailable,
-                        ok ? R"({"status":"ok"})" : R"({"status":"draining"})", "application/json");
-    close = !co_await write(std::move(res));
-    co_return;
+    return make(ok ? http::status::ok : http::status::service_unavailable,
+                ok ? R"({"status":"ok"})" : R"({"status":"draining"})", "application/json");
   }
-  if (path == "/metrics" && method == http::verb::get) {
-    Response res = make(http::status::ok, ctx_.metrics_text(), "text/plain; version=0.0.4");
-    close = !co_await write(std::move(res));
-  } else if (path == "/v1/models" && method == http::verb::get) {
+  if (method != http::verb::get) return std::nullopt;
+  if (path == "/metrics") return make(http::status::ok, ctx_.metrics_text(), "text/plain; version=0.0.4");
+  if (path == "/v1/models") {
     json::object model{{"id", ctx_.options().model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "llamawire"}};
     json::object body{{"object", "list"}, {"data", json::array{model}}};
-    Response res = make(http::status::ok, json::serialize(body), "application/json");
-    close = !co_await write(std::move(res));
-  } else if (path == "/props" && method == http::verb::get) {
+    return make(http::status::ok, json::serialize(body), "application/json");
+  }
+  if (path == "/props") {
     const auto& c = ctx_.weights().config();
     json::object body{{"model", ctx_.options().model_name},        {"n_ctx", ctx_.context()},
                       {"n_vocab", c.vocab_size},                    {"chat_template", ctx_.chat_template().name()},
                       {"total_slots", ctx_.options().max_sessions}, {"bos_token", ctx_.special_tokens().bos},
                       {"eos_token", ctx_.special_tokens().eos},     {"prefix_cache", ctx_.prefix_cache() != nullptr}};
-    Response res = make(http::status::ok, json::serialize(body), "application/json");
-    close = !co_await write(std::move(res));
-  } else if ((path == "/tokenize" || path == "/detokenize") && method == http::verb::post) {
-    const bool encode = path == "/tokenize";
-    auto answer = co_await ctx_.off_network([&] {
-      return encode ? tokenize_request(req.body(), ctx_.tokenizer()) : detokenize_request(req.body(), ctx_.tokenizer());
-    });
-    Response res = std::holds_alternative<HttpError>(answer)
-                       ? error(std::get<HttpError>(answer))
-                       : make(http::status::ok, std::move(std::get<std::string>(answer)), "application/json");
-    close = !co_await write(std::move(res));
-  } else if (path == "/v1/embeddings" && method == http::verb::post) {
-    ctx_.counters().http_requests_total++;
+    return make(http::status::ok, json::serialize(body), "application/json");
+  }
+  return std::nullopt;
+}
+
+asio::awaitable<bool> HttpConnection::model_endpoint(const Request& req, const std::string& path) {
+  ctx_.counters().http_requests_total++;
+  if (ctx_.draining()) {
+    Response res = error({http::status::service_unavailable, "server shutting down", "server_error", "shutting_down"});
+    co_return co_await write(std::move(res));
+  }
+  // Parsing and tokenizing grow with the body (up to --http-max-body): off this thread.
+  if (path == "/v1/embeddings") {
     auto parsed = co_await ctx_.off_network(
         [&] { return parse_embedding_request(req.body(), ctx_.tokenizer(), ctx_.context()); });
-    if (ctx_.draining()) {
-      Response res = error({http::status::service_unavailable, "server shutting down", "server_error", "shutting_down"});
-      close = !co_await write(std::move(res));
-    } else if (auto* e = std::get_if<HttpError>(&parsed)) {
-      Response res = error(*e);
-      close = !co_await write(std::move(res));
-    } else {
-      close = !co_await embed(std::get<EmbedRequest>(parsed));
-    }
-  } else if ((path == "/v1/completions" || path == "/v1/chat/completions") && method == http::verb::post) {
-    ctx_.counters().http_requests_total++;
-    if (ctx_.draining()) {
-      Response res = error({http::status::service_unavailable, "server shutting down", "server_error", "shutting_down"});
-      close = !co_await write(std::move(res));
-      co_return;
-    }
-    // Parsing and tokenizing grow with the body (up to --http-max-body): off this thread.
-    const bool chat = path == "/v1/chat/completions";
-    auto parsed = co_await ctx_.off_network(
-        [&] {
-          return parse_generation_request(chat, req.body(), ctx_.tokenizer(), ctx_.chat_template(), ctx_.context());
-        });
     if (auto* e = std::get_if<HttpError>(&parsed)) {
       Response res = error(*e);
-      close = !co_await write(std::move(res));
-    } else {
-      close = !co_await generate(std::get<GenRequest>(parsed));
+      co_return co_await write(std::move(res));
     }
-  } else {
-    const bool known = path == "/metrics" || path == "/v1/models" || path == "/v1/completions" || path == "/v1/embeddings" ||
-                       path == "/v1/chat/completions" || path == "/props" || path == "/tokenize" || path == "/detokenize";
-    Response res = error({known ? http::status::method_not_allowed : http::status::not_found,
-                          known ? "method not allowed" : "no such endpoint: " + path});
-    close = !co_await write(std::move(res));
+    co_return co_await embed(std::get<EmbedRequest>(parsed));
   }
+  const bool chat = path == "/v1/chat/completions";
+  auto parsed = co_await ctx_.off_network(
+      [&] { return parse_generation_request(chat, req.body(), ctx_.tokenizer(), ctx_.chat_template(), ctx_.context()); });
+  if (auto* e = std::get_if<HttpError>(&parsed)) {
+    Response res = error(*e);
+    co_return co_await write(std::move(res));
+  }
+  co_return co_await generate(std::get<GenRequest>(parsed));
 }
 
 asio::awaitable<void> HttpConnection::watch_peer() {
@@ -630,7 +645,8 @@ asio::awaitable<void> HttpConnection::run_choice(const GenRequest& r, ChoiceRun&
   if (peer_gone_) gen.cancel(Generation::Reason::closed);
   for (bool first = true;; first = false) {
     const Generation::Event e = co_await gen.next();
-    if (first && c.on_first) c.on_first();
+    // The others start once the first has run the prompt (or ended); not after a refusal.
+    if (first && c.on_first && !std::holds_alternative<Generation::Failure>(e)) c.on_first();
     if (const auto* t = std::get_if<Generation::Token>(&e)) {
       if (peer_gone_ || c.out.stopped()) continue;  // drawn ahead, after the end: dropped
       ctx_.observe_latency(*t);
@@ -683,33 +699,14 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
       return g;
     });
   }
-  const std::uint64_t number = g_request_counter.fetch_add(1);
-  meta_ = ReplyMeta{std::string(r.chat ? "chatcmpl-" : "cmpl-") + std::to_string(number),
-                    std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
-                    ctx_.options().model_name, r.chat};
   ctx_.counters().http_active++;
   struct Guard {
     ServerCounters& c;
     ~Guard() { c.http_active--; }
   } guard{ctx_.counters()};
-
-  const int prev = r.prompt.empty() ? ctx_.special_tokens().bos : r.prompt.back();
-  std::vector<std::unique_ptr<ChoiceRun>> choices;
-  for (int i = 0; i < r.n; ++i) {
-    choices.push_back(std::make_unique<ChoiceRun>(ChoiceOutput(i, r, tok, prev, "call_" + std::to_string(number) + "_" + std::to_string(i))));
-  }
-  // The stream's head goes out with its first chunk (so a refusal can still be a plain
-  // error reply).
-  unwritten_.clear();
-  head_sent_ = false;
-  stream_head_ = "HTTP/1.1 200 OK\r\nServer: llamawire\r\nContent-Type: text/event-stream\r\n"
-                 "Cache-Control: no-cache\r\nConnection: close\r\n";
-  if (!cors_allow_.empty()) stream_head_ += "Access-Control-Allow-Origin: " + cors_allow_ + "\r\nVary: Origin\r\n";
-  stream_head_ += "\r\n";
-  for (const auto& c : choices) stream_head_ += c->out.head(meta_);
-
+  std::vector<std::unique_ptr<ChoiceRun>> choices = begin_reply(r);
   if (max_new > 0) {
-    auto params = [&](int i) {
+    const std::function<Generation::Params(int)> params = [&](int i) {
       Generation::Params p;
       p.prompt = r.prompt;
       p.sampling = r.sampling;
@@ -724,36 +721,65 @@ asio::awaitable<bool> HttpConnection::generate_admitted(const GenRequest& r, int
       p.tenant = tenant_;
       return p;
     };
-    // The choices run as separate generations, batched together. The first runs the prompt
-    // alone: with the prefix cache the others then attach its blocks instead of computing
-    // them again.
-    const auto ex = co_await asio::this_coro::executor;
-    StrandSignal ended(ex);
-    int running = 0;
-    auto spawn = [&](int i) {
-      ++running;
-      asio::co_spawn(ex, run_choice(r, *choices[static_cast<std::size_t>(i)], params(i)),
-                     [&, i](std::exception_ptr e) {
-                       if (e) {
-                         try {
-                           std::rethrow_exception(e);
-                         } catch (const std::exception& x) {
-                           log::error("http: a choice failed: ", x.what());
-                         }
-                         choices[static_cast<std::size_t>(i)]->failure = HttpError{http::status::internal_server_error, "internal error",
-                                                         "server_error"};
-                       }
-                       --running;
-                       ended.notify();
-                     });
-    };
-    choices[0]->on_first = [&] {
-      for (int i = 1; i < r.n; ++i) spawn(i);
-    };
-    spawn(0);
-    while (running > 0) co_await ended.wait();
+    co_await run_choices(r, choices, params);
   }
   co_return co_await finish_reply(r, choices, t0);
+}
+
+std::vector<std::unique_ptr<ChoiceRun>> HttpConnection::begin_reply(const GenRequest& r) {
+  const std::uint64_t number = g_request_counter.fetch_add(1);
+  meta_ = ReplyMeta{std::string(r.chat ? "chatcmpl-" : "cmpl-") + std::to_string(number),
+                    std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
+                    ctx_.options().model_name, r.chat};
+  const int prev = r.prompt.empty() ? ctx_.special_tokens().bos : r.prompt.back();
+  std::vector<std::unique_ptr<ChoiceRun>> choices;
+  for (int i = 0; i < r.n; ++i) {
+    const std::string call_ids = "call_" + std::to_string(number) + "_" + std::to_string(i);
+    choices.push_back(std::make_unique<ChoiceRun>(ChoiceOutput(i, r, ctx_.tokenizer(), prev, call_ids)));
+  }
+  // The stream's head goes out with its first chunk (so a refusal can still be a plain
+  // error reply).
+  unwritten_.clear();
+  head_sent_ = false;
+  stream_head_ = "HTTP/1.1 200 OK\r\nServer: llamawire\r\nContent-Type: text/event-stream\r\n"
+                 "Cache-Control: no-cache\r\nConnection: close\r\n";
+  if (!cors_allow_.empty()) stream_head_ += "Access-Control-Allow-Origin: " + cors_allow_ + "\r\nVary: Origin\r\n";
+  stream_head_ += "\r\n";
+  for (const auto& c : choices) stream_head_ += c->out.head(meta_);
+  return choices;
+}
+
+asio::awaitable<void> HttpConnection::run_choices(const GenRequest& r, std::vector<std::unique_ptr<ChoiceRun>>& choices,
+                                                  const std::function<Generation::Params(int)>& params) {
+  // The choices run as separate generations, batched together, as coroutines on this
+  // connection's strand. The first runs the prompt alone: with the prefix cache the others
+  // then attach its blocks instead of computing them again.
+  const auto ex = co_await asio::this_coro::executor;
+  StrandSignal ended(ex);
+  int running = 0;
+  auto spawn = [&](int i) {
+    ++running;
+    ChoiceRun* c = choices[static_cast<std::size_t>(i)].get();
+    asio::co_spawn(ex, run_choice(r, *c, params(i)), [&running, &ended, c](std::exception_ptr e) {
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+          log::error("http: a choice failed: ", x.what());
+        } catch (...) {
+          log::error("http: a choice failed");
+        }
+        c->failure = HttpError{http::status::internal_server_error, "internal error", "server_error"};
+      }
+      --running;
+      ended.notify();
+    });
+  };
+  choices[0]->on_first = [&] {
+    for (int i = 1; i < r.n; ++i) spawn(i);
+  };
+  spawn(0);
+  while (running > 0) co_await ended.wait();
 }
 
 asio::awaitable<bool> HttpConnection::finish_reply(const GenRequest& r,

@@ -1,7 +1,10 @@
 // libFuzzer: HTTP request handling: Beast's parser with the server's limits, then the
-// API's JSON request validation for both endpoints.
+// API's JSON request validation for every endpoint, and the scan of a reply for tool calls.
 #include "common/tokenizer.hpp"
 #include "server/net/http_request.hpp"
+#include "server/net/tool_calls.hpp"
+
+#include <boost/json.hpp>
 
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
@@ -46,6 +49,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)llamawire::parse_generation_request(true, input, tokenizer(), chat(), 128);
   (void)llamawire::tokenize_request(input, tokenizer());
   (void)llamawire::detokenize_request(input, tokenizer());
+  (void)llamawire::parse_embedding_request(input, tokenizer(), 128);
+  // The input as a model's reply with tools offered, arriving in two parts.
+  static const llamawire::ToolSpec spec = [] {
+    llamawire::ToolSpec t;
+    t.functions.push_back({"f", "", boost::json::parse(R"({"type":"object","properties":{"a":{"type":"string"}}})")});
+    t.choice = llamawire::ToolSpec::Choice::automatic;
+    return t;
+  }();
+  llamawire::ToolCallScanner scanner(spec, "call");
+  (void)scanner.scan(input.substr(0, size / 2), false);
+  (void)scanner.scan(input, true);
   // A whole request through the parser, as the server configures it.
   http::request_parser<http::string_body> parser;
   parser.body_limit(1 << 16);
