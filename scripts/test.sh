@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command. Installs missing Debian packages, then:
 #   1. Release build in build/ and the whole CTest suite (unit + end-to-end + 30 s soak;
-#      the SDK test's npm packages are installed into build/sdk first, when node is there)
+#      the SDK test's npm packages are installed into build/node first, when node is there)
 #   2. the whole suite again under ASan + UBSan (build-asan/)
 #   3. the scheduler, session and network tests under TSan (build-tsan/)
 #   4. every libFuzzer target for 30 s (build-fuzz/), plus the saved regression inputs
@@ -16,14 +16,14 @@ step() { echo "=== $*" >&2; }
 step "1/4 release build and test suite"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$(nproc)"
-scripts/sdk-deps.sh build/sdk
+scripts/node-deps.sh build/node
 ctest --test-dir build --output-on-failure --no-tests=error -j "$jobs"
 [ "${1:-}" = "--quick" ] && exit 0
 
 step "2/4 ASan + UBSan build and test suite"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLW_SANITIZE=address,undefined
 cmake --build build-asan -j "$(nproc)"
-scripts/sdk-deps.sh build-asan/sdk
+scripts/node-deps.sh build-asan/node
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   LW_SOAK_SECONDS=15 ctest --test-dir build-asan --output-on-failure --no-tests=error -j "$jobs"
 

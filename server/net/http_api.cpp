@@ -10,6 +10,7 @@
 #include "common/utf8.hpp"
 #include "server/engine/strand_signal.hpp"
 #include "server/net/listener.hpp"
+#include "server/net/web_assets.hpp"
 
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -166,7 +167,8 @@ class HttpConnection {
   asio::awaitable<Read> reply_and_close(const HttpError& e);
   asio::awaitable<void> handle(Request& req, bool& close);
   Response preflight(const Request& req);  // OPTIONS (CORS)
-  // /health, /metrics, /v1/models, /props; nullopt for any other path or method.
+  // The chat page (/), /health, /metrics, /v1/models, /props; nullopt for any other path or
+  // method.
   std::optional<Response> info(const std::string& path, http::verb method);
   // POST /v1/completions, /v1/chat/completions, /v1/embeddings: parsed off the network
   // thread, then run. False when the connection must close.
@@ -313,7 +315,8 @@ asio::awaitable<HttpConnection::Read> HttpConnection::read_request(beast::flat_b
                                 : (parser.chunked() ? opts_.max_body_bytes : 0);
     const auto tenant = ctx_.tenant_of(bearer_key(h[http::field::authorization]));
     tenant_ = tenant.value_or(0);
-    if (path != "/health" && h.method() != http::verb::options && !tenant) {
+    const bool open_path = path == "/health" || path == "/" || path == "/index.html";  // no key needed
+    if (!open_path && h.method() != http::verb::options && !tenant) {
       log::warn("http ", log::quoted(h.method_string()), " ", log::quoted(path),
                 ": rejected, missing or invalid API key");
       fail = HttpError{http::status::unauthorized, "missing or invalid API key (Authorization: Bearer ...)",
@@ -397,7 +400,7 @@ asio::awaitable<void> HttpConnection::handle(Request& req, bool& close) {
     close = !co_await model_endpoint(req, path);
     co_return;
   } else {
-    const bool known = path == "/health" || path == "/metrics" || path == "/v1/models" || path == "/v1/completions" ||
+    const bool known = path == "/" || path == "/index.html" || path == "/health" || path == "/metrics" || path == "/v1/models" || path == "/v1/completions" ||
                        path == "/v1/embeddings" || path == "/v1/chat/completions" || path == "/props" ||
                        path == "/tokenize" || path == "/detokenize";
     res = error({known ? http::status::method_not_allowed : http::status::not_found,
@@ -425,6 +428,16 @@ std::optional<HttpConnection::Response> HttpConnection::info(const std::string& 
     const bool ok = !ctx_.draining();
     return make(ok ? http::status::ok : http::status::service_unavailable,
                 ok ? R"({"status":"ok"})" : R"({"status":"draining"})", "application/json");
+  }
+  if ((path == "/" || path == "/index.html") && (method == http::verb::get || method == http::verb::head)) {
+    // The chat page: static, compiled in, needing no key to load (its API calls ask for one).
+    Response res = make(http::status::ok, std::string(web_index_html()), "text/html; charset=utf-8");
+    res.set("Content-Security-Policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+            "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+    res.set("X-Content-Type-Options", "nosniff");
+    res.set(http::field::cache_control, "no-cache");
+    return res;
   }
   if (method != http::verb::get) return std::nullopt;
   if (path == "/metrics") return make(http::status::ok, ctx_.metrics_text(), "text/plain; version=0.0.4");
