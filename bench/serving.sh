@@ -9,6 +9,8 @@
 #   bench/serving.sh [CLIENT_COUNTS...]      (default: 1 4 16 64)
 #   LW_ROUNDS=3 (default)  LW_MODELS="stories42M stories110M"  LW_WEIGHTS="f32 q8_0"
 #   LW_SERVER_ARGS="..."   extra server options (e.g. to compare one setting against another)
+#   LW_PLOTS=DIR (default bench/plots): PNG charts of throughput and latency against clients
+#   (gnuplot; skipped with a note when it is missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=build/bin
@@ -60,7 +62,7 @@ for r in $(seq 1 "$rounds"); do
     done
   done
 done
-python3 - "$tmp/runs.jsonl" <<'PY'
+python3 - "$tmp/runs.jsonl" "$tmp/serving.dat" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 med = statistics.median
@@ -104,4 +106,21 @@ for m, w in sorted({(k[0], k[1]) for k in groups}):
                   f"(medians of {len(ratios)} rounds; min {min(ratios):.2f}x, {min(decode_ratios):.2f}x); per round:")
             for t in rounds_txt:
                 print(f"  {t}")
+# The plots' data: per configuration, the medians against clients.
+with open(sys.argv[2], "w") as out:
+    for i, (m, w) in enumerate(sorted({(k[0], k[1]) for k in groups})):
+        out.write(("\n\n" if i else "") + f'"{m} {w}"\n')
+        for c in sorted({k[2] for k in groups if k[0] == m and k[1] == w}):
+            b = [r["bench"] for r in groups[(m, w, c)]]
+            g = lambda k, s=None: med(x[k][s] if s else x[k] for x in b)
+            out.write(f"{c} {g('aggregate_tok_s'):.1f} {g('decode_tok_s'):.1f} {g('ttft_ms','p50'):.1f} {g('ttft_ms','p99'):.1f} "
+                      f"{g('itl_ms','p50'):.2f} {g('itl_ms','p99'):.2f}\n")
 PY
+plots=${LW_PLOTS:-bench/plots}
+if command -v gnuplot >/dev/null; then
+  mkdir -p "$plots"
+  gnuplot -e "data='$tmp/serving.dat'; out='$plots'" bench/plot_serving.gp
+  echo "plots: $plots/serving-throughput.png $plots/serving-latency.png" >&2
+else
+  echo "plots: gnuplot not installed (apt-get install gnuplot-nox): no charts" >&2
+fi

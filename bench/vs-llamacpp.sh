@@ -153,6 +153,11 @@ done
 python3 - "$out" "$rounds" <<'PY'
 import json, os, statistics, sys
 out, rounds = sys.argv[1], sys.argv[2]
+# The plots' data (bench/plot_bars.gp): per part, "label" llama.cpp llamawire.
+def bars(name, items):
+    with open(os.path.join(out, name + ".dat"), "w") as f:
+        for label, a, b in items:
+            f.write(f'"{label}" {a:.2f} {b:.2f}\n')
 def rows(name):
     p = os.path.join(out, name)
     return [json.loads(l) for l in open(p)] if os.path.exists(p) else []
@@ -172,6 +177,12 @@ if eng:
         pf = med([max(r["compute_gflops"], r["compute_gflops_avx512"]) for r in ours])
         pi = med([r["compute_int8_gops_vnni512"] for r in ours])
         print(f"| {f} | {ours[0]['weights']} | {ours[0]['kernels']} | {tg:.1f} | {dec:.1f} | {dec/tg:.2f} | {frac:.2f} | {pp:.1f} | {pro:.1f} | {pro/pp:.2f} | {gops:.0f} | {pf:.0f} / {pi:.0f} |")
+    bars("decode", [(f, med([r["avg_ts"] for r in eng if r["file"] == f and r["side"] == "llamacpp" and r["n_gen"] > 0]),
+                     med([r["decode_tok_s"] for r in eng if r["file"] == f and r["side"] == "llamawire"]))
+                    for f in dict.fromkeys(r["file"] for r in eng)])
+    bars("prompt", [(f, med([r["avg_ts"] for r in eng if r["file"] == f and r["side"] == "llamacpp" and r["n_prompt"] > 0]),
+                     med([r["prompt_tok_s"] for r in eng if r["file"] == f and r["side"] == "llamawire"]))
+                    for f in dict.fromkeys(r["file"] for r in eng)])
     print("\nof bound: decode against the weight bytes per token over the read bandwidth measured in the same process (512 MiB buffer); above 1 when the file fits the last-level cache.")
     print("prompt GOP/s: the weight products' arithmetic (2 per multiply-add) over the whole prompt's time; peaks: FMA chains (AVX-512 where present) and vpdpbusd chains on both threads, same process.")
     print()
@@ -187,6 +198,10 @@ if srv:
             ea, eb = sum(r["errors"] for r in sel("llamacpp")), sum(r["errors"] for r in sel("llamawire"))
             print(f"| {f} | {c} | {a:.1f} | {b:.1f} | {b/a:.2f} | {ea} / {eb} |")
     print()
+    bars("serving", [(f"{f}, {c} client{'s' if c > 1 else ''}",
+                      med([r["aggregate_tok_s"] for r in srv if r["file"] == f and r["clients"] == c and r["side"] == "llamacpp"]),
+                      med([r["aggregate_tok_s"] for r in srv if r["file"] == f and r["clients"] == c and r["side"] == "llamawire"]))
+                     for f in dict.fromkeys(r["file"] for r in srv) for c in (1, 16)])
 tt = rows("ttft.jsonl")
 if tt:
     a = med([r["latency_p50_ms"] for r in tt if r["side"] == "llamacpp"])
@@ -196,3 +211,19 @@ if tt:
     print(f"Time to first token, TinyLlama Q4_0, prompt of {pa:.0f} / {pb:.0f} tokens (llama.cpp / llamawire), HTTP, max_tokens 1:")
     print(f"llama.cpp {a:.0f} ms, llamawire {b:.0f} ms, ratio {b/a:.2f} (medians of {rounds} rounds x 5 requests)")
 PY
+# Charts (gnuplot), llamawire beside llama.cpp: $LW_PLOTS (default bench/plots).
+plots=${LW_PLOTS:-bench/plots}
+if command -v gnuplot > /dev/null; then
+  mkdir -p "$plots"
+  chart() {  # part, title, y label
+    [ -s "$out/$1.dat" ] || return 0
+    gnuplot -e "data='$out/$1.dat'; out='$plots/vs-llamacpp-$1.png'; title='$2'; ylabel='$3'; baseline='llama.cpp c392e50'" \
+      bench/plot_bars.gp
+    echo "plot: $plots/vs-llamacpp-$1.png" >&2
+  }
+  chart decode "Decode, one stream (llama-bench tg128 / llamawire-bench-engine)" "tokens/s"
+  chart prompt "Prompt processing, 128 tokens (llama-bench pp128 / llamawire-bench-engine)" "tokens/s"
+  chart serving "Serving over HTTP, 64 tokens per request (bench/http_load.mjs)" "aggregate tokens/s"
+else
+  echo "plots: gnuplot not installed (apt-get install gnuplot-nox): no charts" >&2
+fi

