@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config
           libboost1.81-dev libboost-program-options1.81-dev libboost-json1.81-dev
-          catch2 curl haproxy libssl-dev openssl systemd chromium)
+          catch2 curl haproxy libssl-dev openssl systemd chromium gnuplot-nox)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -69,3 +69,38 @@ TEST_CASE("packaging: the systemd unit passes systemd-analyze verify and is hard
                                    "", 60);
   CHECK(typo.err.find("NoNewPrivilegs") != std::string::npos);
 }
+
+TEST_CASE("bench: the chart scripts draw PNG charts with gnuplot", "[packaging]") {
+  if (t::run_process({"/usr/bin/env", "gnuplot", "--version"}, "", 30).exit_code != 0) {
+    if (t::in_ci()) FAIL("gnuplot is missing in CI (scripts/deps.sh installs gnuplot-nox)");
+    WARN("gnuplot not installed: the charts were not drawn");
+    return;
+  }
+  t::TempDir dir;
+  // The data files as bench/serving.sh and bench/vs-llamacpp.sh write them.
+  std::ofstream(dir / "serving.dat") << "\"stories42M f32\"\n1 261.3 266.7 8 11 3.7 7.3\n4 656.4 670.1 27 31 5.6 11.6\n"
+                                        "16 1499.0 1517.4 78 78 9.4 17.0\n\n\n\"stories42M q8_0\"\n1 529.7 590.3 8 18 1.7 3.9\n"
+                                        "4 1032.2 1190.1 35 35 3.2 13.2\n16 1144.1 1183.0 112 121 11.7 32.8\n";
+  std::ofstream(dir / "bars.dat") << "\"a.gguf\" 10.5 12.25\n\"b.gguf, 16 clients\" 20 18\n";
+  const fs::path bench = fs::path(LW_SOURCE_DIR) / "bench";
+  const auto serving = t::run_process({"/usr/bin/env", "gnuplot", "-e",
+                                       "data='" + (dir / "serving.dat").string() + "'; out='" + dir.path().string() + "'",
+                                       (bench / "plot_serving.gp").string()},
+                                      "", 60);
+  INFO(serving.err);
+  CHECK(serving.exit_code == 0);
+  CHECK(serving.err.find("warning") == std::string::npos);
+  const auto bars = t::run_process({"/usr/bin/env", "gnuplot", "-e",
+                                    "data='" + (dir / "bars.dat").string() + "'; out='" + (dir / "bars.png").string() +
+                                        "'; title='t'; ylabel='tokens/s'; baseline='llama.cpp'",
+                                    (bench / "plot_bars.gp").string()},
+                                   "", 60);
+  INFO(bars.err);
+  CHECK(bars.exit_code == 0);
+  for (const char* png : {"serving-throughput.png", "serving-latency.png", "bars.png"}) {
+    INFO(png);
+    const std::string bytes = read_file(dir / png);
+    REQUIRE(bytes.size() > 5000);
+    CHECK(bytes.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0);
+  }
+}
