@@ -160,6 +160,7 @@ asio::awaitable<void> worker(Shared& s, int id) {
       st.span.tokens = st.tokens;
     };
     bool ok = true;
+    bool retry = false;  // the error leaves the connection usable
     if (!s.o.client_sampling) {
       msg::Generate g;
       g.start_pos = 0;
@@ -175,6 +176,7 @@ asio::awaitable<void> worker(Shared& s, int id) {
       auto end = co_await conn.generate(std::move(g), on_stream);
       if (!end) {
         ok = false;
+        retry = end.error().code == make_error_code(errc::busy);
         record_error(s, end.error().message);
       }
     } else {
@@ -185,6 +187,7 @@ asio::awaitable<void> worker(Shared& s, int id) {
         auto logits = co_await conn.forward(static_cast<std::uint32_t>(pos), feed);
         if (!logits) {
           ok = false;
+          retry = logits.error().code == make_error_code(errc::busy);
           record_error(s, logits.error().message);
           break;
         }
@@ -197,8 +200,10 @@ asio::awaitable<void> worker(Shared& s, int id) {
       }
     }
     if (!ok) {
-      if (!conn.socket().is_open()) co_return;
-      continue;
+      // A busy server (KV memory, a full queue) may take the next request; any other error
+      // (the server stopping, the connection lost) ends this client: the others go on.
+      if (retry && conn.socket().is_open()) continue;
+      break;
     }
     st.e2e_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
     s.generated += static_cast<std::uint64_t>(st.tokens);
