@@ -31,22 +31,6 @@ json-object ::= "{" ws (json-string ":" ws json-value ("," ws json-string ":" ws
 json-array ::= "[" ws (json-value ("," ws json-value)*)? "]" ws
 )";
 
-// A GBNF literal for `text`.
-std::string literal(std::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default: out += c;
-    }
-  }
-  return out + "\"";
-}
-
 const std::set<std::string, std::less<>> kRefused{
     "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "not", "if", "then",
     "else", "dependentRequired", "dependentSchemas", "patternProperties", "propertyNames", "minProperties",
@@ -101,14 +85,14 @@ class Converter {
       if (kRefused.count(k) != 0) fail(path, std::string(k) + " is not supported");
     }
     if (const auto* ref = o.if_contains("$ref")) return ref_rule(*ref, path);
-    if (const auto* c = o.if_contains("const")) return add(hint, literal(json::serialize(*c)) + " ws");
+    if (const auto* c = o.if_contains("const")) return add(hint, gbnf_literal(json::serialize(*c)) + " ws");
     if (const auto* e = o.if_contains("enum")) {
       if (!e->is_array() || e->as_array().empty()) {
         fail(path, "enum must be a non-empty array");
         return "json-value";
       }
       std::string body;
-      for (const auto& v : e->as_array()) body += (body.empty() ? "" : " | ") + literal(json::serialize(v));
+      for (const auto& v : e->as_array()) body += (body.empty() ? "" : " | ") + gbnf_literal(json::serialize(v));
       return add(hint, "(" + body + ") ws");
     }
     for (const char* key : {"anyOf", "oneOf"}) {
@@ -247,7 +231,7 @@ class Converter {
       }
       for (const auto& [k, v] : p->as_object()) {
         const std::string key(k);
-        props.emplace_back(literal(json::serialize(json::value(key))),
+        props.emplace_back(gbnf_literal(json::serialize(json::value(key))),
                            rule_for(v, hint + "-" + key, path + ".properties." + key));
         required.push_back(req.erase(key) > 0);
       }
@@ -335,6 +319,22 @@ Result<std::string> json_schema_rules(const json::value& schema, const std::stri
 }
 
 std::string json_primitives_gbnf() { return kPrimitives; }
+
+std::string gbnf_literal(std::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default: out += c;
+    }
+  }
+  return out + "\"";
+}
+
 
 std::string json_object_gbnf() { return std::string("root ::= json-object\n") + kPrimitives; }
 

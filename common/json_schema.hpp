@@ -18,6 +18,7 @@
 #include <boost/json/value.hpp>
 
 #include <string>
+#include <string_view>
 
 namespace llamawire {
 
@@ -30,6 +31,9 @@ Result<std::string> json_schema_to_gbnf(const boost::json::value& schema);
 // that json_primitives_gbnf() defines once for the whole grammar.
 Result<std::string> json_schema_rules(const boost::json::value& schema, const std::string& name);
 std::string json_primitives_gbnf();
+
+// A GBNF literal (quoted, escaped) matching exactly `text`.
+std::string gbnf_literal(std::string_view text);
 
 // The grammar of any JSON object (response_format json_object).
 std::string json_object_gbnf();

@@ -46,14 +46,18 @@ class Parser {
     out = *v;
     return true;
   }
-  bool get_string(std::string& out) {
-    std::uint16_t n = 0;
+  // A length of type Len (u16: a string; u32: a text, 1.5's grammar) and that many bytes.
+  template <class Len>
+  bool get_sized(std::string& out, const char* what) {
+    Len n = 0;
     if (!get(n)) return false;
     const auto b = r_.bytes(n);
-    if (!b) return fail("string length " + std::to_string(n) + " runs past the payload");
+    if (!b) return fail(std::string(what) + " length " + std::to_string(n) + " runs past the payload");
     out.assign(reinterpret_cast<const char*>(b->data()), b->size());
     return true;
   }
+  bool get_string(std::string& out) { return get_sized<std::uint16_t>(out, "string"); }
+  bool get_text(std::string& out) { return get_sized<std::uint32_t>(out, "text"); }
   // `last`: the tokens end the payload (else more fields follow them).
   bool get_tokens(std::vector<std::uint32_t>& out, bool last = true) {
     std::uint32_t n = 0;
@@ -65,15 +69,6 @@ class Parser {
     }
     out.resize(n);
     for (auto& t : out) get(t);
-    return true;
-  }
-  // A u32 length and that many bytes.
-  bool get_text(std::string& out) {
-    std::uint32_t n = 0;
-    if (!get(n)) return false;
-    const auto b = r_.bytes(n);
-    if (!b) return fail("text length " + std::to_string(n) + " runs past the payload");
-    out.assign(reinterpret_cast<const char*>(b->data()), b->size());
     return true;
   }
   // A u32 count and that many (u32 token, f32 value) pairs.

@@ -10,22 +10,6 @@ namespace json = boost::json;
 
 namespace {
 
-// A GBNF literal for `text`.
-std::string gbnf_literal(std::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default: out += c;
-    }
-  }
-  return out + "\"";
-}
-
 std::string_view trim(std::string_view s) {
   constexpr std::string_view ws = " \t\n\r";
   const auto b = s.find_first_not_of(ws);
