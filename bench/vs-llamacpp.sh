@@ -211,13 +211,14 @@ if tt:
     print(f"Time to first token, TinyLlama Q4_0, prompt of {pa:.0f} / {pb:.0f} tokens (llama.cpp / llamawire), HTTP, max_tokens 1:")
     print(f"llama.cpp {a:.0f} ms, llamawire {b:.0f} ms, ratio {b/a:.2f} (medians of {rounds} rounds x 5 requests)")
 PY
-# Charts (gnuplot), llamawire beside llama.cpp: $LW_PLOTS (default bench/plots).
+# Charts (gnuplot), llamawire beside llama.cpp, and their data: $LW_PLOTS (default bench/plots).
 plots=${LW_PLOTS:-bench/plots}
 if command -v gnuplot > /dev/null; then
   mkdir -p "$plots"
   chart() {  # part, title, y label
     [ -s "$out/$1.dat" ] || return 0
-    gnuplot -e "data='$out/$1.dat'; out='$plots/vs-llamacpp-$1.png'; title='$2'; ylabel='$3'; baseline='llama.cpp c392e50'" \
+    cp "$out/$1.dat" "$plots/vs-llamacpp-$1.dat"  # kept, to redraw the chart
+    gnuplot -e "data='$plots/vs-llamacpp-$1.dat'; out='$plots/vs-llamacpp-$1.png'; title='$2'; ylabel='$3'; baseline='llama.cpp c392e50'" \
       bench/plot_bars.gp
     echo "plot: $plots/vs-llamacpp-$1.png" >&2
   }
